@@ -1,0 +1,1 @@
+"""SSM Robustness Lab web app: a Gradio UI over the `ssm_lab` engine (`python -m app`)."""

@@ -1,0 +1,100 @@
+"""The attack menu of the app and the translation of its knobs into engine parameters, after the server's caps."""
+from __future__ import annotations
+
+from .limits import LIMITS, LimitError, as_float, as_int, parse_eps
+
+# Menu label -> engine attack name and fixed settings; the user-facing knobs are passed only where accepted.
+ATTACK_MENU: dict[str, tuple[str, dict]] = {
+    "FGSM": ("fgsm", {"norm": "Linf"}),
+    "PGD (Linf)": ("pgd", {"norm": "Linf"}),
+    "PGD (L2)": ("pgd", {"norm": "L2"}),
+    "APGD-CE": ("apgd-ce", {"norm": "Linf"}),
+    "APGD-T": ("apgd-t", {"norm": "Linf"}),
+    "FAB-T": ("fab-t", {"norm": "Linf"}),
+    "Square": ("square", {"norm": "Linf"}),
+    "CW (L2)": ("cw-l2", {"norm": "L2"}),
+    "DeepFool (L2)": ("deepfool", {"norm": "L2"}),
+    "AutoAttack (standard)": ("autoattack", {"norm": "Linf", "version": "standard"}),
+    "AutoAttack (plus)": ("autoattack", {"norm": "Linf", "version": "plus"}),
+    "AutoAttack (rand)": ("autoattack", {"norm": "Linf", "version": "rand"}),
+}
+LINF_ATTACKS = [label for label, (_, fixed) in ATTACK_MENU.items() if fixed["norm"] == "Linf"]
+QUERIES_PER_STEP = 25  # Square is gradient-free: the steps knob buys 25 queries per step
+NO_TARGET = ("", "none", "untargeted")
+
+
+def norm_of(attack: str) -> str:
+    if attack not in ATTACK_MENU:
+        raise LimitError(f"unknown attack {attack!r}; choose one of {', '.join(ATTACK_MENU)}")
+    return ATTACK_MENU[attack][1]["norm"]
+
+
+def attack_settings(attack: str, model, *, eps, steps, step_size=None, restarts=1, target=None,
+                    seed=0) -> tuple[str, dict]:
+    """The engine name and the keyword arguments for make_attack."""
+    from ssm_lab.attacks import attack_params
+
+    norm = norm_of(attack)
+    name, fixed = ATTACK_MENU[attack]
+    accepted = attack_params(name)
+    params = dict(fixed)
+    params["eps"] = as_float("eps", parse_eps(eps), 0.0, 64.0 if norm == "L2" else 1.0)
+    params["seed"] = as_int("seed", seed, 0, 2**31 - 1)
+    if "steps" in accepted:
+        params["steps"] = as_int("steps", steps, 1, LIMITS.steps, "SSM_LAB_MAX_STEPS")
+    if "queries" in accepted:
+        params["queries"] = as_int("steps", steps, 1, LIMITS.steps, "SSM_LAB_MAX_STEPS") * QUERIES_PER_STEP
+    if "restarts" in accepted:
+        params["restarts"] = as_int("restarts", restarts, 1, LIMITS.restarts, "SSM_LAB_MAX_RESTARTS")
+    if "step_size" in accepted and step_size not in (None, "") and float(step_size) != 0:
+        params["step_size"] = as_float("step size", step_size, 0.0, 64.0, open_low=True)
+    if target is not None and str(target).strip().lower() not in NO_TARGET:
+        if "target" not in accepted:
+            raise LimitError(f"{attack} has no targeted mode here; set the target class to 'none', or choose "
+                             "FGSM, PGD or CW for a targeted attack")
+        classes = class_list(model)
+        index = classes.index(str(target)) if str(target) in classes else \
+            as_int("target class", target, 0, model.config.num_classes - 1)
+        params.update(targeted=True, target=index)
+    return name, params
+
+
+def class_list(model) -> list[str]:
+    """Class names of the model's dataset (digits for MNIST, CIFAR-10 names), else '0', '1', ..."""
+    from ssm_lab.data import dataset_info
+
+    meta = model.config.meta or {}
+    try:
+        names = list(dataset_info(str(meta.get("dataset"))).classes)
+    except ValueError:
+        names = []
+    return names if len(names) == model.config.num_classes else [str(i) for i in range(model.config.num_classes)]
+
+
+def default_eps(model) -> float:
+    """The model's own threat model, else its dataset's usual budget (0.3 for MNIST, 8/255 for CIFAR-10)."""
+    from ssm_lab.data import dataset_info
+
+    meta = model.config.meta or {}
+    threat = meta.get("threat_model") or {}
+    if isinstance(threat, dict) and isinstance(threat.get("eps"), (int, float)) and threat["eps"] > 0:
+        return float(threat["eps"])
+    try:
+        return float(dataset_info(str(meta.get("dataset"))).eps)
+    except ValueError:
+        return 8 / 255
+
+
+def eps_string(value: float) -> str:
+    """A budget as the eps box shows it: '8/255' when it is a small whole number of 8-bit levels."""
+    k = value * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and value < 0.2 else f"{value:.6g}"
+
+
+def eps_text(eps) -> str:
+    """'0.3' -> 'eps = 0.3 = 76.5/255', so both conventions are visible next to the eps box."""
+    try:
+        value = parse_eps(eps)
+    except LimitError as exc:
+        return f"eps: {exc}"
+    return f"eps = {value:.6g} = {value * 255:.4g}/255"

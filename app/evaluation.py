@@ -1,0 +1,114 @@
+"""Evaluate tab: robust accuracy on n test images (with a confusion matrix) and accuracy-vs-eps curves."""
+from __future__ import annotations
+
+import json
+
+from .compare import chosen_models, sample_test_images, check_fits, spec_cost, spec_for
+from .attack_menu import ATTACK_MENU
+from .common import cancellable, holding, new_run_dir, progress_callback, user_errors
+from .limits import LimitError, check_passes, parse_eps, parse_eps_list
+from .models import MODELS
+
+
+def _pct(entry: dict) -> str:
+    lo, hi = entry["ci95"]
+    return f"{entry['accuracy']:.1%} ({entry['correct']}/{entry['n']}; 95% CI {lo:.1%}-{hi:.1%})"
+
+
+def report_markdown(report: dict, model_name: str) -> str:
+    tm = report["threat_model"]
+    lines = [f"**{model_name}** on {report['n']} test images ({report['data'].get('source', '')}), "
+             f"{tm['norm']} eps = {tm['eps']:.6g} ({tm['eps_label']}), seed {report['seed']}, {report['seconds']} s",
+             "", "| | robust accuracy |", "|---|---|", f"| clean | {_pct(report['clean'])} |"]
+    for entry in report["attacks"]:
+        params = ", ".join(f"{k}={v}" for k, v in entry["params"].items())
+        note = "" if entry["complete"] else " (cancelled: partial)"
+        lines.append(f"| {entry['attack']} ({params}){note} | {_pct(entry)} |")
+    if report.get("worst_case"):
+        lines.append(f"| worst case over the attacks | {_pct(report['worst_case'])} |")
+    flags = sorted({f for entry in report["attacks"] for f in entry.get("flags", [])})
+    if flags:
+        lines += ["", "Flags: " + "; ".join(flags)]
+    return "\n".join(lines)
+
+
+@user_errors
+def evaluate_model(model_name, dataset, n, attacks, eps, steps, restarts, seed, progress=None, request=None):
+    """Clean and robust accuracy with Wilson intervals; confusion matrix of the last attack; JSON report file."""
+    from ssm_lab import plots
+    from ssm_lab.evaluate import evaluate
+
+    model = MODELS.get(model_name)
+    attacks = [a for a in (attacks or []) if a]
+    if not attacks:
+        raise LimitError("choose at least one attack")
+    unknown = [a for a in attacks if a not in ATTACK_MENU]
+    if unknown:
+        raise LimitError(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACK_MENU)}")
+    norms = {ATTACK_MENU[a][1]["norm"] for a in attacks}
+    if len(norms) > 1:
+        raise LimitError("one evaluation uses one threat model: evaluate Linf and L2 attacks separately")
+    x, y, info, ds = sample_test_images(dataset, n, seed)
+    check_fits({model_name: model}, x, ds.classes)
+    specs, total = [], {"forward": 0, "backward": 0}
+    for attack in attacks:
+        spec, eps_value, seed_value = spec_for(attack, model, eps=eps, steps=steps, restarts=restarts, seed=seed)
+        spec.pop("norm")
+        cost = spec_cost(spec, model, eps_value, len(x))
+        total = {k: total[k] + cost[k] for k in total}
+        specs.append(spec)
+    check_passes(total, f"{len(specs)} attack(s) on {len(x)} images")
+    with cancellable("evaluate", request) as cancel, holding([model]):
+        report = evaluate(model, x, y, specs, eps=eps_value, norm=norms.pop(), seed=seed_value,
+                          progress=progress_callback(progress), cancel=cancel, data_info=info)
+    report["checkpoint"] = model_name
+    last = report["attacks"][-1]
+    predictions = [p for p in last.get("predictions", []) if p is not None]
+    truth = [int(t) for t, p in zip(y.tolist(), last.get("predictions", [])) if p is not None]
+    figure = plots.confusion_figure(truth, predictions, ds.classes) if predictions else None
+    if figure is not None:
+        figure.update_layout(title=f"Predictions under {last['attack']} (rows: true class), n={len(truth)}")
+    path = new_run_dir() / "evaluation.json"
+    path.write_text(json.dumps(report, indent=1))
+    return report_markdown(report, model_name), figure, str(path), _compact(report)
+
+
+def _compact(report: dict) -> dict:
+    """The report without per-point lists, for the JSON panel (the file keeps everything)."""
+    out = dict(report)
+    out["attacks"] = [{k: v for k, v in a.items() if k != "predictions"} for a in report["attacks"]]
+    return out
+
+
+@user_errors
+def eps_curves(model_names, dataset, n, attack, eps_values, steps, restarts, seed, progress=None, request=None):
+    """Robust accuracy against one Linf attack over several eps values, one curve per model, same images."""
+    from ssm_lab import plots
+    from ssm_lab.evaluate import eps_curve
+
+    if ATTACK_MENU.get(attack, ("", {}))[1].get("norm") != "Linf":
+        raise LimitError("accuracy-vs-eps curves use Linf attacks; choose FGSM, PGD (Linf), APGD-*, FAB-T, Square or "
+                         "AutoAttack")
+    models = chosen_models(model_names)
+    values = parse_eps_list(eps_values)
+    x, y, info, ds = sample_test_images(dataset, n, seed)
+    check_fits(models, x, ds.classes)
+    first = next(iter(models.values()))
+    spec, _, seed_value = spec_for(attack, first, eps=max(values) if max(values) > 0 else parse_eps("0.1"),
+                                   steps=steps, restarts=restarts, seed=seed)
+    spec.pop("norm")
+    total = {"forward": 0, "backward": 0}
+    for model in models.values():
+        for value in values:
+            if value > 0:
+                cost = spec_cost(spec, model, value, len(x))
+                total = {k: total[k] + cost[k] for k in total}
+    check_passes(total, f"{len(values)} eps values x {len(models)} models on {len(x)} images")
+    with cancellable("evaluate", request) as cancel, holding(models.values()):
+        curves = eps_curve(models, x, y, values, spec, seed=seed_value, progress=progress_callback(progress),
+                           cancel=cancel)
+    for rows in curves["curves"].values():
+        for row in rows:
+            row.pop("predictions", None)  # per-point lists belong in evaluation reports, not in a curve
+    curves["data"] = info
+    return plots.eps_curve_figure(curves), curves

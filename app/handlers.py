@@ -1,0 +1,190 @@
+"""Attack-tab actions as plain functions (testable without a browser): models, image preview, cost, attack."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import inputs
+from .attack_menu import attack_settings, class_list, default_eps, eps_string
+from .common import cancellable, holding, new_run_dir, progress_callback, user_errors
+from .limits import LIMITS, LimitError, check_passes
+from .models import MODELS, card_markdown, catalogue, catalogue_rows, default_checkpoint, resolve_source
+
+PREVIEW_SIDE = inputs.PREVIEW_SIDE
+
+
+def startup() -> dict:
+    """What the page needs first: the model menu with a preselected checkpoint, and the checkpoint table."""
+    entries = catalogue()
+    headers, rows = catalogue_rows(entries)
+    return {"choices": [(e["label"], e["name"]) for e in entries], "value": default_checkpoint(entries),
+            "table": {"headers": headers, "data": rows}, "entries": entries}
+
+
+@user_errors
+def select_model(model_name: str):
+    """Load (or take from the LRU) a model: its card, its default eps, its classes (for the target menu) and the
+    test set that matches it."""
+    model = MODELS.get(model_name)
+    return card_markdown(model, model_name), eps_string(default_eps(model)), ["none"] + class_list(model), \
+        dataset_of(model)
+
+
+@user_errors
+def load_hub_model(repo_id: str, revision: str = "") -> str:
+    """Download and check a Hub checkpoint; returns the menu value (`org/name` or `org/name@revision`)."""
+    repo_id, revision = (repo_id or "").strip(), (revision or "").strip()
+    if not repo_id:
+        raise LimitError("enter a Hub repo id such as org/name")
+    name = f"{repo_id}@{revision}" if revision and "@" not in repo_id else repo_id
+    if resolve_source(name).startswith("/"):
+        raise LimitError(f"{name!r} is a shipped checkpoint; pick it from the menu")
+    MODELS.get(name)
+    return name
+
+
+def dataset_of(model) -> str:
+    """The menu name of a model's dataset (MNIST when unknown), to preselect matching test images."""
+    key = (model.config.meta or {}).get("dataset")
+    return next((label for label, value in inputs.DATASETS.items() if value == key), "MNIST")
+
+
+def model_x(model, source, dataset, index, upload, sketch):
+    """(1, C, S, S) float input in [0, 1] for this model, the label when known, and a description."""
+    from ssm_lab.images import to_tensor
+
+    cfg = model.config
+    arr, label, text = inputs.model_input(source, cfg.in_channels, cfg.image_size, dataset=dataset, index=index,
+                                          upload=upload, sketch=sketch,
+                                          model_dataset=(cfg.meta or {}).get("dataset"))
+    return to_tensor(arr), label, text
+
+
+@user_errors
+def preview(model_name: str, source: str, dataset: str, index, upload=None, sketch=None):
+    """Exactly what the model sees (after resizing and channel conversion), enlarged, and where it came from."""
+    model = MODELS.get(model_name)
+    x, label, text = model_x(model, source, dataset, index, upload, sketch)
+    cfg = model.config
+    label_text = f"true class **{class_list(model)[label]}**" if label is not None else "no label"
+    return inputs.display(x), (f"{text}. Shown as the model sees it ({cfg.in_channels}x{cfg.image_size}x"
+                               f"{cfg.image_size}, enlarged without smoothing); {label_text}.")
+
+
+@user_errors
+def pick_random(dataset: str, class_name: str = "any") -> int:
+    return inputs.random_index(dataset, class_name)
+
+
+@user_errors
+def pick_class(dataset: str, class_name: str = "any") -> int:
+    return inputs.first_of_class(dataset, class_name)
+
+
+_SPEED: dict[int, float] = {}
+
+
+def seconds_per_pass(model) -> float:
+    """Measured seconds of one image's forward+backward pass (once per loaded model), to turn costs into time."""
+    import torch
+
+    key = id(model)
+    if key not in _SPEED:
+        cfg = model.config
+        x = torch.rand(4, cfg.in_channels, cfg.image_size, cfg.image_size, requires_grad=True)  # (4, C, S, S)
+        with holding([model]), model.frozen():
+            model(x).sum().backward()  # warm-up: kernels are cached in attack mode
+            start = time.perf_counter()
+            model(x).sum().backward()
+            _SPEED[key] = (time.perf_counter() - start) / len(x)
+    return _SPEED[key]
+
+
+def cost_text(cost: dict, model, what: str = "1 image") -> str:
+    passes = cost["forward"] + cost["backward"]
+    seconds = passes * seconds_per_pass(model) / 2  # a forward alone costs about a third of forward+backward
+    return (f"**Cost before running** ({what}, upper bound): {cost['forward']:,} forward + {cost['backward']:,} "
+            f"backward passes, roughly {max(seconds, 0.01):.2g} s here; this server allows {LIMITS.passes:,} passes per "
+            f"request. {cost['description']}")
+
+
+@user_errors
+def estimate_cost(model_name, attack, eps, steps, step_size, restarts, target, seed) -> str:
+    from ssm_lab.attacks import make_attack
+
+    model = MODELS.get(model_name)
+    name, params = attack_settings(attack, model, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
+                                   target=target, seed=seed)
+    cost = make_attack(name, model, **params).cost(1, trace=True)
+    check_passes(cost, attack)
+    return cost_text(cost, model)
+
+
+def summary_markdown(res: dict, classes: list[str], params: dict, attack: str) -> str:
+    from ssm_lab.evaluate import eps_label
+
+    def name(i: int) -> str:
+        return classes[i] if 0 <= i < len(classes) else str(i)
+
+    verdict = "**the attack succeeded**" if res["success"] else "**the attack failed** (the model resisted)"
+    if res["cancelled"]:
+        verdict += "; cancelled: showing the best point found before the cancel"
+    png = ("yes: saved as an 8-bit PNG it still fools the model" if res["survives_png"] else
+           f"no: rounded to 8 bits the model predicts **{name(res['pred_png'])}**")
+    if res["label_given"] and res["pred_clean"] != res["label"]:
+        verdict += "; note: the clean image was already misclassified"
+    lines = [f"{attack}: {verdict}",
+             f"- label **{name(res['label'])}** ({'given' if res['label_given'] else 'the clean prediction'})",
+             f"- clean prediction **{name(res['pred_clean'])}** ({res['p_clean'].max():.1%})",
+             f"- adversarial prediction **{name(res['pred_adv'])}** ({res['p_adv'].max():.1%})",
+             f"- perturbation: Linf {res['linf']:.4f} ({res['linf'] * 255:.1f}/255), L2 {res['l2']:.4f}; budget "
+             f"{params['norm']} eps = {eps_label(params['eps'])}",
+             f"- survives 8-bit PNG: {png}",
+             f"- {res['seconds']:.2f} s, seed {params['seed']}"]
+    if res["flags"]:
+        lines.append("- flags: " + "; ".join(res["flags"]))
+    return "\n".join(lines)
+
+
+def perturbation_image(delta) -> np.ndarray:
+    """Signed perturbation, amplified to full range (red brighter, blue darker), enlarged like the previews."""
+    from ssm_lab.images import perturbation_display
+
+    return perturbation_display(delta[0], scale=max(1, PREVIEW_SIDE // delta.shape[-1]))
+
+
+@user_errors
+def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts, target,
+               seed, progress=None, request=None):
+    """Attack one image. Returns clean, adversarial and perturbation images, a summary, four figures
+    (top-k, trace, error scaling, error along the sequence), the download paths and the run card."""
+    from ssm_lab import plots
+    from ssm_lab.analysis import error_scaling
+    from ssm_lab.attacks import make_attack
+    from ssm_lab.single import attack_single, run_card, save_artefacts
+
+    model = MODELS.get(model_name)
+    x, label, text = model_x(model, source, dataset, index, upload, sketch)
+    name, params = attack_settings(attack, model, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
+                                   target=target, seed=seed)
+    check_passes(make_attack(name, model, **params).cost(1, trace=True), attack)
+    seed_value = params.pop("seed")
+    with cancellable("attack", request) as cancel, holding([model]):
+        res = attack_single(model, x, label, name, seed=seed_value, progress=progress_callback(progress),
+                            cancel=cancel, **params)
+        analysis = error_scaling(model, x, res["adv"])
+    classes = class_list(model)
+    card = run_card(model, res, name, params, seed_value, model_name, classes)
+    card["input"] = text
+    for key in ("source", "path"):  # the server's directories are no business of the reader's
+        if str(card["model"].get(key, "")).startswith("/"):
+            card["model"][key] = model_name
+    paths = save_artefacts(res, card, new_run_dir())
+    params["seed"] = seed_value
+    figures = (plots.topk_figure(classes, res["p_clean"], res["p_adv"]), plots.trace_figure(res["trace"]),
+               plots.error_scaling_figure(analysis, "Error scaling for this image"),
+               plots.token_error_figure(analysis["token_error_maps"], model.config.image_size))
+    return (inputs.display(x), inputs.display(res["adv"]), perturbation_image(res["delta"]),
+            summary_markdown(res, classes, params, attack), *figures,
+            [str(paths["png"]), str(paths["npy"]), str(paths["card"])], card)

@@ -1,0 +1,116 @@
+"""Per-request caps of the public app, enforced on the server (sliders are only a hint), each overridable by env."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+
+
+class LimitError(ValueError):
+    """A request above a server cap or with an unusable value; the message names the field and the cap."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    steps: int = 200  # iterations of one attack
+    restarts: int = 5
+    eval_n: int = 200  # test images per evaluation / transfer / curve request
+    eps_points: int = 8  # eps values on one curve
+    compare_models: int = 4
+    upload_bytes: int = 10 * 2**20
+    sketch_side: int = 2048  # pixels per side of a drawing
+    passes: int = 250_000  # image-level forward + backward passes one request may cost
+    model_cache: int = 3  # models kept in memory (LRU)
+    concurrency: int = 2  # heavy requests running at once
+    queue_size: int = 16  # requests waiting at most; more are refused
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        """SSM_LAB_MAX_<FIELD> (e.g. SSM_LAB_MAX_STEPS=50) overrides a default; non-positive values are refused."""
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get(f"SSM_LAB_MAX_{f.name.upper()}")
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                value = int(raw)
+            except ValueError:
+                raise LimitError(f"SSM_LAB_MAX_{f.name.upper()} must be a whole number, got {raw!r}") from None
+            if value < 1:
+                raise LimitError(f"SSM_LAB_MAX_{f.name.upper()} must be at least 1, got {value}")
+            values[f.name] = value
+        return cls(**values)
+
+
+LIMITS = Limits.from_env()
+
+
+def as_int(name: str, value, lo: int, hi: int, cap_name: str = "") -> int:
+    """A whole number in [lo, hi]; gradio sends floats from Number/Slider, and API clients may send strings."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise LimitError(f"{name} must be a whole number, got {value!r}") from None
+    if not math.isfinite(number) or not number.is_integer():
+        raise LimitError(f"{name} must be a whole number, got {value!r}")
+    number = int(number)
+    if number < lo:
+        raise LimitError(f"{name} must be at least {lo}, got {number}")
+    if number > hi:
+        where = f" (server cap {cap_name})" if cap_name else ""
+        raise LimitError(f"{name}={number} is above the limit of {hi}{where}")
+    return number
+
+
+def as_float(name: str, value, lo: float, hi: float, *, open_low: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise LimitError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise LimitError(f"{name} must be a finite number, got {value!r}")
+    if number < lo or (open_low and number == lo):
+        raise LimitError(f"{name} must be {'above' if open_low else 'at least'} {lo:g}, got {number:g}")
+    if number > hi:
+        raise LimitError(f"{name}={number:g} is above the limit of {hi:g}")
+    return number
+
+
+def parse_eps(text) -> float:
+    """'0.3', '8/255' or a number -> float in [0, 1] (Linf) ; L2 budgets are checked by the attack itself."""
+    if isinstance(text, (int, float)):
+        return as_float("eps", text, 0.0, 64.0)
+    raw = str(text).strip()
+    try:
+        if "/" in raw:
+            num, den = raw.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(raw)
+    except (ValueError, ZeroDivisionError):
+        raise LimitError(f"eps must be a number or k/255, got {text!r}") from None
+    return as_float("eps", value, 0.0, 64.0)
+
+
+def parse_eps_list(text: str, limits: Limits | None = None) -> list[float]:
+    """'0, 2/255, 4/255' -> sorted unique floats, at most `limits.eps_points` of them."""
+    limits = limits or LIMITS
+    parts = [p for p in str(text or "").replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        raise LimitError("give at least one eps value, e.g. 0, 0.1, 0.2, 0.3")
+    values = sorted({parse_eps(p) for p in parts})
+    if len(values) > limits.eps_points:
+        raise LimitError(f"{len(values)} eps values is above the limit of {limits.eps_points} "
+                         "(server cap SSM_LAB_MAX_EPS_POINTS)")
+    return values
+
+
+def check_passes(cost: dict, what: str, limits: Limits | None = None) -> int:
+    """Refuse a request whose stated upper bound of image-level passes is above the cap."""
+    limits = limits or LIMITS
+    total = int(cost.get("forward", 0)) + int(cost.get("backward", 0))
+    if total > limits.passes:
+        raise LimitError(f"{what} would cost up to {total:,} image-level forward+backward passes, above this "
+                         f"server's limit of {limits.passes:,} (SSM_LAB_MAX_PASSES); use fewer steps, restarts, "
+                         "images or a cheaper attack")
+    return total

@@ -1,0 +1,178 @@
+"""Model catalogue (shipped checkpoints, Hub repos), cards as markdown, and a small LRU of loaded models."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from .limits import LIMITS, LimitError
+
+ARCH_NAMES = {"s4": "S4", "dss": "DSS", "s5": "S5", "mega": "Mega", "mamba": "Mamba"}
+METHOD_NAMES = {"st": "standard", "pgd-at": "PGD-AT", "trades": "TRADES", "freeat": "FreeAT", "yopo": "YOPO"}
+DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+
+
+def checkpoint_root() -> Path:
+    """$SSM_LAB_CHECKPOINTS, else the repository's checkpoints/ directory."""
+    if os.environ.get("SSM_LAB_CHECKPOINTS"):
+        return Path(os.environ["SSM_LAB_CHECKPOINTS"]).expanduser().resolve()
+    from ssm_models.hub import SHIPPED_ROOT
+
+    return Path(SHIPPED_ROOT)
+
+
+def _flatten(values, prefix: str = "") -> dict:
+    if not isinstance(values, dict):
+        return {prefix.rstrip(".") or "value": values}
+    out = {}
+    for key, value in values.items():
+        out.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def headline_metrics(metrics: dict | None) -> dict[str, float]:
+    """Accuracy-like numbers of a metrics.json, flattened ('clean.accuracy' -> 0.98), for labels and tables."""
+    flat = _flatten(metrics or {})
+    return {k: float(v) for k, v in flat.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and "acc" in k.lower() and 0 <= v <= 1}
+
+
+def describe_entry(entry: dict) -> dict:
+    """One list_checkpoints() entry -> dataset, arch, method, AdS and a one-line label for the model menu."""
+    cfg = entry["config"]
+    meta = cfg.get("meta") or {}
+    dataset = str(meta.get("dataset", "unknown"))
+    method = str(meta.get("method", "unknown"))
+    ads = f"AdS ({cfg['ads']})" if cfg.get("ads") else "no AdS"
+    numbers = headline_metrics(entry.get("metrics"))
+    shown = ", ".join(f"{k.replace('.accuracy', '')} {v:.1%}" for k, v in list(numbers.items())[:3])
+    label = (f"{DATASET_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
+             f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "") + f"  ({entry['name']})")
+    return {"name": entry["name"], "dataset": dataset, "arch": cfg["arch"], "method": method, "ads": cfg.get("ads"),
+            "label": label, "metrics": entry.get("metrics"), "config": cfg, "has_weights": entry.get("has_weights")}
+
+
+def catalogue() -> list[dict]:
+    """Shipped checkpoints with weights, grouped by dataset, architecture, training method and AdS."""
+    from ssm_models.hub import list_checkpoints
+
+    entries = [describe_entry(e) for e in list_checkpoints(checkpoint_root()) if e.get("has_weights", True)]
+    return sorted(entries, key=lambda e: (e["dataset"], e["arch"], e["method"] != "st", e["method"],
+                                          e["ads"] is not None, e["name"]))
+
+
+def model_choices() -> list[tuple[str, str]]:
+    return [(e["label"], e["name"]) for e in catalogue()]
+
+
+def default_checkpoint(entries: list[dict] | None = None) -> str | None:
+    """Prefer a standard-trained MNIST model (fast, and attacks visibly succeed), else the first one."""
+    entries = catalogue() if entries is None else entries
+    for wanted in (("mnist", "st"), ("mnist", None), (None, None)):
+        for e in entries:
+            if (wanted[0] is None or e["dataset"] == wanted[0]) and (wanted[1] is None or e["method"] == wanted[1]):
+                return e["name"]
+    return None
+
+
+def catalogue_rows(entries: list[dict]) -> tuple[list[str], list[list]]:
+    """Headers and rows for the model table (metrics as columns)."""
+    metric_keys = list(dict.fromkeys(k for e in entries for k in headline_metrics(e["metrics"])))
+    headers = ["name", "dataset", "arch", "method", "AdS"] + metric_keys
+    rows = []
+    for e in entries:
+        numbers = headline_metrics(e["metrics"])
+        rows.append([e["name"], e["dataset"], ARCH_NAMES.get(e["arch"], e["arch"]), METHOD_NAMES.get(e["method"],
+                     e["method"]), e["ads"] or "-"] + [round(numbers[k], 4) if k in numbers else None
+                                                       for k in metric_keys])
+    return headers, rows
+
+
+def resolve_source(name: str) -> str:
+    """A shipped checkpoint name or a Hub repo id (`org/name[@revision]`) -> what load_model takes.
+
+    Local paths are refused: a public server must not read arbitrary directories of its host."""
+    from ssm_models.hub import resolve_checkpoint
+
+    text = str(name or "").strip()
+    if not text:
+        raise LimitError("choose a model: a shipped checkpoint or a Hub repo id such as org/name")
+    if text.startswith((".", "/", "~")) or "\\" in text or ".." in text.split("@")[0]:
+        raise LimitError(f"{text!r}: the web app loads shipped checkpoints and Hub repo ids only, not local paths")
+    root = checkpoint_root()
+    target = resolve_checkpoint(text, root=root)
+    if Path(target).is_absolute() and Path(os.path.realpath(root)) not in Path(os.path.realpath(target)).parents:
+        raise LimitError(f"{text!r} is neither a shipped checkpoint nor a Hub repo id")
+    return target
+
+
+class ModelCache:
+    """Least-recently-used loaded models; loading happens outside the lock so a slow download blocks no one else."""
+
+    def __init__(self, capacity: int = LIMITS.model_cache):
+        self.capacity = max(1, capacity)
+        self._models: "OrderedDict[str, object]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, revision: str | None = None):
+        source = resolve_source(name)
+        revision = (revision or "").strip() or None
+        key = json.dumps([source, revision])
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        from ssm_models.hub import load_model
+
+        model = load_model(source, revision=revision)
+        model.source_info = {**getattr(model, "source_info", {}), "name": name}
+        model.use_lock = threading.Lock()  # attacks toggle eval/frozen state: one request per model at a time
+        with self._lock:
+            self._models[key] = model
+            self._models.move_to_end(key)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+        return model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+MODELS = ModelCache()
+
+
+def card_markdown(model, name: str) -> str:
+    """What the model is, how it was trained and what its card says it scores."""
+    cfg = model.config
+    meta = cfg.meta or {}
+    info = getattr(model, "source_info", {}) or {}
+    n_params = sum(p.numel() for p in model.parameters())
+    threat = meta.get("threat_model") or {}
+    threat_text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in threat.items()) \
+        if isinstance(threat, dict) else str(threat)
+    lines = [f"**{ARCH_NAMES.get(cfg.arch, cfg.arch)}** on **{DATASET_NAMES.get(meta.get('dataset'), meta.get('dataset', '?'))}**"
+             f", trained with **{METHOD_NAMES.get(meta.get('method'), meta.get('method', '?'))}**, "
+             f"{'AdS ' + cfg.ads if cfg.ads else 'no AdS'}",
+             f"- input {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}, {cfg.num_classes} classes, "
+             f"{cfg.tokenizer} tokens (L={cfg.seq_len}), {cfg.n_layers} layers, width {cfg.d_model}, "
+             f"state {cfg.d_state}, {n_params:,} parameters",
+             f"- threat model: {threat_text or 'not stated'}",
+             f"- source: `{name}`" + (f" at commit `{info['revision'][:12]}`" if info.get("revision") else "")]
+    entry = next((e for e in _safe_catalogue() if e["name"] == name), None)
+    numbers = headline_metrics(entry["metrics"]) if entry else {}
+    if numbers:
+        lines += ["", "| metric (card) | value |", "|---|---|"] + [f"| {k} | {v:.2%} |" for k, v in numbers.items()]
+    return "\n".join(lines)
+
+
+def _safe_catalogue() -> list[dict]:
+    try:
+        return catalogue()
+    except Exception:  # noqa: BLE001 - a broken checkpoint directory must not hide the card of a loaded model
+        return []

@@ -1,0 +1,102 @@
+"""Per-layer, per-component error scaling between clean and adversarial hidden states (Qi et al. 2024, Sec. 4).
+
+Definitions (the paper does not publish its code; these are ours):
+- MSE at a probe: mean over every element of (f_clean - f_adv)^2.
+- KL at a probe: softmax over the feature dimension, separately for every token, then
+  KL(p_clean || p_adv) summed over features and averaged over tokens and images. For `pool` and `logits`
+  (no token axis) the softmax is over features/classes; for `logits` this is the usual KL of predictions.
+- Change rate of a component: (M_after - M_before) / M_before, where "before" is the probe immediately
+  preceding it in the same layer (the layer input for its first component). r < 0: the component shrinks
+  the clean/adversarial gap; r > 0: it amplifies it.
+- Error along the sequence: per-token L2 norm of f_clean - f_adv, mapped back onto image coordinates.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+
+from ssm_models import record
+
+_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
+
+
+def feature_kl(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Per-image KL(softmax(clean) || softmax(adv)) over the last dimension, averaged over tokens: (B,)."""
+    log_p = F.log_softmax(clean.double(), dim=-1)
+    log_q = F.log_softmax(adv.double(), dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, L) or (B,)
+    return kl.reshape(kl.shape[0], -1).mean(1)  # (B,)
+
+
+def feature_mse(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    diff = (clean.double() - adv.double()) ** 2
+    return diff.reshape(diff.shape[0], -1).mean(1)  # (B,)
+
+
+@torch.no_grad()
+def probe_errors(model, x_clean: torch.Tensor, x_adv: torch.Tensor) -> "OrderedDict[str, dict]":
+    """For every probe: per-image MSE and KL (B,) and per-token error norms (B, L) where there is a token axis."""
+    model.eval()
+    with record(model, detach=True) as clean:
+        model(x_clean)
+    with record(model, detach=True) as adv:
+        model(x_adv)
+    out: "OrderedDict[str, dict]" = OrderedDict()
+    for name, f_clean in clean.items():
+        f_adv = adv[name]
+        entry = {"mse": feature_mse(f_clean, f_adv), "kl": feature_kl(f_clean, f_adv)}
+        if f_clean.dim() == 3:  # (B, L, H)
+            entry["token_error"] = (f_clean - f_adv).norm(dim=-1)  # (B, L)
+        out[name] = entry
+    return out
+
+
+def component_chain(names: list[str]) -> list[tuple[str, str, str, int]]:
+    """(component, probe, previous probe, layer) for each in-layer probe, in forward order."""
+    chain, previous = [], None
+    for name in names:
+        match = _LAYER.match(name)
+        if match and previous is not None:
+            chain.append((match.group(2), name, previous, int(match.group(1))))
+        previous = name
+    return chain
+
+
+def error_scaling(model, x_clean: torch.Tensor, x_adv: torch.Tensor, batch_size: int = 128) -> dict:
+    """Aggregate MSE/KL per probe and change rates per component over a sample of (clean, adversarial) pairs."""
+    sums: "OrderedDict[str, dict]" = OrderedDict()
+    token_maps: dict[str, torch.Tensor] = {}
+    n = len(x_clean)
+    for start in range(0, n, batch_size):
+        errors = probe_errors(model, x_clean[start:start + batch_size], x_adv[start:start + batch_size])
+        for name, entry in errors.items():
+            acc = sums.setdefault(name, {"mse": 0.0, "kl": 0.0})
+            acc["mse"] += entry["mse"].sum().item()
+            acc["kl"] += entry["kl"].sum().item()
+            if "token_error" in entry:
+                per_image = model.token_map(entry["token_error"].float())  # (B, S, S)
+                token_maps[name] = token_maps.get(name, 0) + per_image.sum(0)
+    probes = OrderedDict((name, {"mse": v["mse"] / n, "kl": v["kl"] / n}) for name, v in sums.items())
+    components = []
+    for component, name, before, layer in component_chain(list(probes)):
+        row = {"layer": layer, "component": component, "probe": name, "before": before}
+        for metric in ("mse", "kl"):
+            b, a = probes[before][metric], probes[name][metric]
+            row[f"{metric}_before"], row[f"{metric}_after"] = b, a
+            row[f"{metric}_change_rate"] = (a - b) / b if b > 0 else None
+        components.append(row)
+    maps = {name: (m / n).tolist() for name, m in token_maps.items()}
+    return {"n": n, "probes": probes, "components": components, "token_error_maps": maps}
+
+
+def summarize_by_component(components: list[dict], metric: str = "mse") -> dict[str, float]:
+    """Mean change rate per component type over layers (the paper's bar chart)."""
+    grouped: dict[str, list[float]] = {}
+    for row in components:
+        value = row.get(f"{metric}_change_rate")
+        if value is not None:
+            grouped.setdefault(row["component"], []).append(value)
+    return {k: sum(v) / len(v) for k, v in grouped.items()}

@@ -1,0 +1,55 @@
+"""Card metrics for a checkpoint: clean accuracy on the full test set, PGD-10 and AutoAttack on fixed samples."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ssm_models.hub import load_model, save_pretrained
+
+from .data import load_dataset, sample_indices
+from .evaluate import accuracy_entry, eps_label, evaluate, predict
+
+CARD_EPS = {"mnist": (0.1, 0.3), "cifar10": (8 / 255,)}
+PGD_STEP = {"mnist": lambda eps: eps / 4, "cifar10": lambda eps: 2 / 255}
+
+
+def card_metrics(model, dataset: str, *, n_pgd: int = 1000, n_aa: int = 200, seed: int = 0, data_dir=None,
+                 log=print) -> dict:
+    test = load_dataset(dataset, "test", data_dir=data_dir)
+    x_all, y_all = test.tensors()
+    t0 = time.time()
+    clean = accuracy_entry(int((predict(model, x_all) == y_all).sum()), len(y_all))
+    log(f"clean {clean['accuracy']:.4f} on {len(y_all)}")
+    metrics = {"dataset": dataset, "test_source": test.source, "test_warning": test.warning, "clean": clean,
+               "pgd10": {}, "autoattack": {}, "seed": seed}
+    pgd_idx = sample_indices(test, min(n_pgd, len(y_all)), seed)
+    aa_idx = sample_indices(test, min(n_aa, len(y_all)), seed)
+    for eps in CARD_EPS[dataset]:
+        x, y = test.tensors(pgd_idx)
+        rep = evaluate(model, x, y, [{"name": "pgd", "steps": 10, "step_size": PGD_STEP[dataset](eps)}], eps=eps)
+        metrics["pgd10"][eps_label(eps)] = {**_entry(rep["attacks"][0]), "eps": eps,
+                                            "step_size": PGD_STEP[dataset](eps), "clean_on_sample": rep["clean"]}
+        log(f"pgd10 eps {eps_label(eps)}: {rep['attacks'][0]['accuracy']:.4f} (n={len(y)})")
+        x, y = test.tensors(aa_idx)
+        rep = evaluate(model, x, y, [{"name": "autoattack", "version": "standard"}], eps=eps, batch_size=200)
+        metrics["autoattack"][eps_label(eps)] = {**_entry(rep["attacks"][0]), "eps": eps, "version": "standard",
+                                                 "flags": rep["attacks"][0]["flags"]}
+        log(f"autoattack eps {eps_label(eps)}: {rep['attacks'][0]['accuracy']:.4f} (n={len(y)})")
+    metrics["seconds"] = round(time.time() - t0, 1)
+    return metrics
+
+
+def _entry(e: dict) -> dict:
+    return {k: e[k] for k in ("accuracy", "correct", "n", "ci95")}
+
+
+def write_card(directory: str | Path, metrics: dict) -> None:
+    """Store metrics.json and regenerate the model card from config + metrics (weights rewritten bit-identically)."""
+    directory = Path(directory)
+    model = load_model(directory)
+    meta = model.config.meta
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    save_pretrained(model, directory, card={
+        "dataset": meta.get("dataset"), "method": meta.get("method"), "threat_model": meta.get("threat_model"),
+        "metrics": metrics})

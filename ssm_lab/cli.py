@@ -1,0 +1,287 @@
+"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+class CLIError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _eps(text: str) -> float:
+    """Accepts 0.3, 8/255 or 8/255."""
+    try:
+        value = float(text.split("/")[0]) / float(text.split("/")[1]) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError, IndexError):
+        raise argparse.ArgumentTypeError(f"eps must be a number or k/255, got {text!r}") from None
+    if not (value == value) or value < 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"eps must be finite and >= 0, got {text!r}")
+    return value
+
+
+def _load(checkpoint: str):
+    from ssm_models.hub import load_model, resolve_checkpoint
+
+    return load_model(resolve_checkpoint(checkpoint))
+
+
+def _dataset_tensors(name: str, split: str, n: int, seed: int, data_dir: str | None):
+    from .data import load_dataset, sample_indices
+
+    ds = load_dataset(name, split, data_dir=data_dir)
+    if ds.warning:
+        print(f"warning: {ds.warning}", file=sys.stderr)
+    idx = sample_indices(ds, min(n, len(ds.labels)), seed)
+    x, y = ds.tensors(idx)
+    info = {"dataset": name, "split": split, "source": ds.source, "n": len(y), "seed": seed,
+            "indices": "stratified seeded sample" if n < len(ds.labels) else "all"}
+    return ds, x, y, info
+
+
+def _progress_bar(total_desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc=total_desc, file=sys.stderr)
+
+    def update(done: int, total: int, message: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(message[:60])
+        bar.refresh()
+
+    return bar, update
+
+
+def cmd_train(a) -> None:
+    from .train import TrainConfig, train
+
+    model = {k: v for k, v in {"d_model": a.d_model, "n_layers": a.n_layers, "d_state": a.d_state,
+                               "tokenizer": a.tokenizer, "patch_size": a.patch_size, "ads": a.ads,
+                               "ads_bias": a.ads_bias or None}.items() if v is not None}
+    cfg = TrainConfig(arch=a.arch, dataset=a.dataset, method=a.method, epochs=a.epochs, batch_size=a.batch_size,
+                      lr=a.lr, eps=a.eps, step_size=a.step_size, attack_steps=a.attack_steps, beta=a.beta,
+                      replays=a.replays, seed=a.seed, data_dir=a.data_dir, augment=not a.no_augment, model=model)
+    result = train(cfg, a.out)
+    print(json.dumps({"best_val_adv_acc": result["best_val_adv_acc"], "wall_time_s": result["wall_time_s"]}))
+
+
+def _attack_specs(a) -> list[dict]:
+    specs = []
+    for name in a.attack:
+        spec = {"name": name}
+        if a.steps is not None and name not in ("fgsm", "autoattack", "square", "deepfool"):
+            spec["steps"] = a.steps
+        if a.step_size is not None and name in ("pgd",):
+            spec["step_size"] = a.step_size
+        if a.restarts is not None and name in ("pgd", "apgd-ce", "apgd-t"):
+            spec["restarts"] = a.restarts
+        if name == "autoattack":
+            spec["version"] = a.version
+        specs.append(spec)
+    return specs
+
+
+def cmd_evaluate(a) -> None:
+    from .evaluate import evaluate
+    from .train import DEFAULT_THREAT
+
+    model = _load(a.checkpoint)
+    _, x, y, info = _dataset_tensors(a.dataset, "test", a.n, a.seed, a.data_dir)
+    bar, update = _progress_bar("evaluate")
+    eps = a.eps if a.eps is not None else DEFAULT_THREAT[a.dataset][0]
+    report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm, batch_size=a.batch_size, seed=a.seed,
+                      progress=update, state_path=a.state, data_info=info)
+    bar.close()
+    _write_json(report, a.out)
+    lines = [f"clean {report['clean']['accuracy']:.4f} (n={report['n']})"]
+    lines += [f"{r['attack']} {r['accuracy']:.4f}" for r in report["attacks"]]
+    print("; ".join(lines) + f"; eps {report['threat_model']['eps_label']}", file=sys.stderr)
+
+
+def cmd_attack(a) -> None:
+    from .single import attack_image_file
+
+    card = attack_image_file(_load(a.checkpoint), a.image, a.attack[0], out_dir=a.out_dir, eps=a.eps, norm=a.norm,
+                             steps=a.steps, step_size=a.step_size, restarts=a.restarts, target=a.target, seed=a.seed,
+                             checkpoint=a.checkpoint)
+    print(json.dumps(card["results"], indent=1))
+
+
+def cmd_analyze(a) -> None:
+    from .analysis import error_scaling
+    from .attacks import make_attack
+
+    model = _load(a.checkpoint)
+    eps = a.eps if a.eps is not None else model.config.meta.get("threat_model", {}).get("eps", 0.1)
+    out = {"checkpoint": a.checkpoint, "eps": eps, "attack": f"pgd-{a.steps}", "splits": {}}
+    for split in ("train", "test"):
+        _, x, y, info = _dataset_tensors(a.dataset, split, a.n, a.seed, a.data_dir)
+        adv = make_attack("pgd", model, eps=eps, steps=a.steps, seed=a.seed).run(x, y).adv
+        out["splits"][split] = {**error_scaling(model, x, adv), "data": info}
+    _write_json(out, a.out)
+
+
+def cmd_report(a) -> None:
+    from .report import write_html_report
+
+    docs = [json.loads(Path(p).read_text()) for p in a.inputs]
+    write_html_report(docs, a.html)
+    print(f"wrote {a.html}", file=sys.stderr)
+
+
+def cmd_list(a) -> None:
+    from ssm_models import list_models
+    from ssm_models.hub import list_checkpoints
+
+    print("architectures:", ", ".join(list_models()))
+    for ck in list_checkpoints():
+        print(ck["name"])
+
+
+def cmd_serve(a) -> None:
+    # The app sits above the engine; start it as its own process instead of importing it from here.
+    args = [sys.executable, "-m", "app", "--host", a.host, "--port", str(a.port)] + (["--share"] if a.share else [])
+    raise SystemExit(subprocess.call(args))
+
+
+def cmd_import_reference(a) -> None:
+    from ssm_models.reference import import_reference
+
+    model = import_reference(a.path, arch=a.arch, dataset=a.dataset)
+    from ssm_models.hub import save_pretrained
+
+    save_pretrained(model, a.out)
+    print(f"wrote {a.out}", file=sys.stderr)
+
+
+def _write_json(obj: dict, path: str | None) -> None:
+    text = json.dumps(obj, indent=1)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    else:
+        print(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssm-lab", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model")
+    t.add_argument("--arch", required=True)
+    t.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
+    t.add_argument("--method", default="st", choices=["st", "pgd-at", "trades", "freeat", "yopo"])
+    t.add_argument("--epochs", type=_positive_int, default=10)
+    t.add_argument("--batch-size", type=_positive_int, default=64)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--eps", type=_eps)
+    t.add_argument("--step-size", type=_eps)
+    t.add_argument("--attack-steps", type=_positive_int, default=10)
+    t.add_argument("--beta", type=float, default=6.0)
+    t.add_argument("--replays", type=_positive_int, default=4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--d-model", type=_positive_int)
+    t.add_argument("--n-layers", type=_positive_int)
+    t.add_argument("--d-state", type=_positive_int)
+    t.add_argument("--tokenizer", choices=["pixel", "patch", "paper"])
+    t.add_argument("--patch-size", type=_positive_int)
+    t.add_argument("--ads", choices=["relu", "sigmoid", "tanh"])
+    t.add_argument("--ads-bias", action="store_true")
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--data-dir")
+    t.add_argument("--out", required=True)
+    t.set_defaults(func=cmd_train)
+
+    def attack_args(q, many: bool):
+        q.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
+        q.add_argument("--attack", action="append" if many else "store", default=None,
+                       help="fgsm, pgd, apgd-ce, apgd-t, fab-t, square, cw-l2, deepfool, autoattack")
+        q.add_argument("--eps", type=_eps, default=None)
+        q.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
+        q.add_argument("--steps", type=_positive_int)
+        q.add_argument("--step-size", type=_eps)
+        q.add_argument("--restarts", type=_positive_int)
+        q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"])
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--data-dir")
+
+    e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set")
+    attack_args(e, many=True)
+    e.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
+    e.add_argument("--n", type=_positive_int, default=1000)
+    e.add_argument("--batch-size", type=_positive_int, default=100)
+    e.add_argument("--state", help="resume file for long runs")
+    e.add_argument("--out")
+    e.set_defaults(func=cmd_evaluate)
+
+    at = sub.add_parser("attack", help="attack one image file")
+    attack_args(at, many=True)
+    at.add_argument("--image", required=True)
+    at.add_argument("--target", type=int)
+    at.add_argument("--out-dir", required=True)
+    at.set_defaults(func=cmd_attack)
+
+    an = sub.add_parser("analyze", help="per-layer, per-component error scaling")
+    an.add_argument("checkpoint")
+    an.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
+    an.add_argument("--n", type=_positive_int, default=256)
+    an.add_argument("--eps", type=_eps)
+    an.add_argument("--steps", type=_positive_int, default=10)
+    an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--data-dir")
+    an.add_argument("--out")
+    an.set_defaults(func=cmd_analyze)
+
+    r = sub.add_parser("report", help="self-contained HTML report from evaluate/analyze JSON files")
+    r.add_argument("inputs", nargs="+")
+    r.add_argument("--html", required=True)
+    r.set_defaults(func=cmd_report)
+
+    ir = sub.add_parser("import-reference", help="convert a state_dict saved by the paper's code")
+    ir.add_argument("path")
+    ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"])
+    ir.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
+    ir.add_argument("--out", required=True)
+    ir.set_defaults(func=cmd_import_reference)
+
+    s = sub.add_parser("serve", help="start the web app")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--share", action="store_true")
+    s.set_defaults(func=cmd_serve)
+
+    li = sub.add_parser("list", help="architectures and shipped checkpoints")
+    li.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "attack", "absent") is None:
+        args.attack = ["pgd"]
+    elif isinstance(getattr(args, "attack", None), str):
+        args.attack = [args.attack]
+    try:
+        args.func(args)
+    except (CLIError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+        print(f"ssm-lab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

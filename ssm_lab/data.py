@@ -1,0 +1,70 @@
+"""Datasets for the lab: `load_dataset("mnist" | "cifar10" | "folder", "train" | "val" | "test")` and helpers."""
+from __future__ import annotations
+
+from .datasets.base import (
+    DATASETS,
+    SPLITS,
+    CorruptDataError,
+    DataError,
+    DatasetInfo,
+    DatasetNotFoundError,
+    ImageDataset,
+    cache_dir,
+    class_indices,
+    dataset_info,
+    sample_indices,
+)
+from .datasets.cifar10 import load_cifar10
+from .datasets.folder import convert_image, load_folder
+from .datasets.mnist import load_mnist
+
+DATASET_NAMES = ("mnist", "cifar10", "folder")
+
+__all__ = [
+    "DATASETS",
+    "DATASET_NAMES",
+    "SPLITS",
+    "CorruptDataError",
+    "DataError",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "cache_dir",
+    "class_indices",
+    "convert_image",
+    "dataset_info",
+    "load_dataset",
+    "load_folder",
+    "sample_indices",
+]
+
+
+def load_dataset(name: str, split: str, *, data_dir=None, n: int | None = None, seed: int = 0,
+                 **folder_options) -> ImageDataset:
+    """Load one split as uint8 images with labels and provenance (`source`, `warning`).
+
+    data_dir: a directory holding `mnist/` and `cifar10/` (or the dataset's own files); when None, $SSM_LAB_DATA,
+    else `../shared/data/` beside the project. For "folder" it is the image folder itself, and
+    `folder_options` (channels, image_size, classes, max_images, max_file_bytes, max_pixels) go to `load_folder`.
+    n: keep a seeded, stratified subset of n images (the val/test carving itself never depends on `seed`).
+    """
+    key = name.lower()
+    if key not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if folder_options and key != "folder":
+        raise TypeError(f"options {sorted(folder_options)} apply to the 'folder' dataset only")
+    if key == "mnist":
+        dataset = load_mnist(split, data_dir)
+    elif key == "cifar10":
+        dataset = load_cifar10(split, data_dir)
+    else:
+        if data_dir is None:
+            raise ValueError("the 'folder' dataset needs data_dir=<root>/<class>/<image>")
+        if "channels" not in folder_options or "image_size" not in folder_options:
+            raise TypeError("the 'folder' dataset needs channels= and image_size= (those of the model to test)")
+        dataset = load_folder(data_dir, split, **folder_options)
+    if n is not None and n < len(dataset):
+        dataset = dataset.subset(sample_indices(dataset, n, seed), note=f"stratified subset of {n} (seed {seed})")
+    return dataset

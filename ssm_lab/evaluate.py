@@ -1,0 +1,188 @@
+"""Clean and robust accuracy with n, eps, Wilson intervals and provenance; eps curves and transfer matrices."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .attacks import make_attack
+
+Progress = Callable[[int, int, str], None]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def eps_label(eps: float) -> str:
+    """0.0313725 -> '8/255'; 0.3 -> '0.3'; 0.031 -> '0.031 (~7.9/255)'."""
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6:
+        return f"{round(k)}/255"
+    frac = Fraction(eps).limit_denominator(1000)
+    return f"{float(frac):g} (~{k:.1f}/255)"
+
+
+def accuracy_entry(correct: int, n: int) -> dict:
+    lo, hi = wilson_interval(correct, n)
+    return {"accuracy": correct / n if n else float("nan"), "correct": correct, "n": n, "ci95": [lo, hi]}
+
+
+def versions() -> dict:
+    import huggingface_hub
+
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "huggingface_hub": huggingface_hub.__version__, "platform": platform.platform()}
+    for name in ("torchattacks", "pyautoattack", "numpy"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - a version string is informative, its absence is not an error
+            out[name] = "unavailable"
+    return out
+
+
+def model_identity(model) -> dict:
+    info = dict(getattr(model, "source_info", {}) or {})
+    info["arch"] = model.config.arch
+    info["config"] = {k: v for k, v in model.config.to_dict().items() if k != "meta"}
+    return info
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *, eps: float, norm: str = "Linf",
+             batch_size: int = 100, seed: int = 0, progress: Progress | None = None, cancel=None,
+             state_path: str | Path | None = None, data_info: dict | None = None) -> dict:
+    """Evaluate `model` on (x, y) against each attack spec (`{"name": "pgd", "steps": 10, ...}`).
+
+    Every attack runs on every clean-correct point (individual robust accuracies); the worst case marks a point
+    robust only if it survived all attacks. With `state_path`, finished batches are saved after each batch, and a
+    re-run with the same arguments resumes where it stopped.
+    """
+    n = len(x)
+    t0 = time.time()
+    clean_pred = predict(model, x, batch_size)
+    clean_ok = clean_pred == y
+    state = _load_state(state_path, n, eps, attacks, seed)
+    results = {}
+    for spec in attacks:
+        spec = dict(spec)
+        name = spec.pop("name")
+        key = json.dumps({"name": name, **spec}, sort_keys=True)
+        done = state["attacks"].setdefault(key, {"robust": [None] * n, "seconds": 0.0, "flags": []})
+        preds = done.setdefault("pred", [None] * n)  # adversarial prediction per point (clean one if already wrong)
+        attack = make_attack(name, model, eps=eps, norm=norm, seed=seed, **spec)
+        todo = [i for i in range(n) if done["robust"][i] is None]
+        for start in range(0, len(todo), batch_size):
+            if cancel is not None and cancel.is_set():
+                break
+            idx = todo[start:start + batch_size]
+            ok = [i for i in idx if clean_ok[i]]
+            for i in idx:
+                done["robust"][i] = False
+                preds[i] = int(clean_pred[i])
+            if ok:
+                t_batch = time.time()
+                result = attack.run(x[ok], y[ok], cancel=cancel)
+                adv_pred = predict(model, result.adv, batch_size)
+                for i, still, p in zip(ok, (adv_pred == y[ok]).tolist(), adv_pred.tolist()):
+                    done["robust"][i] = bool(still)
+                    preds[i] = int(p)
+                done["seconds"] += time.time() - t_batch
+                done["flags"] = sorted(set(done["flags"]) | set(getattr(result, "flags", []) or []))
+            _save_state(state_path, state)
+            if progress is not None:
+                progress(n - sum(r is None for r in done["robust"]), n, f"{name}: {start + len(idx)}/{len(todo)}")
+        robust = [bool(r) for r in done["robust"] if r is not None]
+        entry = accuracy_entry(sum(robust), len(robust))
+        entry.update(attack=name, params=spec, seconds=round(done["seconds"], 2), flags=done["flags"],
+                     complete=len(robust) == n, predictions=list(preds))
+        results[key] = entry
+    finished = [v for v in state["attacks"].values() if all(r is not None for r in v["robust"])]
+    worst = [all(v["robust"][i] for v in finished) and bool(clean_ok[i]) for i in range(n)] if finished else []
+    report = {
+        "n": n,
+        "threat_model": {"norm": norm, "eps": eps, "eps_label": eps_label(eps)},
+        "clean": accuracy_entry(int(clean_ok.sum()), n),
+        "attacks": list(results.values()),
+        "worst_case": accuracy_entry(sum(worst), n) if finished else None,
+        "seed": seed,
+        "seconds": round(time.time() - t0, 2),
+        "model": model_identity(model),
+        "data": data_info or {},
+        "versions": versions(),
+        "complete": all(r["complete"] for r in results.values()),
+    }
+    return report
+
+
+def _load_state(path, n, eps, attacks, seed) -> dict:
+    signature = {"n": n, "eps": eps, "seed": seed, "attacks": json.dumps(list(attacks), sort_keys=True)}
+    if path is not None and Path(path).exists():
+        state = json.loads(Path(path).read_text())
+        if state.get("signature") != signature:
+            raise ValueError(f"state file {path} was written for a different evaluation; remove it or choose another")
+        return state
+    return {"signature": signature, "attacks": {}}
+
+
+def _save_state(path, state) -> None:
+    if path is None:
+        return
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+def eps_curve(models: dict, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], attack: dict,
+              *, seed: int = 0, batch_size: int = 100, progress: Progress | None = None, cancel=None) -> dict:
+    """Robust accuracy against one attack for several models over a list of eps values (same points for all)."""
+    curves = {}
+    total, done = len(models) * len(eps_values), 0
+    for label, model in models.items():
+        rows = []
+        for eps in eps_values:
+            if eps == 0:
+                correct = int((predict(model, x, batch_size) == y).sum())
+                rows.append({"eps": 0.0, **accuracy_entry(correct, len(x))})
+            else:
+                rep = evaluate(model, x, y, [attack], eps=eps, batch_size=batch_size, seed=seed, cancel=cancel)
+                rows.append({"eps": eps, **rep["attacks"][0]})
+            done += 1
+            if progress is not None:
+                progress(done, total, f"{label} eps={eps_label(eps)}")
+        curves[label] = rows
+    return {"n": len(x), "attack": attack, "curves": curves}
+
+
+def transfer_matrix(models: dict, x: torch.Tensor, y: torch.Tensor, attack: dict, *, eps: float, seed: int = 0,
+                    batch_size: int = 100, progress: Progress | None = None, cancel=None) -> dict:
+    """Accuracy of each target model on adversarial examples crafted on each source model (rows: source)."""
+    labels = list(models)
+    matrix = []
+    for step, source in enumerate(labels):
+        spec = dict(attack)
+        adv = make_attack(spec.pop("name"), models[source], eps=eps, seed=seed, **spec).run(x, y, cancel=cancel).adv
+        matrix.append([accuracy_entry(int((predict(models[t], adv, batch_size) == y).sum()), len(x)) for t in labels])
+        if progress is not None:
+            progress(step + 1, len(labels), f"crafted on {source}")
+    return {"n": len(x), "eps": eps, "eps_label": eps_label(eps), "attack": attack, "models": labels,
+            "matrix": matrix}

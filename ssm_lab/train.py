@@ -1,0 +1,187 @@
+"""Seeded, resumable training with per-epoch curves and best (validation PGD-10) / last checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ssm_models import create_model
+from ssm_models.hub import save_pretrained
+
+from .data import load_dataset
+from .methods import MethodStep, ThreatModel, pgd_linf
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "s4"
+    dataset: str = "mnist"
+    method: str = "st"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 2e-4
+    eps: float | None = None  # None: the dataset's standard budget (MNIST 0.3, CIFAR-10 8/255)
+    step_size: float | None = None
+    attack_steps: int = 10
+    beta: float = 6.0
+    replays: int = 4
+    yopo_outer: int = 5
+    yopo_inner: int = 3
+    augment: bool = True
+    seed: int = 0
+    curve_points: int = 500  # fixed train/test subsets on which the eight curves are measured each epoch
+    val_points: int = 500
+    data_dir: str | None = None
+    model: dict = field(default_factory=dict)  # ModelConfig overrides (d_model, n_layers, tokenizer, ads, ...)
+
+
+DEFAULT_THREAT = {"mnist": (0.3, 0.04), "cifar10": (8 / 255, 2 / 255)}
+
+
+def threat_model(cfg: TrainConfig) -> ThreatModel:
+    eps, step = DEFAULT_THREAT.get(cfg.dataset, (8 / 255, 2 / 255))
+    eps = cfg.eps if cfg.eps is not None else eps
+    step = cfg.step_size if cfg.step_size is not None else step
+    return ThreatModel(eps=eps, step_size=step, steps=cfg.attack_steps, beta=cfg.beta, replays=cfg.replays,
+                       yopo_outer=cfg.yopo_outer, yopo_inner=cfg.yopo_inner)
+
+
+def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int, flip: bool) -> torch.Tensor:
+    """Random translation by up to max_shift pixels (zero padding), plus horizontal flips for natural images."""
+    b, _, s, _ = x.shape
+    padded = F.pad(x, (max_shift,) * 4)  # (B, C, S+2m, S+2m)
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)
+    out = torch.stack([padded[i, :, dy:dy + s, dx:dx + s] for i, (dy, dx) in enumerate(offsets.tolist())])
+    if flip:
+        mask = torch.rand(b, generator=generator) < 0.5
+        out[mask] = out[mask].flip(-1)
+    return out
+
+
+def measure(model, x, y, tm: ThreatModel, seed: int, batch_size: int = 250) -> dict:
+    """Clean and PGD-10 accuracy and loss on (x, y)."""
+    totals = {"clean_acc": 0.0, "clean_loss": 0.0, "adv_acc": 0.0, "adv_loss": 0.0}
+    eval_tm = ThreatModel(eps=tm.eps, step_size=tm.step_size if tm.steps >= 10 else tm.eps / 4, steps=10)
+    generator = torch.Generator().manual_seed(seed)
+    model.eval()
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        x_adv = pgd_linf(model, xb, yb, eval_tm, generator)
+        with torch.no_grad():
+            for prefix, inputs in (("clean", xb), ("adv", x_adv)):
+                logits = model(inputs)
+                totals[f"{prefix}_loss"] += F.cross_entropy(logits, yb, reduction="sum").item()
+                totals[f"{prefix}_acc"] += (logits.argmax(1) == yb).sum().item()
+    return {k: v / len(x) for k, v in totals.items()}
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+    """Train, writing `<out>/` (best) and `<out>/last/`, curves.json and a resumable state file."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    train_set = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir)
+    val_set = load_dataset(cfg.dataset, "val", data_dir=cfg.data_dir)
+    test_set = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir)
+    for warning in {d.warning for d in (train_set, val_set, test_set) if d.warning}:
+        log(f"warning: {warning}")
+    x_train, y_train = train_set.tensors()
+    x_val, y_val = val_set.tensors()
+    x_test, y_test = test_set.tensors()
+    pick = torch.Generator().manual_seed(1234)
+    curve_train = torch.randperm(len(x_train), generator=pick)[: cfg.curve_points]
+    curve_test = torch.randperm(len(x_test), generator=pick)[: cfg.curve_points]
+    x_val, y_val = x_val[: cfg.val_points], y_val[: cfg.val_points]
+
+    c, s = x_train.shape[1], x_train.shape[-1]
+    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg)}
+    model = create_model(cfg.arch, in_channels=c, image_size=s, num_classes=len(train_set.classes),
+                         **cfg.model, meta=meta)
+    tm = threat_model(cfg)
+    meta["threat_model"] = {"norm": "Linf", "eps": tm.eps, "step_size": tm.step_size, "steps": tm.steps}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    step_fn = MethodStep(cfg.method, model, optimizer, tm, seed=cfg.seed)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    best_acc, start_epoch, elapsed = -1.0, 0, 0.0
+
+    state_path = out / STATE_FILE
+    if state_path.exists():  # resume: our own file, still loaded without unpickling arbitrary objects
+        state = torch.load(state_path, weights_only=True)
+        if state["config"] != json.dumps(asdict(cfg), sort_keys=True):
+            raise ValueError(f"{state_path} belongs to a different training configuration; remove it or change --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        data_gen.set_state(state["data_gen"])
+        step_fn.generator.set_state(state["attack_gen"])
+        history, best_acc = json.loads(state["history"]), state["best_acc"]
+        start_epoch, elapsed = state["epoch"], state["elapsed"]
+        log(f"resuming from epoch {start_epoch}")
+
+    n_batches = math.ceil(len(x_train) / cfg.batch_size)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.time()
+        model.train()
+        order = torch.randperm(len(x_train), generator=data_gen)
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=not os.isatty(2))
+        running_loss = 0.0
+        for b in bar:
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            if cfg.augment:
+                xb = random_shift(xb, data_gen, max_shift=2 if cfg.dataset == "mnist" else 4,
+                                  flip=cfg.dataset == "cifar10")
+            loss, _, _ = step_fn(xb, yb)
+            running_loss += loss
+            bar.set_postfix(loss=f"{running_loss / (b + 1):.3f}")
+        scheduler.step()
+        train_time = time.time() - t0
+        train_m = measure(model, x_train[curve_train], y_train[curve_train], tm, seed=epoch)
+        test_m = measure(model, x_test[curve_test], y_test[curve_test], tm, seed=epoch)
+        val_m = measure(model, x_val, y_val, tm, seed=epoch)
+        elapsed += time.time() - t0
+        row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "train_loss_running": running_loss / n_batches,
+               "train_time_s": round(train_time, 2), **{f"train_{k}": v for k, v in train_m.items()},
+               **{f"test_{k}": v for k, v in test_m.items()}, **{f"val_{k}": v for k, v in val_m.items()}}
+        history.append(row)
+        model.config.meta.update(train_wall_time_s=round(elapsed, 1), epochs_trained=epoch + 1)
+        save_pretrained(model, out / "last")
+        if val_m["adv_acc"] > best_acc or (cfg.method == "st" and val_m["adv_acc"] >= best_acc):
+            best_acc = val_m["adv_acc"]
+            model.config.meta.update(best_epoch=epoch + 1)
+            save_pretrained(model, out)
+        log(f"epoch {epoch + 1}/{cfg.epochs} {train_time:.0f}s loss {row['train_loss_running']:.3f} "
+            f"val clean {val_m['clean_acc']:.3f} val pgd10 {val_m['adv_acc']:.3f} "
+            f"test clean {test_m['clean_acc']:.3f} test pgd10 {test_m['adv_acc']:.3f}")
+        curves = {"points": {"train": cfg.curve_points, "test": cfg.curve_points, "val": len(x_val)},
+                  "note": "train/test curves on fixed random subsets; best checkpoint chosen on val PGD-10",
+                  "history": history}
+        _atomic_write(out / "curves.json", json.dumps(curves, indent=1))
+        tmp = out / (STATE_FILE + ".tmp")
+        torch.save({"config": json.dumps(asdict(cfg), sort_keys=True), "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "data_gen": data_gen.get_state(), "attack_gen": step_fn.generator.get_state(),
+                    "history": json.dumps(history), "best_acc": best_acc, "epoch": epoch + 1,
+                    "elapsed": elapsed}, tmp)
+        os.replace(tmp, state_path)
+    return {"history": history, "best_val_adv_acc": best_acc, "wall_time_s": elapsed}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,16 @@
+"""SSM Robustness Lab models: S4, DSS, S5, Mega and Mamba image classifiers in pure PyTorch."""
+from .classifier import SSMClassifier
+from .config import ConfigError, ModelConfig
+from .probes import probe_names, record
+from .registry import create_model, list_models, register_model
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "SSMClassifier",
+    "create_model",
+    "list_models",
+    "probe_names",
+    "record",
+    "register_model",
+]

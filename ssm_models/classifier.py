@@ -1,0 +1,176 @@
+"""The classifier shell every family shares: tokens -> LayerNorm -> n x LayerNorm(x + Block(x)) -> pool -> head."""
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .ads import AdaptiveScaling
+from .config import ModelConfig
+from .registry import block_factory
+from .tokenizers import build_tokenizer
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std inside the model, so attacks always work on images in [0, 1]."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std  # (B, C, S, S)
+
+
+class MeanPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=1)  # (B, L, H) -> (B, H)
+
+
+class ResidualLayer(nn.Module):
+    """`LayerNorm(x + mixer(x))`, with Mamba's optional AdS on the residual sum before the norm."""
+
+    def __init__(self, mixer: nn.Module, d_model: int, residual_ads: nn.Module | None = None):
+        super().__init__()
+        self.mixer = mixer
+        self.residual_ads = residual_ads
+        self.residual_norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x + self.mixer(x)  # (B, L, H)
+        if self.residual_ads is not None:
+            z = self.residual_ads(z)  # (B, L, H)
+        return self.residual_norm(z)  # (B, L, H)
+
+    def step(self, x_t: torch.Tensor, state):
+        y_t, state = self.mixer.step(x_t, state)  # (B, H)
+        z = x_t + y_t  # (B, H)
+        if self.residual_ads is not None:
+            z = self.residual_ads(z)
+        return self.residual_norm(z), state
+
+
+class SSMClassifier(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="ssm-robustness-lab",
+    tags=["state-space-model", "adversarial-robustness", "image-classification"],
+    pipeline_tag="image-classification",
+    license="mit",
+):
+    """Images in [0, 1], shape (B, C, S, S) -> logits (B, num_classes)."""
+
+    def __init__(self, config: ModelConfig | dict):
+        super().__init__()
+        if isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        config.validate()
+        self.config = config
+        self.normalize = Normalize(config.mean, config.std) if config.mean is not None else None
+        self.embed = build_tokenizer(config.tokenizer, config.in_channels, config.d_model, config.patch_size)
+        self.embed_norm = nn.LayerNorm(config.d_model)
+        make_block = block_factory(config.arch)
+        layers = []
+        for i in range(config.n_layers):
+            residual_ads = None
+            if config.ads and config.ads_position == "residual":
+                residual_ads = AdaptiveScaling(config.d_model, config.ads, config.ads_bias)
+            layers.append(ResidualLayer(make_block(config, i), config.d_model, residual_ads))
+        self.layers = nn.ModuleList(layers)
+        self.pool = MeanPool()
+        self.head = nn.Linear(config.d_model, config.num_classes)
+
+    def _hub_mixin_config_dict(self) -> dict:
+        return self.config.to_dict()
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layer: normalisation and token embedding, (B, C, S, S) -> (B, L, H)."""
+        if self.normalize is not None:
+            x = self.normalize(x)  # (B, C, S, S)
+        return self.embed(x)  # (B, L, H)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.embed_norm(self.tokens(x))  # (B, L, H)
+        for layer in self.layers:
+            z = layer(z)  # (B, L, H)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)))  # (B, classes)
+
+    # ----- recurrent mode -------------------------------------------------------------------
+    def forward_recurrent(self, x: torch.Tensor) -> torch.Tensor:
+        """Token-by-token evaluation with each block's `step`; equals `forward` for the SSM families."""
+        tokens = self.embed_norm(self.tokens(x))  # (B, L, H)
+        b, length, _ = tokens.shape
+        states = [layer.mixer.initial_state(b, tokens.device, tokens.dtype) for layer in self.layers]
+        total = torch.zeros(b, self.config.d_model, device=tokens.device, dtype=tokens.dtype)  # (B, H)
+        for t in range(length):
+            z = tokens[:, t]  # (B, H)
+            for i, layer in enumerate(self.layers):
+                z, states[i] = layer.step(z, states[i])
+            total = total + z
+        return self.head(total / length)  # (B, classes)
+
+    # ----- probes ----------------------------------------------------------------------------
+    def probe_modules(self) -> "OrderedDict[str, nn.Module]":
+        """Stable names in forward order: embed, embed_norm, layers.i.<component>..., pool, logits."""
+        out: "OrderedDict[str, nn.Module]" = OrderedDict()
+        out["embed"] = self.embed
+        out["embed_norm"] = self.embed_norm
+        for i, layer in enumerate(self.layers):
+            for suffix, attr in layer.mixer.probe_points.items():
+                module = getattr(layer.mixer, attr, None)
+                if module is not None:
+                    out[f"layers.{i}.{suffix}"] = module
+            if layer.residual_ads is not None:
+                out[f"layers.{i}.residual_ads"] = layer.residual_ads
+            out[f"layers.{i}.residual_norm"] = layer.residual_norm
+        out["pool"] = self.pool
+        out["logits"] = self.head
+        return out
+
+    def token_map(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-token values (B, L) -> image-plane map (B, S, S), whatever the tokenizer."""
+        return self.embed.token_map(values, self.config.image_size, self.config.in_channels)
+
+    # ----- attack mode -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def frozen(self):
+        """Eval mode with parameters frozen: input gradients only, and LTI kernels may be cached."""
+        was_training = self.training
+        flags = [(p, p.requires_grad) for p in self.parameters()]
+        self.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        try:
+            yield self
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            self.train(was_training)
+
+    # ----- Hub mixin: routed through hub.py so both entry points share its checks ----------------
+    def _save_pretrained(self, save_directory) -> None:
+        from .hub import save_pretrained  # hub imports this module
+
+        save_pretrained(self, save_directory)  # writes config.json and README.md too; the mixin keeps them
+
+    def generate_model_card(self, *args, **kwargs):
+        from .hub import model_card
+
+        return model_card(self.config, kwargs.get("card"), n_params=sum(t.numel() for t in self.state_dict().values()))
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, force_download=False, token=None, cache_dir=None,
+                        local_files_only=None, revision=None, map_location="cpu"):
+        """The mixin's loader would json.load an unbounded config.json first; hub.load_model validates it."""
+        from .hub import load_model
+
+        return load_model(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                          local_files_only=local_files_only, token=token, map_location=map_location,
+                          force_download=force_download)

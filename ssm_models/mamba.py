@@ -1,0 +1,125 @@
+"""Mamba (S6, Gu & Dao 2023) in pure PyTorch; parameter names and initialisation follow mamba_ssm's `Mamba`."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ads import AdaptiveScaling
+from .pscan import selective_scan, selective_scan_sequential
+from .registry import register_model
+
+SCANS = {"parallel": selective_scan, "sequential": selective_scan_sequential}
+
+
+class SelectiveSSM(nn.Module):
+    """The `ssm` probe point: y = selective_scan(x, dt, A, B, C) + D x. Holds no parameters."""
+
+    def __init__(self, scan: str = "parallel"):
+        super().__init__()
+        if scan not in SCANS:
+            raise ValueError(f"scan must be one of {sorted(SCANS)}, got {scan!r}")
+        self.scan = scan
+
+    def forward(self, x, dt, A, B, C, D):
+        return SCANS[self.scan](x, dt, A, B, C, D)  # (batch, L, E)
+
+    def extra_repr(self) -> str:
+        return f"scan={self.scan!r}"
+
+
+class SiLUGate(nn.Module):
+    """The `gate` probe point: y * silu(z)."""
+
+    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return y * F.silu(z)  # (batch, L, E)
+
+
+class MambaBlock(nn.Module):
+    """in_proj -> (causal depthwise conv -> SiLU -> selective SSM) * SiLU(z) -> [AdS] -> out_proj.
+
+    State-dict keys equal mamba_ssm's: A_log, D, in_proj.weight, conv1d.weight, conv1d.bias, x_proj.weight,
+    dt_proj.weight, dt_proj.bias, out_proj.weight (plus ads.* when AdS is on). AdS has width E = expand * H.
+    """
+
+    probe_points = {"in_proj": "in_proj", "conv": "conv_act", "ssm": "ssm", "gate": "gate", "ads": "ads",
+                    "linear": "out_proj"}
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_rank: int | None = None,
+                 dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4, ads: str | None = None,
+                 ads_bias: bool = False, scan: str = "parallel"):
+        super().__init__()
+        inner = expand * d_model
+        self.d_inner, self.d_state, self.d_conv = inner, d_state, d_conv
+        self.dt_rank = dt_rank or math.ceil(d_model / 16)
+        # S4D-real initialisation: A_n = -n for every channel
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(inner, 1))
+        self.D = nn.Parameter(torch.ones(inner))
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+        self.in_proj = nn.Linear(d_model, 2 * inner, bias=False)
+        self.conv1d = nn.Conv1d(inner, inner, d_conv, groups=inner, padding=d_conv - 1, bias=True)
+        self.conv_act = nn.SiLU()
+        self.x_proj = nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, inner, bias=True)
+        self._init_dt(dt_min, dt_max, dt_init_floor)
+        self.ssm = SelectiveSSM(scan)
+        self.gate = SiLUGate()
+        self.ads = AdaptiveScaling(inner, ads, ads_bias) if ads else None
+        self.out_proj = nn.Linear(inner, d_model, bias=False)
+
+    def _init_dt(self, dt_min: float, dt_max: float, floor: float) -> None:
+        """mamba_ssm's dt init: softplus(dt_proj.bias) log-uniform in [dt_min, dt_max]."""
+        bound = self.dt_rank ** -0.5
+        nn.init.uniform_(self.dt_proj.weight, -bound, bound)
+        log_dt = torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        dt = torch.exp(log_dt).clamp(min=floor)  # (E,)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.dt_proj.bias._no_reinit = True
+
+    def _selection(self, x: torch.Tensor):
+        """Input-dependent (dt, B, C) from the conv branch x (..., E)."""
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return F.softplus(self.dt_proj(dt)), B, C  # (..., E), (..., N), (..., N)
+
+    def _output(self, y: torch.Tensor) -> torch.Tensor:
+        if self.ads is not None:
+            y = self.ads(y)  # (..., E)
+        return self.out_proj(y)  # (..., H)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        length = u.shape[1]
+        x, z = self.in_proj(u).chunk(2, dim=-1)  # (B, L, E) each
+        x = self.conv1d(x.transpose(1, 2))[..., :length].transpose(1, 2)  # (B, L, E) causal
+        x = self.conv_act(x)  # (B, L, E)
+        dt, B, C = self._selection(x)  # (B, L, E), (B, L, N), (B, L, N)
+        y = self.ssm(x, dt, -torch.exp(self.A_log), B, C, self.D)  # (B, L, E)
+        return self._output(self.gate(y, z))  # (B, L, H)
+
+    # ----- recurrent mode --------------------------------------------------------------------
+    def initial_state(self, batch: int, device, dtype: torch.dtype):
+        """(last d_conv-1 conv inputs (B, E, d_conv-1), SSM state (B, E, N)), both zero."""
+        conv_state = torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device, dtype=dtype)
+        ssm_state = torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=dtype)
+        return conv_state, ssm_state
+
+    def step(self, u_t: torch.Tensor, state):
+        conv_state, h = state
+        x, z = self.in_proj(u_t).chunk(2, dim=-1)  # (B, E) each
+        window = torch.cat([conv_state, x[..., None]], dim=-1)  # (B, E, d_conv)
+        x = F.silu((window * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)  # (B, E)
+        dt, B, C = self._selection(x)  # (B, E), (B, N), (B, N)
+        h = torch.exp(dt[..., None] * -torch.exp(self.A_log)) * h + (dt * x)[..., None] * B[:, None, :]  # (B, E, N)
+        y = (h @ C[..., None])[..., 0] + self.D * x  # (B, E)
+        return self._output(y * F.silu(z)), (window[..., 1:], h)
+
+
+@register_model("mamba", d_state=16)
+def mamba_block(cfg, layer_idx: int) -> MambaBlock:
+    """The paper's `S6_SSM` layer: mamba_ssm's `Mamba(d_model, d_state, d_conv, expand)`; d_state defaults to 16."""
+    ads = cfg.ads if cfg.ads_position == "ssm" else None
+    return MambaBlock(cfg.d_model, cfg.d_state, cfg.d_conv, cfg.expand, cfg.resolved_dt_rank, cfg.dt_min,
+                      cfg.dt_max, ads=ads, ads_bias=cfg.ads_bias)

@@ -1,0 +1,25 @@
+"""Shared pytest fixtures: an isolated Hugging Face cache and a local Hub server, so no test touches the network."""
+from __future__ import annotations
+
+import pytest
+from hub_server import HubEnvironment, HubServer
+
+
+@pytest.fixture
+def hub_env(tmp_path, monkeypatch) -> HubEnvironment:
+    """A private HF_HOME / cache, telemetry off, offline, endpoint pointing nowhere; `set_offline`, `set_endpoint`."""
+    return HubEnvironment(monkeypatch, tmp_path / "hf_home")
+
+
+@pytest.fixture
+def hub_server(tmp_path, hub_env):
+    """A running local Hub serving `tmp_path/hub_repos/<org>/<name>/<file>`, with huggingface_hub pointed at it
+    and online; `hub_server.env` is the `hub_env` (e.g. `hub_server.env.set_offline(True)`)."""
+    root = tmp_path / "hub_repos"
+    root.mkdir()
+    server = HubServer(root).start()
+    hub_env.set_endpoint(server.url)
+    hub_env.set_offline(False)
+    server.env = hub_env
+    yield server
+    server.stop()

@@ -1,0 +1,327 @@
+"""The web app's handlers as plain functions, on tiny checkpoints made here (no server, no browser)."""
+from __future__ import annotations
+
+import io
+import json
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+from PIL import Image
+
+import ssm_models
+from ssm_models.hub import save_pretrained
+
+from app import compare as C
+from app import evaluation as E
+from app import handlers as H
+from app import inputs, learn, limits
+from app.attack_menu import ATTACK_MENU, attack_settings, eps_string
+from app.common import arm_cancel, cancel_job
+from app.models import MODELS
+
+TINY = dict(d_model=16, n_layers=1, d_state=8, tokenizer="patch", patch_size=4)
+
+
+def make_checkpoints(root) -> None:
+    """Two MNIST models (with and without AdS) and one CIFAR-10 model, a few thousand parameters each."""
+    torch.manual_seed(0)
+    mnist = ssm_models.create_model("s4", image_size=28, **TINY,
+                                    meta={"dataset": "mnist", "method": "st",
+                                          "threat_model": {"norm": "Linf", "eps": 0.3}})
+    save_pretrained(mnist, root / "mnist-s4-st", card={"metrics": {"clean": {"accuracy": 0.5}}})
+    ads = ssm_models.create_model("s4", image_size=28, ads="relu", **TINY,
+                                  meta={"dataset": "mnist", "method": "pgd-at"})
+    save_pretrained(ads, root / "mnist-s4-ads")
+    cifar = ssm_models.create_model("dss", image_size=32, in_channels=3, **TINY,
+                                    meta={"dataset": "cifar10", "method": "st"})
+    save_pretrained(cifar, root / "cifar-dss-st")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    make_checkpoints(root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SSM_LAB_CHECKPOINTS", str(root))
+        MODELS.clear()
+        yield root
+    MODELS.clear()
+
+
+def quiet(*_args, **_kwargs) -> None:
+    """Stands in for gr.Progress."""
+
+
+def attack(**overrides):
+    args = dict(model_name="mnist-s4-st", source="dataset", dataset="MNIST", index=0, upload=None, sketch=None,
+                attack="PGD (Linf)", eps="0.3", steps=5, step_size=0, restarts=1, target="none", seed=0)
+    args.update(overrides)
+    return H.run_attack(**args, progress=quiet)
+
+
+# ----- models --------------------------------------------------------------------------------------
+def test_startup_lists_checkpoints_grouped_with_card_metrics():
+    info = H.startup()
+    names = [name for _, name in info["choices"]]
+    assert names == ["cifar-dss-st", "mnist-s4-st", "mnist-s4-ads"]  # dataset, arch, standard training first
+    assert info["value"] == "mnist-s4-st"
+    label = dict((v, k) for k, v in info["choices"])["mnist-s4-st"]
+    assert "MNIST" in label and "S4" in label and "no AdS" in label and "clean 50.0%" in label
+    assert "AdS (relu)" in dict((v, k) for k, v in info["choices"])["mnist-s4-ads"]
+    assert info["table"]["headers"][:5] == ["name", "dataset", "arch", "method", "AdS"]
+
+
+def test_select_model_gives_card_eps_classes_and_dataset():
+    card, eps, classes, dataset = H.select_model("mnist-s4-st")
+    assert "S4" in card and "50.00%" in card and "threat model: norm=Linf, eps=0.3" in card
+    assert (eps, classes[:3], dataset) == ("0.3", ["none", "0", "1"], "MNIST")
+    card, eps, classes, dataset = H.select_model("cifar-dss-st")
+    assert (eps, classes[1], dataset) == ("8/255", "airplane", "CIFAR-10")
+
+
+@pytest.mark.parametrize("name", ["/etc", "../checkpoints/x", "~/models", "not a repo id!"])
+def test_local_paths_and_junk_are_refused(name):
+    with pytest.raises(gr.Error):
+        H.select_model(name)
+
+
+def test_lru_keeps_a_few_models():
+    cache = type(MODELS)(capacity=2)
+    first = cache.get("mnist-s4-st")
+    cache.get("mnist-s4-ads")
+    assert cache.get("mnist-s4-st") is first  # still cached, now most recent
+    cache.get("cifar-dss-st")  # evicts mnist-s4-ads
+    assert len(cache) == 2 and cache.get("mnist-s4-st") is first
+
+
+def test_offline_hub_repo_gives_a_clear_message(hub_env):
+    hub_env.set_offline(True)
+    with pytest.raises(gr.Error, match="offline"):
+        H.load_hub_model("some-org/some-model", "")
+
+
+def test_hub_repo_is_downloaded_and_selectable(hub_server, checkpoints):
+    for name in ("config.json", "model.safetensors"):
+        hub_server.add_file("lab/tiny", name, (checkpoints / "mnist-s4-st" / name).read_bytes())
+    value = H.load_hub_model("lab/tiny", "main")
+    assert value == "lab/tiny@main"
+    card, eps, _, _ = H.select_model(value)
+    assert "lab/tiny@main" in card and eps == "0.3"
+    with pytest.raises(gr.Error, match="unknown repo"):
+        H.load_hub_model("lab/missing", "")
+
+
+# ----- images --------------------------------------------------------------------------------------
+def test_preview_shows_the_test_image_pixel_for_pixel():
+    img, note = H.preview("mnist-s4-st", "dataset", "MNIST", 7)
+    digit = inputs.test_set("MNIST").images[7, 0]  # (28, 28)
+    assert img.shape == (224, 224, 3) and img.dtype == np.uint8
+    assert np.array_equal(img[::8, ::8, 0], digit)  # 8x nearest-neighbour enlargement, no smoothing
+    assert "true class" in note
+
+
+def test_cifar_image_for_an_mnist_model_is_converted_and_unlabelled():
+    arr, label, text = inputs.model_input("dataset", 1, 28, dataset="CIFAR-10", index=0, model_dataset="mnist")
+    assert arr.shape == (1, 28, 28) and label is None and "converted" in text
+
+
+def test_upload_preview_is_what_the_model_sees(tmp_path):
+    path = tmp_path / "photo.jpg"
+    rgb = np.zeros((60, 100, 3), dtype=np.uint8)
+    rgb[:, 50:] = 255
+    Image.fromarray(rgb).save(path)
+    img, note = H.preview("mnist-s4-st", "upload", "MNIST", 0, upload=str(path))
+    from ssm_lab.images import load_image
+
+    expected = load_image(path, 1, 28)[0]  # (28, 28) after resize and grayscale
+    assert np.array_equal(img[::8, ::8, 0], expected) and "uploaded" in note
+
+
+def test_bad_uploads_get_specific_messages(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(gr.Error, match="readable|corrupt"):
+        H.preview("mnist-s4-st", "upload", "MNIST", 0, upload=str(broken))
+    monkeypatch.setattr(inputs, "LIMITS", limits.Limits(upload_bytes=100))
+    big = tmp_path / "big.png"
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
+    big.write_bytes(buffer.getvalue())
+    with pytest.raises(gr.Error, match="SSM_LAB_MAX_UPLOAD_BYTES"):
+        H.preview("mnist-s4-st", "upload", "MNIST", 0, upload=str(big))
+    with pytest.raises(gr.Error, match="no uploaded image"):
+        H.preview("mnist-s4-st", "upload", "MNIST", 0, upload=None)
+
+
+def test_drawing_becomes_a_centred_white_on_black_digit():
+    canvas = np.zeros((280, 280, 4), dtype=np.uint8)  # transparent canvas, black ink, off-centre
+    canvas[20:120, 30:45, 3] = 255
+    digit = inputs.drawing_to_digit(canvas)[0]  # (28, 28)
+    assert digit.dtype == np.uint8 and digit.max() > 200 and digit[0, 0] == 0
+    rows, cols = np.nonzero(digit > 30)
+    assert rows.max() - rows.min() + 1 <= 21  # fitted into MNIST's 20x20 box
+    weights = digit.astype(float)
+    centre = (np.arange(28) @ weights.sum(1) / weights.sum(), np.arange(28) @ weights.sum(0) / weights.sum())
+    assert abs(centre[0] - 14) < 1.5 and abs(centre[1] - 14) < 1.5
+    with pytest.raises(gr.Error, match="empty"):
+        H.preview("mnist-s4-st", "drawing", "MNIST", 0, sketch={"composite": np.zeros((280, 280, 4), np.uint8)})
+
+
+def test_random_and_class_picks_stay_in_the_class():
+    index = H.pick_class("MNIST", "3")
+    assert inputs.test_set("MNIST").labels[index] == 3
+    assert all(inputs.test_set("MNIST").labels[H.pick_random("MNIST", "5")] == 5 for _ in range(5))
+
+
+# ----- attack --------------------------------------------------------------------------------------
+def test_pgd_attack_returns_images_figures_and_lossless_downloads():
+    out = attack()
+    clean, adv, delta, summary, topk, trace, scaling, tokens, files, card = out
+    assert clean.shape == adv.shape == delta.shape == (224, 224, 3)
+    assert all(isinstance(f, go.Figure) and len(f.data) > 0 for f in (topk, trace, scaling, tokens))
+    assert "PGD (Linf)" in summary and "survives 8-bit PNG" in summary
+    png, npy, card_path = files
+    x = inputs.test_set("MNIST").images[0, 0].astype(np.float32) / 255
+    adv_exact = np.load(npy)  # (1, 28, 28) float32
+    assert adv_exact.shape == (1, 28, 28) and np.abs(adv_exact[0] - x).max() <= 0.3 + 1e-6
+    assert np.array_equal(np.asarray(Image.open(png)), np.round(adv_exact[0] * 255).astype(np.uint8))
+    saved = json.loads(open(card_path).read())
+    assert saved["attack"] == "pgd" and saved["params"]["steps"] == 5 and saved["seed"] == 0
+    assert saved["model"]["source"] == "mnist-s4-st"  # no server paths in what users download
+    assert card["results"]["label"] == str(inputs.test_set("MNIST").labels[0])
+
+
+def test_attack_is_reproducible_with_a_seed():
+    first, second = attack(seed=3)[-1]["results"], attack(seed=3)[-1]["results"]
+    assert first["linf"] == second["linf"] and first["l2"] == second["l2"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(steps=10_000), "SSM_LAB_MAX_STEPS"),
+    (dict(restarts=99), "SSM_LAB_MAX_RESTARTS"),
+    (dict(eps="1.5"), "eps=1.5 is above the limit of 1"),
+    (dict(eps="eight"), "eps must be a number or k/255"),
+    (dict(steps=2.5), "whole number"),
+    (dict(attack="APGD-CE", target="3"), "no targeted mode"),
+    (dict(attack="Nope"), "unknown attack"),
+    (dict(index=10_000_000), "index=10000000 is above"),
+])
+def test_invalid_requests_are_refused_with_clear_messages(overrides, message):
+    with pytest.raises(gr.Error, match=message):
+        attack(**overrides)
+
+
+def test_cost_is_shown_before_and_capped(monkeypatch):
+    text = H.estimate_cost("mnist-s4-st", "PGD (Linf)", "0.3", 10, 0, 2, "none", 0)
+    assert "forward" in text and "backward" in text and "20 backward" in text
+    monkeypatch.setattr("app.limits.LIMITS", limits.Limits(passes=10))
+    with pytest.raises(gr.Error, match="SSM_LAB_MAX_PASSES"):
+        H.estimate_cost("mnist-s4-st", "PGD (Linf)", "0.3", 10, 0, 2, "none", 0)
+
+
+def test_targeted_attack_uses_the_class_name():
+    name, params = attack_settings("PGD (Linf)", MODELS.get("cifar-dss-st"), eps="8/255", steps=3, target="cat")
+    assert name == "pgd" and params["targeted"] and params["target"] == 3 and params["eps"] == pytest.approx(8 / 255)
+    assert attack_settings("Square", MODELS.get("mnist-s4-st"), eps="0.1", steps=4)[1]["queries"] == 100
+
+
+def test_cancel_stops_a_running_attack_and_keeps_its_best_point():
+    calls = []
+
+    def cancel_on_first_progress(*_args, **_kwargs):
+        calls.append(1)
+        cancel_job("attack")
+
+    out = H.run_attack("mnist-s4-st", "dataset", "MNIST", 0, None, None, "PGD (Linf)", "0.3", 200, 0, 1, "none", 0,
+                       progress=cancel_on_first_progress)
+    assert out[-1]["results"]["cancelled"] is True and "cancelled" in out[3]
+    assert len(calls) < 20  # it stopped long before 200 steps
+    assert cancel_job("attack").startswith("Nothing to cancel")
+
+
+def test_cancel_reaches_a_queued_attack():
+    arm_cancel("attack")
+    assert cancel_job("attack").startswith("Cancelling")
+    with pytest.raises(gr.Error, match="cancelled before it started"):
+        attack()
+
+
+# ----- compare, transfer, evaluate, curves ---------------------------------------------------------
+def test_compare_runs_the_same_attack_on_each_model():
+    gallery, table, figure = C.compare_models(["mnist-s4-st", "mnist-s4-ads"], "dataset", "MNIST", 1, None, None,
+                                              "FGSM", "0.3", 1, 0, 1, "none", 0, progress=quiet)
+    assert len(gallery) == 4 and [row[0] for row in table["data"]] == ["mnist-s4-st", "mnist-s4-ads"]
+    assert {trace.name for trace in figure.data} == {"mnist-s4-st", "mnist-s4-ads"}
+    with pytest.raises(gr.Error, match="SSM_LAB_MAX_COMPARE_MODELS"):
+        C.compare_models([f"org/model{i}" for i in range(9)], "dataset", "MNIST", 1, None, None, "FGSM",
+                         "0.3", 1, 0, 1, "none", 0)
+
+
+def test_transfer_matrix_and_dataset_mismatch():
+    figure, result = C.transfer(["mnist-s4-st", "mnist-s4-ads"], "MNIST", 6, "FGSM", "0.3", 1, 1, 0, progress=quiet)
+    assert result["models"] == ["mnist-s4-st", "mnist-s4-ads"] and len(result["matrix"]) == 2
+    assert all(cell["n"] == 6 for row in result["matrix"] for cell in row)
+    assert isinstance(figure, go.Figure)
+    with pytest.raises(gr.Error, match="one dataset"):
+        C.transfer(["mnist-s4-st", "cifar-dss-st"], "MNIST", 4, "FGSM", "0.3", 1, 1, 0)
+
+
+def test_evaluate_reports_accuracies_confusion_and_json():
+    text, confusion, path, report = E.evaluate_model("mnist-s4-st", "MNIST", 10, ["FGSM", "PGD (Linf)"], "0.3", 3,
+                                                     1, 0, progress=quiet)
+    assert "| clean |" in text and "fgsm" in text and "pgd" in text and "95% CI" in text
+    assert report["n"] == 10 and [a["attack"] for a in report["attacks"]] == ["fgsm", "pgd"]
+    assert int(np.asarray(confusion.data[0].z).sum()) == 10
+    saved = json.loads(open(path).read())
+    assert len(saved["attacks"][1]["predictions"]) == 10
+    with pytest.raises(gr.Error, match="separately"):
+        E.evaluate_model("mnist-s4-st", "MNIST", 4, ["FGSM", "CW (L2)"], "0.3", 3, 1, 0)
+    with pytest.raises(gr.Error, match="SSM_LAB_MAX_EVAL_N"):
+        E.evaluate_model("mnist-s4-st", "MNIST", 10**6, ["FGSM"], "0.3", 3, 1, 0)
+
+
+def test_eps_curves_one_line_per_model():
+    figure, curves = E.eps_curves(["mnist-s4-st", "mnist-s4-ads"], "MNIST", 6, "FGSM", "0, 0.1, 0.3", 1, 1, 0,
+                                  progress=quiet)
+    assert [t.name for t in figure.data] == ["mnist-s4-st", "mnist-s4-ads"]
+    assert [row["eps"] for row in curves["curves"]["mnist-s4-st"]] == [0.0, 0.1, 0.3]
+    with pytest.raises(gr.Error, match="Linf"):
+        E.eps_curves(["mnist-s4-st"], "MNIST", 4, "CW (L2)", "0.1", 1, 1, 0)
+    with pytest.raises(gr.Error, match="SSM_LAB_MAX_EPS_POINTS"):
+        E.eps_curves(["mnist-s4-st"], "MNIST", 4, "FGSM", ",".join(str(i / 100) for i in range(20)), 1, 1, 0)
+
+
+# ----- limits, learn, layout -----------------------------------------------------------------------
+def test_eps_parsing_and_env_caps(monkeypatch):
+    assert limits.parse_eps("8/255") == pytest.approx(8 / 255) and limits.parse_eps(" 0.3 ") == 0.3
+    assert limits.parse_eps_list("0.3, 0, 8/255, 0") == [0.0, pytest.approx(8 / 255), 0.3]
+    assert eps_string(8 / 255) == "8/255" and eps_string(0.3) == "0.3"
+    monkeypatch.setenv("SSM_LAB_MAX_STEPS", "7")
+    assert limits.Limits.from_env().steps == 7
+    monkeypatch.setenv("SSM_LAB_MAX_STEPS", "lots")
+    with pytest.raises(limits.LimitError, match="SSM_LAB_MAX_STEPS"):
+        limits.Limits.from_env()
+
+
+def test_every_lesson_has_a_runnable_preset():
+    entries = H.startup()["entries"]
+    for lesson in learn.LESSONS:
+        assert lesson.preset.attack in ATTACK_MENU and lesson.text.strip()
+        assert learn.pick_model(entries, lesson.preset.prefer) is not None
+    assert set(learn.ads_pair(entries)) == {"mnist-s4-st", "mnist-s4-ads"}
+
+
+def test_layout_names_every_action():
+    from app.ui import build_demo
+
+    demo = build_demo()
+    names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
+    expected = {"startup", "select_model", "load_hub_model", "preview", "random_image", "first_of_class", "cost",
+                "attack", "cancel_attack", "compare", "transfer", "cancel_compare", "evaluate", "eps_curves",
+                "cancel_evaluate"} | {f"preset_{lesson.key}" for lesson in learn.LESSONS}
+    assert expected <= names
+    images = [block for block in demo.blocks.values() if isinstance(block, (gr.Image, gr.Gallery))]
+    assert images and all(block.format == "png" for block in images)  # perturbations are never served as webp

@@ -1,0 +1,132 @@
+"""The app as a script sees it: `python -m app` in a subprocess, driven through gradio_client."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from test_app_handlers import make_checkpoints
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120  # generous: CI machines are shared; the measured start time is printed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(checkpoints: Path, log_path: Path, **env_extra):
+    """`python -m app --port <free>` with its own checkpoints; yields (url, seconds until the first HTTP 200)."""
+    port = free_port()
+    env = {**os.environ, "SSM_LAB_CHECKPOINTS": str(checkpoints), "HF_HUB_OFFLINE": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", **env_extra}
+    env.pop("SSM_LAB_HOST", None)
+    env.pop("SSM_LAB_PORT", None)
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"the app exited with code {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.perf_counter() - started > START_TIMEOUT_S:
+                    pytest.fail(f"the app did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.2)
+            yield url, time.perf_counter() - started
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    make_checkpoints(root / "checkpoints")
+    with running_app(root / "checkpoints", root / "server.log") as (url, seconds):
+        print(f"app answered after {seconds:.1f} s")
+        yield url, seconds
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server[0], verbose=False)
+
+
+ATTACK = dict(model="mnist-s4-st", source="dataset", dataset="MNIST", index=3, upload=None, sketch=None,
+              attack="PGD (Linf)", eps="0.3", steps=5, step_size=0, restarts=1, target="none", seed=0)
+
+
+def test_server_starts_and_names_its_endpoints(server, client):
+    url, seconds = server
+    assert seconds < START_TIMEOUT_S
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/startup", "/select_model", "/preview", "/cost", "/attack", "/cancel_attack", "/compare", "/transfer",
+            "/evaluate", "/eps_curves", "/load_hub_model"} <= endpoints
+
+
+def test_startup_preselects_a_checkpoint(client):
+    model, table, *_ = client.predict(api_name="/startup")
+    assert model == "mnist-s4-st" and table["headers"][0] == "name"
+
+
+def test_attack_endpoint_returns_images_plots_files_and_card(client):
+    out = client.predict(**ATTACK, api_name="/attack")
+    clean, adv, delta, summary, topk, trace, scaling, tokens, files, card = out
+    for path in (clean, adv, delta):
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.size == (224, 224)
+    assert "PGD (Linf)" in summary
+    assert all(isinstance(plot, dict) and plot.get("plot") for plot in (topk, trace, scaling, tokens))
+    names = sorted(Path(f).name for f in files)
+    assert names == ["adversarial.npy", "adversarial.png", "run_card.json"]
+    assert card["attack"] == "pgd" and card["params"]["steps"] == 5 and card["results"]["linf"] <= 0.3 + 1e-6
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(steps=100_000), "SSM_LAB_MAX_STEPS"),
+    (dict(eps="-1"), "eps must be at least 0"),
+    (dict(model="/etc"), "not local paths"),
+    (dict(attack="FAB-T", target="2"), "no targeted mode"),
+])
+def test_invalid_parameters_come_back_as_clear_errors(client, change, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(**{**ATTACK, **change}, api_name="/attack")
+
+
+def test_cost_and_preview_endpoints(client):
+    cost = client.predict(model="mnist-s4-st", attack="FGSM", eps="0.1", steps=1, step_size=0, restarts=1,
+                          target="none", seed=0, api_name="/cost")
+    assert "Cost before running" in cost and "1 backward" in cost
+    image, note = client.predict(model="mnist-s4-st", source="dataset", dataset="MNIST", index=5, upload=None,
+                                 sketch=None, api_name="/preview")
+    assert Path(image).is_file() and "MNIST test image #5" in note
+
+
+def test_offline_hub_repo_message(client):
+    with pytest.raises(Exception, match="offline"):
+        client.predict(repo_id="nobody/nothing", revision="", api_name="/load_hub_model")

@@ -1,0 +1,77 @@
+"""Evaluation reports: intervals, labels, worst case, resume, curves and transfer."""
+import json
+
+import pytest
+import torch
+
+from ssm_lab.evaluate import eps_curve, eps_label, evaluate, transfer_matrix, wilson_interval
+from ssm_models import create_model
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 50)[0] == 0.0
+    assert wilson_interval(50, 50)[1] == pytest.approx(1.0)
+
+
+def test_eps_labels():
+    assert eps_label(8 / 255) == "8/255"
+    assert eps_label(0.3).startswith("0.3")
+    assert "7.9/255" in eps_label(0.031)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = create_model("dss", d_model=16, d_state=8, n_layers=1, image_size=8, tokenizer="patch", patch_size=2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every point starts correct, so attacks have something to break
+    return model, x, y
+
+
+def test_report_fields_and_worst_case(tiny):
+    model, x, y = tiny
+    rep = evaluate(model, x, y, [{"name": "fgsm"}, {"name": "pgd", "steps": 5}], eps=0.1, batch_size=5)
+    assert rep["n"] == 12 and rep["clean"]["accuracy"] == 1.0
+    assert rep["threat_model"]["eps_label"].startswith("0.1")
+    accs = [a["accuracy"] for a in rep["attacks"]]
+    assert rep["worst_case"]["accuracy"] <= min(accs)
+    assert all(len(a["ci95"]) == 2 for a in rep["attacks"])
+    assert rep["versions"]["torch"] == torch.__version__
+    json.dumps(rep)  # the report is plain JSON
+
+
+def test_resume_gives_the_same_numbers(tiny, tmp_path):
+    model, x, y = tiny
+    attacks = [{"name": "pgd", "steps": 3}]
+    fresh = evaluate(model, x, y, attacks, eps=0.1, batch_size=4, seed=3)
+
+    class StopAfterFirstBatch:
+        calls = 0
+
+        def is_set(self):
+            self.calls += 1
+            return self.calls > 1
+
+    state = tmp_path / "state.json"
+    partial = evaluate(model, x, y, attacks, eps=0.1, batch_size=4, seed=3, state_path=state,
+                       cancel=StopAfterFirstBatch())
+    assert not partial["complete"]
+    resumed = evaluate(model, x, y, attacks, eps=0.1, batch_size=4, seed=3, state_path=state)
+    assert resumed["complete"]
+    assert resumed["attacks"][0]["correct"] == fresh["attacks"][0]["correct"]
+    with pytest.raises(ValueError, match="different evaluation"):
+        evaluate(model, x, y, attacks, eps=0.2, batch_size=4, seed=3, state_path=state)
+
+
+def test_eps_curve_is_monotone_and_transfer_shape(tiny):
+    model, x, y = tiny
+    curves = eps_curve({"a": model}, x, y, [0.0, 0.05, 0.2], {"name": "pgd", "steps": 5})
+    accs = [r["accuracy"] for r in curves["curves"]["a"]]
+    assert accs[0] == 1.0 and accs[0] >= accs[1] >= accs[2]
+    other = create_model("s4", d_model=8, d_state=4, n_layers=1, image_size=8, tokenizer="patch", patch_size=2)
+    t = transfer_matrix({"a": model, "b": other}, x, y, {"name": "fgsm"}, eps=0.1)
+    assert len(t["matrix"]) == 2 and len(t["matrix"][0]) == 2
