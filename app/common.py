@@ -34,7 +34,7 @@ def user_errors(fn):
             if isinstance(exc, gr.Error):
                 raise
             title = type(exc).__name__.replace("Error", " error").strip()
-            raise gr.Error(str(exc), title=title, print_exception=False) from exc
+            raise gr.Error(str(exc), title=title, print_exception=not is_expected(exc)) from exc
 
     return wrapper
 
@@ -44,6 +44,26 @@ def is_user_error(exc: Exception) -> bool:
     from ssm_lab.data import DataError
 
     return isinstance(exc, (ValueError, DataError, FileNotFoundError)) and not isinstance(exc, UnicodeError)
+
+
+def public_model_info(info: dict, name: str) -> dict:
+    """A model's provenance without the server's directories (and without a `path` key, which API clients
+    would take for a file to download)."""
+    out = {k: v for k, v in info.items() if k != "path"}
+    if str(out.get("source", "")).startswith("/"):
+        out["source"] = name
+    return out
+
+
+def is_expected(exc: Exception) -> bool:
+    """The errors the engine and the app raise on purpose for bad input: no traceback needed in the log."""
+    from ssm_lab.attacks import AttackParamError
+    from ssm_lab.data import DataError
+    from ssm_lab.images import ImageInputError
+    from ssm_models import ConfigError
+    from ssm_models.hub import CheckpointError
+
+    return isinstance(exc, (LimitError, AttackParamError, DataError, ImageInputError, ConfigError, CheckpointError))
 
 
 def session_key(request) -> str:

@@ -5,7 +5,7 @@ import json
 
 from .compare import chosen_models, sample_test_images, check_fits, spec_cost, spec_for
 from .attack_menu import ATTACK_MENU
-from .common import cancellable, holding, new_run_dir, progress_callback, user_errors
+from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .limits import LimitError, check_passes, parse_eps, parse_eps_list
 from .models import MODELS
 
@@ -18,12 +18,12 @@ def _pct(entry: dict) -> str:
 def report_markdown(report: dict, model_name: str) -> str:
     tm = report["threat_model"]
     lines = [f"**{model_name}** on {report['n']} test images ({report['data'].get('source', '')}), "
-             f"{tm['norm']} eps = {tm['eps']:.6g} ({tm['eps_label']}), seed {report['seed']}, {report['seconds']} s",
+             f"{tm['norm']} eps = {tm['eps_label']}, seed {report['seed']}, {report['seconds']} s",
              "", "| | robust accuracy |", "|---|---|", f"| clean | {_pct(report['clean'])} |"]
     for entry in report["attacks"]:
         params = ", ".join(f"{k}={v}" for k, v in entry["params"].items())
         note = "" if entry["complete"] else " (cancelled: partial)"
-        lines.append(f"| {entry['attack']} ({params}){note} | {_pct(entry)} |")
+        lines.append(f"| {entry['attack']}{f' ({params})' if params else ''}{note} | {_pct(entry)} |")
     if report.get("worst_case"):
         lines.append(f"| worst case over the attacks | {_pct(report['worst_case'])} |")
     flags = sorted({f for entry in report["attacks"] for f in entry.get("flags", [])})
@@ -62,6 +62,7 @@ def evaluate_model(model_name, dataset, n, attacks, eps, steps, restarts, seed, 
         report = evaluate(model, x, y, specs, eps=eps_value, norm=norms.pop(), seed=seed_value,
                           progress=progress_callback(progress), cancel=cancel, data_info=info)
     report["checkpoint"] = model_name
+    report["model"] = public_model_info(report["model"], model_name)
     last = report["attacks"][-1]
     predictions = [p for p in last.get("predictions", []) if p is not None]
     truth = [int(t) for t, p in zip(y.tolist(), last.get("predictions", [])) if p is not None]

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import inputs
 from .attack_menu import attack_settings, class_list, default_eps, eps_string
-from .common import cancellable, holding, new_run_dir, progress_callback, user_errors
+from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .limits import LIMITS, LimitError, check_passes
 from .models import MODELS, card_markdown, catalogue, catalogue_rows, default_checkpoint, resolve_source
 
@@ -18,7 +18,13 @@ def startup() -> dict:
     """What the page needs first: the model menu with a preselected checkpoint, and the checkpoint table."""
     entries = catalogue()
     headers, rows = catalogue_rows(entries)
-    return {"choices": [(e["label"], e["name"]) for e in entries], "value": default_checkpoint(entries),
+    value = default_checkpoint(entries)
+    dataset = next((e["dataset"] for e in entries if e["name"] == value), None)
+    # models to compare by default: the preselected one and the next of the same dataset (ideally its AdS twin)
+    from .learn import ads_pair
+
+    group = ads_pair(entries, dataset) if dataset else []
+    return {"choices": [(e["label"], e["name"]) for e in entries], "value": value, "group": group,
             "table": {"headers": headers, "data": rows}, "entries": entries}
 
 
@@ -177,9 +183,7 @@ def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, 
     classes = class_list(model)
     card = run_card(model, res, name, params, seed_value, model_name, classes)
     card["input"] = text
-    for key in ("source", "path"):  # the server's directories are no business of the reader's
-        if str(card["model"].get(key, "")).startswith("/"):
-            card["model"][key] = model_name
+    card["model"] = public_model_info(card["model"], model_name)
     paths = save_artefacts(res, card, new_run_dir())
     params["seed"] = seed_value
     figures = (plots.topk_figure(classes, res["p_clean"], res["p_adv"]), plots.trace_figure(res["trace"]),

@@ -59,7 +59,8 @@ def dataset_image(dataset: str, index) -> tuple[np.ndarray, int, str]:
     ds = test_set(dataset)
     i = as_int("index", index, 0, len(ds) - 1)
     label = int(ds.labels[i])
-    return ds.images[i], label, f"{dataset} test image #{i} (class {ds.classes[label]})"
+    note = f" (note: {ds.warning})" if ds.warning else ""
+    return ds.images[i], label, f"{dataset} test image #{i} (class {ds.classes[label]}){note}"
 
 
 def upload_image(path, channels: int, size: int) -> np.ndarray:

@@ -62,7 +62,7 @@ def build_demo() -> gr.Blocks:
                             upload = gr.File(label="image (PNG, JPEG, BMP, GIF, TIFF, WebP)", type="filepath",
                                              file_types=["image"])
                         with gr.Tab("Draw a digit"):
-                            sketch = gr.Sketchpad(label="draw a digit (MNIST models)", type="numpy",
+                            sketch = gr.Sketchpad(label="draw a digit: pick the brush on the left, then draw", type="numpy",
                                                   image_mode="RGBA", canvas_size=(280, 280), fixed_canvas=True,
                                                   brush=gr.Brush(default_size=20, colors=["#000000"],
                                                                  color_mode="fixed"))
@@ -87,9 +87,9 @@ def build_demo() -> gr.Blocks:
                     trace_plot = gr.Plot(label="attack trace", elem_id="trace-plot")
                 scaling_plot = gr.Plot(label="error scaling per layer and component", elem_id="scaling-plot")
                 token_plot = gr.Plot(label="error along the sequence, per layer", elem_id="token-plot")
-                with gr.Row():
-                    files = gr.File(label="downloads: adversarial PNG, lossless NPY, run card JSON",
-                                    file_count="multiple", interactive=False)
+                files = gr.File(label="downloads: adversarial PNG (8-bit), lossless NPY (float32), run card (JSON)",
+                                file_count="multiple", interactive=False)
+                with gr.Accordion("Run card (everything needed to reproduce this attack)", open=False):
                     run_card = gr.JSON(label="run card")
 
             with gr.Tab("Compare", id="compare"):
@@ -111,7 +111,8 @@ def build_demo() -> gr.Blocks:
                     transfer_n = gr.Slider(1, LIMITS.eval_n, value=min(32, LIMITS.eval_n), step=1, label="images")
                 transfer_btn = gr.Button("Compute the transfer matrix")
                 transfer_plot = gr.Plot(label="transfer matrix")
-                transfer_json = gr.JSON(label="transfer result")
+                with gr.Accordion("Transfer result (JSON)", open=False):
+                    transfer_json = gr.JSON(label="transfer result")
 
             with gr.Tab("Evaluate", id="evaluate"):
                 with gr.Row():
@@ -133,7 +134,8 @@ def build_demo() -> gr.Blocks:
                     confusion_plot = gr.Plot(label="confusion matrix under the last attack")
                     with gr.Column():
                         eval_file = gr.File(label="full report (JSON)", interactive=False)
-                        eval_json = gr.JSON(label="report")
+                        with gr.Accordion("Report (JSON)", open=False):
+                            eval_json = gr.JSON(label="report")
                 gr.Markdown("### Accuracy vs eps")
                 with gr.Row():
                     curve_models = gr.CheckboxGroup([], label="models")
@@ -142,14 +144,15 @@ def build_demo() -> gr.Blocks:
                                            info=f"comma-separated, at most {LIMITS.eps_points}")
                 curve_btn = gr.Button("Plot accuracy vs eps (same images and settings as above)")
                 curve_plot = gr.Plot(label="accuracy vs eps")
-                curve_json = gr.JSON(label="curves")
+                with gr.Accordion("Curves (JSON)", open=False):
+                    curve_json = gr.JSON(label="curves")
 
             with gr.Tab("Learn", id="learn"):
                 lesson_buttons = []
                 for lesson in L.LESSONS:
                     with gr.Accordion(lesson.title, open=lesson.key == "adversarial"):
                         gr.Markdown(lesson.text)
-                        lesson_buttons.append((lesson, gr.Button(lesson.button, size="sm")))
+                        lesson_buttons.append((lesson, gr.Button(lesson.button, variant="primary", size="sm")))
 
             with gr.Tab("Script it", id="api"):
                 gr.Markdown(API_DOC.read_text() if API_DOC.is_file() else "See app/README_API.md.")
@@ -163,13 +166,13 @@ def build_demo() -> gr.Blocks:
         # ----- start: model list, preselected checkpoint -------------------------------------------------
         def startup():
             info = H.startup()
-            choices = info["choices"]
-            names = [name for _, name in choices]
+            choices, group = info["choices"], info["group"]
             note = "" if choices else ("No shipped checkpoints found: load a model from the Hub, or set "
                                        "SSM_LAB_CHECKPOINTS to a directory of checkpoints.")
-            return (gr.update(choices=choices, value=info["value"]), info["table"], gr.update(choices=choices,
-                    value=names[:2]), gr.update(choices=choices, value=info["value"]),
-                    gr.update(choices=choices, value=names[:2]), note, gr.update(choices=["any"] + class_names("MNIST"), value="any"))
+            return (gr.update(choices=choices, value=info["value"]), info["table"],
+                    gr.update(choices=choices, value=group), gr.update(choices=choices, value=info["value"]),
+                    gr.update(choices=choices, value=group), note,
+                    gr.update(choices=["any"] + class_names("MNIST"), value="any"))
 
         demo.load(startup, None, [model, table, compare_models, eval_model, curve_models, card, klass],
                   api_name="startup")
@@ -207,7 +210,12 @@ def build_demo() -> gr.Blocks:
         eps.change(eps_text, eps, eps_note, api_name="eps_text")
 
         def on_cost(model, attack, eps, steps, step_size, restarts, target, seed):
-            return H.estimate_cost(model, attack, eps, steps, step_size, restarts, target, seed) if model else ""
+            if not model:
+                return ""
+            try:
+                return H.estimate_cost(model, attack, eps, steps, step_size, restarts, target, seed)
+            except gr.Error as exc:  # shown in place while the user is still typing, not as a pop-up
+                return f"**Cannot run yet:** {exc.message}"
 
         gr.on([c.change for c in [model] + attack_inputs], on_cost, [model] + attack_inputs, cost, api_name="cost",
               trigger_mode="always_last")

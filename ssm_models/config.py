@@ -46,6 +46,8 @@ class ModelConfig:
     d_state: int = 32
     tokenizer: str = "pixel"
     patch_size: int = 4
+    # S4 / DSS / S5 block: None reproduces the reference (its GELU is never called); "gelu" is standard S4
+    activation: str | None = None
     # Adaptive Scaling: act(W y) * y, or with ads_bias act(W_s y + b_s) * y + act(W_b y + b_b)
     ads: str | None = None
     ads_bias: bool = False
@@ -114,6 +116,8 @@ class ModelConfig:
             raise ConfigError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
         if self.ads is not None and self.ads not in ADS_ACTIVATIONS:
             raise ConfigError(f"ads must be null or one of {ADS_ACTIVATIONS}, got {self.ads!r}")
+        if self.activation not in (None, "gelu"):
+            raise ConfigError(f"activation must be null or 'gelu', got {self.activation!r}")
         if self.ads_position not in ADS_POSITIONS:
             raise ConfigError(f"ads_position must be one of {ADS_POSITIONS}, got {self.ads_position!r}")
         if self.ads_position == "residual" and self.arch != "mamba":

@@ -118,7 +118,8 @@ def load_model(source: str | os.PathLike, revision: str | None = None, *, cache_
         config_path, weights_path = _local_file(directory, CONFIG_NAME), _local_file(directory, WEIGHTS_NAME)
         if config_path is None:
             raise CheckpointError(f"file missing: no {CONFIG_NAME} in {directory}")
-        info = {"source": str(source), "repo_id": None, "revision": None, "path": str(directory)}
+        info = {"source": str(source), "repo_id": None, "revision": None, "requested_revision": None,
+                "path": str(directory)}
         cfg = read_config(config_path)
         expected = expected_tensors(cfg, max_parameters)
         if weights_path is None:

@@ -1,10 +1,4 @@
-"""Mega (Ma et al. 2023): a multi-dimensional damped EMA feeding single-head gated softmax attention.
-
-Differences from the reference's `MegaLRAEncoder` layer, on purpose: the shell wraps this block in
-`LayerNorm(x + block(x))` like every other family (the reference skipped the outer residual and norm because
-its Mega layers normalise internally; here the block has no norm of its own), and there is no feed-forward
-sub-layer. Relative position bias: Mega's "simple" learnable bias, one scalar per offset j - i.
-"""
+"""Mega (Ma et al. 2023): damped EMA + gated attention; unlike the reference, the shell adds residual + LayerNorm."""
 from __future__ import annotations
 
 import math
@@ -86,9 +80,8 @@ class GatedSoftmaxAttention(nn.Module):
         return self.rel_pos_bias[pos[None, :] - pos[:, None] + self.max_positions - 1]  # (L, L)
 
     def _attend(self, q, k, v):
-        b, length, _ = q.shape
-        bias = self.position_bias(length).expand(b, length, length)  # (B, L, L)
-        scores = torch.baddbmm(bias.to(q.dtype), q, k.transpose(1, 2), alpha=self.scaling)  # (B, L, L)
+        scores = torch.bmm(q * self.scaling, k.transpose(1, 2))  # (B, L, L)
+        scores.add_(self.position_bias(q.shape[1]))  # in place: bmm's backward does not need its output
         return torch.softmax(scores, dim=-1) @ v  # (B, L, V)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -114,7 +107,12 @@ class UpdateGate(nn.Module):
 
 
 class MegaBlock(nn.Module):
-    """Mega's moving-average gated attention (fairseq `MovingAverageGatedAttention`, single head, no norm).
+    """Mega's moving-average gated attention (fairseq `MovingAverageGatedAttention`, single head).
+
+    Differences from the reference's `MegaLRAEncoder` layer, on purpose: no norm or feed-forward sub-layer
+    inside; the shell wraps the block in `LayerNorm(x + block(x))` like every other family (the reference
+    skipped that outer residual and norm because its Mega layers normalise internally). Relative position
+    bias: Mega's "simple" one, a learnable scalar per offset j - i.
 
     ema = EMA(x); [AdS]; u, z, r, hx = mx_proj(ema) split; q, k = z * gamma + beta; v = silu(v_proj(x));
     h = silu(hx + h_proj(attn(q, k, v) * r)); out = u h + (1 - u) x.

@@ -1,12 +1,4 @@
-"""Mamba's selective scan on CPU: a fused, time-blocked scan with a hand-written backward, and a sequential reference.
-
-Why not a Blelloch tree (mambapy's pscan) or a chunked-cumsum ("SSD") scan: on a CPU every op already runs
-over the whole (batch, E, N) state, so tree depth buys nothing, while each extra full (batch, L, E, N) tensor
-costs a pass over ~0.2 GB plus page faults. Here the sequence is cut into blocks of `block` steps; per block the
-decays, inputs and contractions are batched over the block, and the recurrence is one in-place multiply-add
-per step on a cache-sized buffer. Only the block-start states are kept; the backward recomputes each block.
-Every product of decays stays in [0, 1], so no log-space tricks (and no overflow) are needed.
-"""
+"""Mamba's selective scan on CPU: a fused time-blocked scan with a hand-written backward, and a sequential reference."""
 from __future__ import annotations
 
 import torch
@@ -60,7 +52,15 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 class _BlockedSelectiveScan(torch.autograd.Function):
-    """y = C h (no D term) in time-major blocks; saves only the state entering each block."""
+    """y = C h (no D term) in time-major blocks of `block` steps; saves only the state entering each block.
+
+    Why not a Blelloch tree (mambapy's pscan) or a chunked-cumsum ("SSD") scan: on a CPU each op already spans
+    the whole (batch, E, N) state, so a shallower tree buys little, while every extra (batch, L, E, N) tensor
+    costs a pass over ~0.2 GB plus page faults on fresh memory. Per block, the decays, inputs and contractions
+    are batched; the recurrence is one in-place multiply-add per step on a cache-sized buffer that is reused;
+    the backward recomputes each block's states from its saved start. Products of decays stay in [0, 1], so
+    there is nothing to overflow. First-order gradients only (`once_differentiable`).
+    """
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, block):

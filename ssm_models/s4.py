@@ -102,7 +102,7 @@ class NPLRKernel(CachedKernel):
         v = rows[:, None] * cols[None, :]  # (2, 2, H, n): (C~B, C~p, p*B, p*p)
         # v/(a - b mu) + conj(v)/(a - b conj(mu)) = (a 2Re v - b 2Re(v conj mu)) / (a^2 - 2 Re(mu) ab + |mu|^2 b^2)
         coef = torch.cat([2 * v.real, 2 * (v * mu.conj()).real]).reshape(8, *mu.shape).transpose(0, 1)  # (H, 8, n)
-        angle = torch.arange(length // 2 + 1, dtype=torch.float64) * (-2 * math.pi / length)  # (F,)
+        angle = torch.arange(length // 2 + 1, dtype=torch.float64, device=mu.device) * (-2 * math.pi / length)  # (F,)
         z = torch.polar(torch.ones_like(angle), angle)  # (F,) roots of unity, in float64 for exact nodes
         a, bz = 1 - z, 1 + z  # (F,)
         # the pair denominator a^2 - 2 Re(mu) ab + |mu|^2 b^2 is a rank-3 product: one small real matmul
@@ -170,23 +170,27 @@ class ConvSSM(nn.Module):
 
     def step(self, u: torch.Tensor, state):
         y, state = self.kernel.step(u, state)  # (B, H)
-        return y.to(u.dtype), state
+        return y.to(u.dtype) + u * self.D, state
 
 
 class LTIBlock(nn.Module):
-    """ssm -> optional AdS -> output_linear, with no activation: the reference builds a GELU but never calls it."""
+    """ssm -> [activation] -> optional AdS -> output_linear. The reference builds a GELU but never calls it, so
+    `activation=None` (the default) reproduces it; `activation='gelu'` is the standard S4 block."""
 
-    probe_points = {"ssm": "ssm", "ads": "ads", "linear": "output_linear"}
+    probe_points = {"ssm": "ssm", "act": "act", "ads": "ads", "linear": "output_linear"}
 
     def __init__(self, ssm: nn.Module, cfg):
         super().__init__()
         self.ssm = ssm
+        self.act = nn.GELU() if cfg.activation == "gelu" else None
         use_ads = cfg.ads is not None and cfg.ads_position == "ssm"
         self.ads = AdaptiveScaling(cfg.d_model, cfg.ads, cfg.ads_bias) if use_ads else None
         self.output_linear = nn.Linear(cfg.d_model, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.ssm(x)  # (B, L, H)
+        if self.act is not None:
+            y = self.act(y)  # (B, L, H)
         if self.ads is not None:
             y = self.ads(y)  # (B, L, H)
         return self.output_linear(y)  # (B, L, H)
@@ -196,6 +200,8 @@ class LTIBlock(nn.Module):
 
     def step(self, x_t: torch.Tensor, state):
         y, state = self.ssm.step(x_t, state)  # (B, H)
+        if self.act is not None:
+            y = self.act(y)
         if self.ads is not None:
             y = self.ads(y)
         return self.output_linear(y), state

@@ -1,9 +1,4 @@
-"""A local stand-in for the Hugging Face Hub's file endpoints, with fault injection, for tests and offline demos.
-
-Serves `<root>/<org>/<name>/<file>` as revision "main" and `<root>/<org>/<name>@<rev>/<file>` as revision `<rev>`,
-at `/{org}/{name}/resolve/{revision}/{filename}`; each revision's commit sha is derived from its files.
-Run as a script: `python tests/hub_server.py ROOT --port 8808`, then `HF_ENDPOINT=http://127.0.0.1:8808`.
-"""
+"""A local stand-in for the Hugging Face Hub's file endpoints, with fault injection, for tests and offline demos."""
 from __future__ import annotations
 
 import argparse
@@ -42,7 +37,11 @@ class Fault:
 
 
 class HubServer:
-    """Threaded HTTP server on 127.0.0.1; `url` is the value for HF_ENDPOINT. Use as a context manager."""
+    """Threaded HTTP server on 127.0.0.1; `url` is the value for HF_ENDPOINT. Use as a context manager.
+
+    Serves `<root>/<org>/<name>/<file>` as revision "main" and `<root>/<org>/<name>@<rev>/<file>` as `<rev>`, at
+    `/{org}/{name}/resolve/{revision}/{filename}`; each revision's commit sha is derived from its files.
+    As a script: `python tests/hub_server.py ROOT --port 8808`, then `export HF_ENDPOINT=http://127.0.0.1:8808`."""
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0):
         self.root = Path(root)

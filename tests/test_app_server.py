@@ -63,13 +63,20 @@ def running_app(checkpoints: Path, log_path: Path, **env_extra):
                 proc.wait()
 
 
+_SHARED: dict = {}
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("server")
-    make_checkpoints(root / "checkpoints")
-    with running_app(root / "checkpoints", root / "server.log") as (url, seconds):
-        print(f"app answered after {seconds:.1f} s")
-        yield url, seconds
+def server(request, tmp_path_factory):
+    """One app process for the server and the browser tests: started once per session, stopped at its end."""
+    if "server" not in _SHARED:
+        root = tmp_path_factory.mktemp("server")
+        make_checkpoints(root / "checkpoints")
+        stack = contextlib.ExitStack()
+        request.config.add_cleanup(stack.close)
+        _SHARED["server"] = stack.enter_context(running_app(root / "checkpoints", root / "server.log"))
+        print(f"app answered after {_SHARED['server'][1]:.1f} s")
+    return _SHARED["server"]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +98,9 @@ def test_server_starts_and_names_its_endpoints(server, client):
 
 def test_startup_preselects_a_checkpoint(client):
     model, table, *_ = client.predict(api_name="/startup")
-    assert model == "mnist-s4-st" and table["headers"][0] == "name"
+    assert model["value"] == "mnist-s4-st" and ["MNIST · S4 · standard · no AdS  [clean 50.0%]  (mnist-s4-st)", "mnist-s4-st"] in [
+        list(choice) for choice in model["choices"]]
+    assert table["headers"][0] == "name" and len(table["data"]) == 3
 
 
 def test_attack_endpoint_returns_images_plots_files_and_card(client):
@@ -108,7 +117,8 @@ def test_attack_endpoint_returns_images_plots_files_and_card(client):
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(steps=100_000), "SSM_LAB_MAX_STEPS"),
+    (dict(steps=100_000), "greater than maximum value 200|SSM_LAB_MAX_STEPS"),
+    (dict(eps="1.5"), "eps=1.5 is above the limit of 1"),
     (dict(eps="-1"), "eps must be at least 0"),
     (dict(model="/etc"), "not local paths"),
     (dict(attack="FAB-T", target="2"), "no targeted mode"),

@@ -1,6 +1,7 @@
 """Attacks: eps-ball and box, seeds, monotone robustness, budgets, cancel, progress, costs, AutoAttack, SSM checks."""
 from __future__ import annotations
 
+import copy
 import math
 import threading
 
@@ -325,23 +326,6 @@ def test_cancel_reaches_inside_a_wrapped_library_attack(mlp):
     assert result.cancelled and result.forward_calls < 200 and within(result.adv, x, 0.01, "Linf")
 
 
-def test_cancel_between_autoattack_sub_attacks_keeps_earlier_results(mlp):
-    x = images(12, seed=7)
-    y = labels_of(mlp, x)
-    event = threading.Event()
-
-    def progress(done, total, message):
-        if "apgd-dlr" in message:
-            event.set()
-
-    atk = make_attack("autoattack", mlp, eps=0.03, version="custom", sub_attacks=["apgd-ce", "apgd-dlr"])
-    result = atk.run(x, y, progress=progress, cancel=event)
-    full = make_attack("autoattack", mlp, eps=0.03, version="custom", sub_attacks=["apgd-ce"]).run(x, y)
-    assert result.cancelled and result.details["finished_sub_attacks"] == ["apgd-ce"]
-    assert torch.equal(result.adv, full.adv) and result.success.any()
-    assert torch.equal(result.completed, result.success)  # broken points are final; robust ones await apgd-dlr
-
-
 def test_cancel_set_before_running_returns_the_clean_batch(mlp):
     x = images(3)
     y = labels_of(mlp, x)
@@ -363,7 +347,7 @@ def test_progress_is_called_every_pgd_iteration(mlp):
 def test_autoattack_equals_one_original_run_of_pyautoattack(mlp):
     from pyautoattack import AutoAttack as Original
 
-    x = images(10, seed=8)
+    x = images(6, seed=8)
     y = labels_of(mlp, x)
     ours = make_attack("autoattack", mlp, eps=0.03, version="custom", sub_attacks=["apgd-ce", "apgd-dlr"],
                        seed=5, batch_size=4).run(x, y)
@@ -406,20 +390,43 @@ def test_autoattack_flags_randomness_and_rng_is_isolated():
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_autoattack_resumes_from_its_state_file(mlp, tmp_path):
-    x = images(12, seed=7)
+def test_autoattack_cancel_between_sub_attacks_keeps_results_and_resumes(mlp, tmp_path):
+    x = images(8, seed=7)
     y = labels_of(mlp, x)
     params = dict(eps=0.03, version="custom", sub_attacks=["apgd-ce", "apgd-dlr"])
     state = tmp_path / "aa.safetensors"
     event = threading.Event()
-    first = make_attack("autoattack", mlp, state_path=str(state), **params).run(
-        x, y, cancel=event, progress=lambda d, t, m: event.set() if "apgd-dlr" in m else None)
-    assert first.cancelled and state.exists()
+
+    def progress(done, total, message):
+        if "apgd-dlr" in message:
+            event.set()
+
+    first = make_attack("autoattack", mlp, state_path=str(state), **params).run(x, y, progress=progress,
+                                                                                 cancel=event)
+    assert first.cancelled and first.details["finished_sub_attacks"] == ["apgd-ce"] and state.exists()
+    assert first.success.any() and not first.success.all() and within(first.adv, x, 0.03, "Linf")
+    assert torch.equal(first.completed, first.success)  # broken points are final; robust ones await apgd-dlr
     resumed = make_attack("autoattack", mlp, state_path=str(state), **params).run(x, y)
     straight = make_attack("autoattack", mlp, **params).run(x, y)
     assert resumed.details["resumed_after"] == ["apgd-ce"] and torch.equal(resumed.adv, straight.adv)
+    assert bool((resumed.success | ~first.success).all()) and not resumed.cancelled
     with pytest.raises(AttackParamError, match="different run"):
         make_attack("autoattack", mlp, state_path=str(state), **{**params, "eps": 0.05}).run(x, y)
+
+
+def test_autoattack_versions_state_their_cost_and_few_classes_cap_the_targets(mlp):
+    costs = {v: make_attack("autoattack", mlp, version=v, **({"sub_attacks": ["square"]} if v == "custom" else {}))
+             .cost(2) for v in ("standard", "plus", "rand", "custom")}
+    assert "EOT 20" in costs["rand"]["description"] and costs["custom"]["backward"] == 0
+    assert costs["standard"]["backward"] == 2 * (101 + 9 * 101 + 9 * 100)  # APGD-CE, APGD-T, FAB-T
+    assert costs["rand"]["backward"] == 2 * 2 * 101 * 20 and costs["plus"]["backward"] > costs["standard"]["backward"]
+    four = make_mlp(classes=4)
+    x = images(3)
+    result = make_attack("autoattack", four, eps=0.02, version="custom", sub_attacks=["apgd-t"]).run(
+        x, labels_of(four, x))
+    assert any("reduced from 9 to 3" in f for f in result.flags)
+    assert make_attack("apgd-t", four, eps=0.02, steps=2).run(x, labels_of(four, x)).flags == [
+        "n_targets=9 reduced to 3: the model has only 4 classes"]
 
 
 def test_list_attacks_describes_every_attack():
@@ -446,11 +453,11 @@ def test_attacks_on_a_tiny_s4_run_frozen_and_restore_it(s4):
         make_attack("pgd", s4, targeted=True, target=10)
 
 
-def test_autoattack_standard_on_a_tiny_s4_is_no_weaker_than_pgd10(s4):
+def test_autoattack_on_a_tiny_s4_is_no_weaker_than_pgd10(s4):
     x = images(3, seed=11)
     y = labels_of(s4, x)
     pgd = make_attack("pgd", s4, eps=0.03, steps=10).run(x, y)
-    aa = make_attack("autoattack", s4, eps=0.03).run(x, y)
+    aa = make_attack("autoattack", s4, eps=0.03, version="custom", sub_attacks=["apgd-ce"]).run(x, y)
     assert aa.robust_accuracy <= pgd.robust_accuracy and within(aa.adv, x, 0.03, "Linf")
 
 
@@ -465,6 +472,18 @@ def test_recurrent_mode_gradients_agree_with_convolution_mode(s4):
     x = images(2)
     report = mode_check(s4, x, labels_of(s4, x))
     assert report["agree"] and report["logit_max_abs_diff"] < 1e-3
+
+
+def test_mamba_parallel_scan_gradients_match_the_sequential_reference():
+    torch.manual_seed(0)
+    scan = create_model("mamba", d_model=8, d_state=4, n_layers=1, image_size=8)
+    sequential = copy.deepcopy(scan)
+    for module in sequential.modules():
+        if type(module).__name__ == "SelectiveSSM":
+            module.scan = "sequential"
+    x = images(2)
+    report = scan_vs_sequential_check(scan, sequential, x, labels_of(scan, x))
+    assert report["agree"] and report["rel_error_max"] < 1e-4 and report["check"] == "parallel scan vs sequential"
 
 
 def test_gradient_agreement_catches_a_different_path(mlp):

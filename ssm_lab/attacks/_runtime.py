@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from functools import partial
 from typing import Callable
 
@@ -21,8 +20,9 @@ class Cancelled(Exception):
 class CountingModel(nn.Module):
     """Wraps the attacked model: counts image-level forward and backward passes and honours cancellation.
 
-    A backward pass is counted by a hook on the logits, so it is seen whoever calls autograd (our loops,
-    torchattacks or pyautoattack). `armed=False` lets the final evaluation run after a cancel.
+    A backward pass is counted by a hook on the logits, so it is seen whoever calls autograd (torchattacks,
+    pyautoattack); our own loops turn the hook off (`hook_backward`) and call `count_backward`, which is
+    cheaper. `armed=False` lets set-up and the final evaluation run whatever the cancel event says.
     """
 
     def __init__(self, model: nn.Module, cancel=None, on_call: Callable[[], None] | None = None):
@@ -32,6 +32,7 @@ class CountingModel(nn.Module):
         self.cancel = cancel
         self.on_call = on_call
         self.armed = True
+        self.hook_backward = True
         self.calls = 0
         self.forward_images = 0
         self.backward_images = 0
@@ -43,13 +44,16 @@ class CountingModel(nn.Module):
         n = x.shape[0]
         self.calls += 1
         self.forward_images += n
-        if torch.is_tensor(logits) and logits.requires_grad:
+        if self.hook_backward and torch.is_tensor(logits) and logits.requires_grad:
             logits.register_hook(partial(self._count_backward, n))
         if self.on_call is not None:
             self.on_call()
         return logits
 
     def _count_backward(self, n: int, grad: torch.Tensor) -> None:
+        self.backward_images += n
+
+    def count_backward(self, n: int) -> None:
         self.backward_images += n
 
 
@@ -166,7 +170,9 @@ class RunContext:
         self.flags: list[str] = []
         self.details: dict = {}
         self.offset = 0  # index of the current batch's first image in the whole run
-        self.started = time.perf_counter()
+        self.seed: int = 0
+        self.n_classes: int = 0
+        self.generator: torch.Generator | None = None  # random starts come from here, never the global stream
 
     def cancel_requested(self) -> bool:
         if self.cancel is not None and self.cancel.is_set():

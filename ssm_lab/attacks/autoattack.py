@@ -1,10 +1,12 @@
 """AutoAttack (Croce & Hein, 2020) through pyautoattack, the packaged original: worst case over its sub-attacks."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 import torch
@@ -15,6 +17,9 @@ from .base import Attack, AttackParamError
 VERSIONS = ("standard", "plus", "rand", "custom")
 SUB_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 CHECK_FORWARDS = 9  # per image and sub-attack: 5 randomness + 1 range + 1 dynamic check, clean and final accuracy
+_LOGGER = logging.getLogger("auto-attack")
+_LOG_LOCK = threading.Lock()
+_LOG_USERS = {"count": 0, "level": logging.NOTSET}
 
 
 class _LogCapture(logging.Handler):
@@ -23,23 +28,49 @@ class _LogCapture(logging.Handler):
     def __init__(self, ctx: RunContext):
         super().__init__(logging.DEBUG)
         self.ctx = ctx
+        self.thread = threading.get_ident()  # concurrent runs (e.g. Gradio workers) share the logger
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread:
+            return
         message = record.getMessage()
         self.lines.append(message)
         if record.levelno >= logging.WARNING:
             self.ctx.flag(f"AutoAttack check: {message}")
 
 
+@contextlib.contextmanager
+def _captured_logs(ctx: RunContext):
+    """Attach a capturing handler; the logger stays at DEBUG while any run is active, then gets its level back."""
+    handler = _LogCapture(ctx)
+    with _LOG_LOCK:
+        if _LOG_USERS["count"] == 0:
+            _LOG_USERS["level"] = _LOGGER.level
+            _LOGGER.setLevel(logging.DEBUG)
+        _LOG_USERS["count"] += 1
+        _LOGGER.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        with _LOG_LOCK:
+            _LOGGER.removeHandler(handler)
+            _LOG_USERS["count"] -= 1
+            if _LOG_USERS["count"] == 0:
+                _LOGGER.setLevel(_LOG_USERS["level"])
+
+
 class AutoAttack(Attack):
     """The parameter-free ensemble, run by pyautoattack with its own settings (APGD with 100 iterations).
 
     Versions: 'standard' (APGD-CE, APGD-T, FAB-T, Square 5000), 'plus' (+ restarts, APGD-DLR, FAB),
-    'rand' (APGD-CE and APGD-DLR with 20-sample EOT, for randomised models), 'custom' (`sub_attacks`).
+    'rand' (APGD-CE and APGD-DLR with 20-sample EOT, for randomised models), 'custom' (`sub_attacks`,
+    with pyautoattack's constructor settings: APGD and FAB 5 restarts, 9 target classes).
     Each sub-attack attacks only the points still robust, starting from the clean image, exactly as
-    `run_standard_evaluation` does; we call it once per sub-attack so that progress, cancel (between and
-    inside sub-attacks) and `state_path` resume work, and keep the adversarial points found so far.
+    `run_standard_evaluation` does; we call it once per sub-attack so that progress, cancel and
+    `state_path` resume work and the adversarial points found so far are kept (a cancel inside a
+    sub-attack loses only that sub-attack's work). Its warnings (randomness, softmax output, zero
+    gradients, dynamic defence, Square beating the white-box attacks) become `result.flags`.
     """
 
     name = "autoattack"
@@ -54,7 +85,8 @@ class AutoAttack(Attack):
             raise AttackParamError(f"version must be one of {', '.join(VERSIONS)}, got {version!r}")
         if version == "custom":
             if not sub_attacks or isinstance(sub_attacks, str):
-                raise AttackParamError(f"version='custom' needs sub_attacks, a list drawn from {', '.join(SUB_ATTACKS)}")
+                raise AttackParamError("version='custom' needs sub_attacks, a list drawn from "
+                                       + ", ".join(SUB_ATTACKS))
             unknown = [a for a in sub_attacks if a not in SUB_ATTACKS]
             if unknown:
                 raise AttackParamError(f"unknown sub-attack(s) {unknown}; choose from {', '.join(SUB_ATTACKS)}")
@@ -70,17 +102,12 @@ class AutoAttack(Attack):
     def _adversary(self, model, seed: int):
         from pyautoattack import AutoAttack as Original
 
-        device = next((p.device for p in model.parameters()), torch.device("cpu")) if isinstance(model, torch.nn.Module) else "cpu"
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return Original(model, attacks=self.sub_attacks, device=device, eps=self.eps, norm=self.norm, seed=seed,
                         version=self.version)
 
     def _cost(self, n, n_classes):
-        logger = logging.getLogger("auto-attack")
-        level, logger.level = logger.level, logging.WARNING  # building it logs its settings; not wanted here
-        try:
-            adversary = self._adversary(self.model, 0)
-        finally:
-            logger.level = level
+        adversary = self._adversary(self.model, 0)  # reads the version's settings; runs nothing
         fwd, bwd, parts = n, 0, []  # n: our clean pass deciding which points enter the first sub-attack
         for name in adversary.attacks_to_run:
             f, b, text = _sub_attack_cost(adversary, name, n_classes)
@@ -90,14 +117,7 @@ class AutoAttack(Attack):
                           + "; ".join(parts) + f"; +{CHECK_FORWARDS} forwards per sub-attack for checks and accuracy")
 
     def _run_all(self, x, y, goal, ctx: RunContext, completed) -> torch.Tensor:
-        from pyautoattack import checks
-
-        capture = _LogCapture(ctx)
-        logger = logging.getLogger("auto-attack")
-        level = logger.level
-        logger.setLevel(logging.DEBUG)
-        logger.addHandler(capture)
-        try:
+        with _captured_logs(ctx) as capture:
             adversary = self._adversary(ctx.model, ctx.seed)
             for attack in (adversary.apgd_targeted, adversary.fab):
                 if attack.n_target_classes > ctx.n_classes - 1:
@@ -109,41 +129,44 @@ class AutoAttack(Attack):
             if robust is None:
                 with torch.no_grad():
                     robust = torch.cat([ctx.model(x[i:i + self.batch_size]).argmax(1) for i in
-                                        range(0, len(x), self.batch_size)]).eq(y)
-            accuracy = {"clean": float(robust.float().mean())}
-            for number, name in enumerate(plan, start=1):
-                if name in done:
-                    continue
-                todo = robust.nonzero().squeeze(1)
-                if len(todo) == 0 or ctx.cancel_requested():
-                    break
-                ctx.stage = f"autoattack {self.version}: {name} ({number}/{len(plan)}) on {len(todo)} image(s)"
-                ctx.report()
-                for key in checks.funcs:  # its dynamic-defence counter is process-global and never reset
-                    checks.funcs[key] = 0
-                adversary.attacks_to_run = [name]
-                try:
-                    adv_sub, pred_sub = adversary.run_standard_evaluation(x[todo], y[todo],
-                                                                          batch_size=self.batch_size)
-                except Cancelled:
-                    ctx.cancelled = True
-                    break
-                fooled = pred_sub.ne(y[todo])  # (b,)
-                adv[todo[fooled]] = adv_sub[fooled].to(adv.dtype)
-                robust[todo[fooled]] = False
-                accuracy[name] = float(robust.float().mean())
-                done.append(name)
-                self._save(adv, robust, done, x, y, plan, ctx)
-            if not ctx.cancelled:
-                checks.check_square_sr(accuracy, logger=logger)
-        finally:
-            logger.removeHandler(capture)
-            logger.setLevel(level)
+                                        range(0, len(x), self.batch_size)]).eq(y)  # (N,)
+            accuracy = self._run_plan(adversary, plan, done, x, y, adv, robust, ctx)
         finished = not ctx.cancelled and (len(done) == len(plan) or not bool(robust.any()))
         completed[:] = ~robust | finished  # a broken point stays broken: only the robust ones await attacks
         ctx.details.update(sub_attacks=plan, finished_sub_attacks=list(done), robust_accuracy_after=accuracy,
                            log=capture.lines[-200:])
         return adv
+
+    def _run_plan(self, adversary, plan, done, x, y, adv, robust, ctx: RunContext) -> dict:
+        """Each sub-attack on the points still robust; `adv`, `robust` and `done` are updated in place."""
+        from pyautoattack import checks
+
+        accuracy = {"clean": float(robust.float().mean())}
+        for number, name in enumerate(plan, start=1):
+            if name in done:
+                continue
+            todo = robust.nonzero().squeeze(1)  # (b,)
+            if len(todo) == 0 or ctx.cancel_requested():
+                break
+            ctx.stage = f"autoattack {self.version}: {name} ({number}/{len(plan)}) on {len(todo)} image(s)"
+            ctx.report()
+            for key in checks.funcs:  # its dynamic-defence call counter is process-global and never reset
+                checks.funcs[key] = 0
+            adversary.attacks_to_run = [name]
+            try:
+                adv_sub, pred_sub = adversary.run_standard_evaluation(x[todo], y[todo], batch_size=self.batch_size)
+            except Cancelled:
+                ctx.cancelled = True
+                break
+            fooled = pred_sub.ne(y[todo])  # (b,)
+            adv[todo[fooled]] = adv_sub[fooled].to(adv.dtype)
+            robust[todo[fooled]] = False
+            accuracy[name] = float(robust.float().mean())
+            done.append(name)
+            self._save(adv, robust, done, x, y, plan)
+        if not ctx.cancelled:
+            checks.check_square_sr(accuracy, logger=_LOGGER)  # Square beating the white-box attacks
+        return accuracy
 
     # ----- resume ----------------------------------------------------------------------------
     def _signature(self, x, y, plan) -> dict:
@@ -167,7 +190,7 @@ class AutoAttack(Attack):
         ctx.details["resumed_after"] = list(meta["done"])
         return adv.float(), robust, list(meta["done"])
 
-    def _save(self, adv, robust, done, x, y, plan, ctx) -> None:
+    def _save(self, adv, robust, done, x, y, plan) -> None:
         if self.state_path is None:
             return
         from safetensors.torch import save_file

@@ -74,6 +74,9 @@ class AttackResult:
     backward_calls: int = 0
     model_calls: int = 0
     flags: list[str] = field(default_factory=list)
+    # trace (run(trace=True)): numpy arrays "restart", "step", "final" (T,) and "loss" (CE of the true class),
+    # "margin" (true logit - best other), "pred", "p_true" (T, N). Rows: every iterate a gradient was taken at
+    # (own loops) or the clean start (wrapped attacks), then the returned point (final=True). NaN: not attacked.
     trace: dict | None = None
     details: dict = field(default_factory=dict)
 
@@ -112,7 +115,7 @@ class Attack:
 
     def __init__(self, model: nn.Module, *, eps: float | None = None, norm: str = "Linf", seed: int | None = 0,
                  batch_size: int = 128, targeted: bool = False, target: int | None = None):
-        if not isinstance(model, nn.Module) and not callable(model):
+        if not isinstance(model, nn.Module):
             raise AttackParamError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         if norm not in self.norms:
@@ -161,7 +164,7 @@ class Attack:
                 return n
         if exact:
             return None
-        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)] if isinstance(self.model, nn.Module) else []
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         return linears[-1].out_features if linears else 10
 
     def params(self) -> dict:
@@ -208,6 +211,7 @@ class Attack:
         with attack_mode(self.model), preserve_global_rng(x.device), torch.enable_grad():
             torch.manual_seed(seed)  # for libraries drawing from the global stream; restored on exit
             counted = CountingModel(self.model, cancel)
+            counted.hook_backward = not self.owns_loop
             counted.armed = False  # set-up passes always run; cancel applies to the attack itself
             n_classes = self._probe(counted, x)
             if int(y.max()) >= n_classes:
@@ -283,7 +287,8 @@ class Attack:
             raise AttackParamError("x contains NaN or infinite values")
         lo, hi = float(x.min()), float(x.max())
         if lo < 0 or hi > 1:
-            raise AttackParamError(f"x must lie in [0, 1] (normalise inside the model), got values in [{lo:.4g}, {hi:.4g}]")
+            raise AttackParamError(f"x must lie in [0, 1] (normalise inside the model), got values in "
+                                   f"[{lo:.4g}, {hi:.4g}]")
         if y.dim() != 1 or y.shape[0] != x.shape[0]:
             raise AttackParamError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
         if y.is_floating_point() or y.dtype == torch.bool:

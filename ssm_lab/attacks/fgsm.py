@@ -34,6 +34,7 @@ class FGSM(Attack):
         x_req = x.clone().requires_grad_(True)  # (B, C, S, S)
         logits = ctx.model(x_req)  # (B, classes)
         (grad,) = torch.autograd.grad(ce_loss_sum(logits, goal, self.targeted), x_req)
+        ctx.model.count_backward(len(x))
         ctx.record(0, 0, logits, y)
         if self.norm == "Linf":
             adv = x + self.eps * grad.sign()

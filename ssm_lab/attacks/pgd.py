@@ -114,7 +114,7 @@ class PGD(Attack):
             lower, upper = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)  # (B, C, S, S)
         x_adv = self._start(x, ctx.generator)  # (B, C, S, S)
         hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # (B,)
-        hit_point = x_adv
+        hit_point = None  # first successful iterate of each image (rows of unbroken images are unused)
         where = f"pgd: batch from image {ctx.offset + 1}, restart {restart + 1}/{self.restarts}"
         for step in range(self.steps):
             if ctx.cancel_requested():
@@ -127,24 +127,28 @@ class PGD(Attack):
                 x_adv = x_adv.detach()
                 break
             (grad,) = torch.autograd.grad(ce_loss_sum(logits, goal, targeted), x_adv)
+            ctx.model.count_backward(len(x))
             x_adv, logits = x_adv.detach(), logits.detach()
             pred = logits.argmax(dim=1)
             newly = (pred.eq(goal) if targeted else pred.ne(goal)) & ~hit  # (B,)
             if bool(newly.any()):
-                hit_point = torch.where(newly.view(view), x_adv, hit_point)
-                hit = hit | newly
+                hit_point = x_adv.clone() if hit_point is None else torch.where(newly.view(view), x_adv, hit_point)
+                hit |= newly
             if step == 0:
                 self._check_gradient(grad, ctx)
             if ctx.recorder is not None:
                 ctx.record(restart, step, logits, y, index)
+            # in place: the graph is gone and hit_point never aliases x_adv
             if self.norm == "Linf":
-                x_adv = torch.clamp(x_adv + alpha * grad.sign(), min=lower, max=upper)
+                x_adv.add_(grad.sign_(), alpha=alpha).clamp_(min=lower, max=upper)
             else:
                 grad_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)  # (B, 1, 1, 1)
-                delta = x_adv + alpha * grad / grad_norm - x
+                delta = x_adv.add_(grad.div_(grad_norm), alpha=alpha).sub_(x)  # (B, C, S, S)
                 delta_norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-                x_adv = (x + delta * (eps / delta_norm).clamp(max=1.0)).clamp(0.0, 1.0)
+                x_adv = delta.mul_((eps / delta_norm).clamp(max=1.0)).add_(x).clamp_(0.0, 1.0)
             ctx.advance(1, f"{where}, step {step + 1}/{self.steps}")
+        if hit_point is None:
+            return x_adv, hit
         return torch.where(hit.view(view), hit_point, x_adv), hit
 
     @staticmethod

@@ -1,0 +1,75 @@
+"""The ssm-lab command line: real subcommands on a tiny checkpoint, specific errors for bad arguments."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ssm_lab.cli import main
+from ssm_models import create_model
+from ssm_models.hub import save_pretrained
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("s4", d_model=16, d_state=8, n_layers=1, image_size=28, tokenizer="patch", patch_size=4,
+                         meta={"dataset": "mnist", "method": "st"})
+    path = tmp_path_factory.mktemp("ck") / "tiny"
+    save_pretrained(model, path)
+    return path
+
+
+def test_evaluate_writes_a_report(checkpoint, tmp_path):
+    out = tmp_path / "report.json"
+    assert main(["evaluate", str(checkpoint), "--dataset", "mnist", "--attack", "fgsm", "--attack", "pgd",
+                 "--steps", "2", "--eps", "0.1", "--n", "20", "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["n"] == 20 and [a["attack"] for a in rep["attacks"]] == ["fgsm", "pgd"]
+    assert rep["data"]["dataset"] == "mnist" and "source" in rep["data"]
+    html = tmp_path / "r.html"
+    assert main(["report", str(out), "--html", str(html)]) == 0
+    assert "Wilson" in html.read_text()
+
+
+def test_attack_one_image(checkpoint, tmp_path):
+    img = tmp_path / "digit.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)).save(img)
+    out = tmp_path / "out"
+    assert main(["attack", str(checkpoint), "--image", str(img), "--attack", "pgd", "--eps", "8/255",
+                 "--steps", "3", "--out-dir", str(out)]) == 0
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["params"]["eps"] == pytest.approx(8 / 255) and card["eps_label"] == "8/255"
+    assert "survives_8bit_png" in card["results"]
+    adv = np.load(out / "adversarial.npy")
+    assert adv.shape == (1, 28, 28) and adv.dtype == np.float32
+    png = np.asarray(Image.open(out / "adversarial.png"))
+    assert png.shape == (28, 28)
+    assert np.abs(png / 255.0 - adv[0]).max() <= 0.5 / 255 + 1e-6
+
+
+def test_analyze_and_report(checkpoint, tmp_path):
+    out = tmp_path / "analysis.json"
+    assert main(["analyze", str(checkpoint), "--n", "8", "--steps", "2", "--eps", "0.1", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["splits"]) == {"train", "test"} and doc["splits"]["test"]["n"] == 8
+    assert main(["report", str(out), "--html", str(tmp_path / "a.html")]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "{ck}", "--eps", "-1"], "eps must be finite"),
+    (["evaluate", "{ck}", "--n", "0"], "positive integer"),
+    (["evaluate", "{ck}", "--eps", "nan"], "eps must be finite"),
+    (["evaluate", "{ck}", "--attack", "telepathy", "--n", "5"], "unknown attack"),
+    (["evaluate", "/no/such/dir"], "error"),
+    (["attack", "{ck}", "--image", "/no/such.png", "--out-dir", "x"], "no such image"),
+])
+def test_bad_arguments_fail_clearly(checkpoint, argv, message, capsys):
+    argv = [a.replace("{ck}", str(checkpoint)) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse type errors exit with 2
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
