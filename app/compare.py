@@ -44,8 +44,11 @@ def compare_models(model_names, source, dataset, index, upload, sketch, attack, 
                 break
             x, label, _ = model_x(model, source, dataset, index, upload, sketch)
             seed_value = params.pop("seed")
-            step = lambda d, t, m, i=i: report(i * 1000 + int(1000 * d / max(t, 1)), 1000 * len(jobs),  # noqa: E731
-                                               f"{name}: {m}")
+
+            def step(done: int, total: int, message: str, i=i, name=name) -> None:
+                # one bar for the whole comparison: model i covers the i-th slice of it
+                report(i * 1000 + int(1000 * done / max(total, 1)), 1000 * len(jobs), f"{name}: {message}")
+
             with holding([model]):
                 res = attack_single(model, x, label, engine, seed=seed_value, progress=step, cancel=cancel, **params)
                 analyses[name] = error_scaling(model, x, res["adv"])
@@ -64,14 +67,16 @@ def compare_models(model_names, source, dataset, index, upload, sketch, attack, 
 
 
 def sample_test_images(dataset: str, n, seed):
+    """A seeded, class-stratified sample of n test images: (x, y, provenance, dataset)."""
     from ssm_lab.data import sample_indices
 
     ds = test_set(dataset)
     count = as_int("n", n, 1, LIMITS.eval_n, "SSM_LAB_MAX_EVAL_N")
-    idx = sample_indices(ds, min(count, len(ds)), as_int("seed", seed, 0, 2**31 - 1))
+    seed_value = as_int("seed", seed, 0, 2**31 - 1)
+    idx = sample_indices(ds, min(count, len(ds)), seed_value)
     x, y = ds.tensors(idx)  # (n, C, S, S), (n,)
     info = {"dataset": DATASETS.get(dataset, dataset), "split": "test", "source": ds.source, "n": len(y),
-            "seed": int(seed), "indices": "stratified seeded sample"}
+            "seed": seed_value, "indices": "stratified seeded sample"}
     return x, y, info, ds
 
 

@@ -9,7 +9,8 @@ from . import inputs
 from .attack_menu import attack_settings, class_list, default_eps, eps_string
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .limits import LIMITS, LimitError, check_passes
-from .models import MODELS, card_markdown, catalogue, catalogue_rows, default_checkpoint, resolve_source
+from .models import (MODELS, card_markdown, catalogue, catalogue_rows, default_checkpoint, resolve_source,
+                     training_curves)
 
 PREVIEW_SIDE = inputs.PREVIEW_SIDE
 
@@ -30,11 +31,15 @@ def startup() -> dict:
 
 @user_errors
 def select_model(model_name: str):
-    """Load (or take from the LRU) a model: its card, its default eps, its classes (for the target menu) and the
-    test set that matches it."""
+    """Load (or take from the LRU) a model: its card, its default eps, its classes (for the target menu), the
+    test set that matches it, and its training curves when they were shipped with it."""
+    from ssm_lab.plots import training_curves_figure
+
     model = MODELS.get(model_name)
+    curves = training_curves(model_name)
+    figure = training_curves_figure(curves, f"Training curves of {model_name}") if curves else None
     return card_markdown(model, model_name), eps_string(default_eps(model)), ["none"] + class_list(model), \
-        dataset_of(model)
+        dataset_of(model), figure
 
 
 @user_errors
@@ -111,8 +116,8 @@ def cost_text(cost: dict, model, what: str = "1 image") -> str:
     passes = cost["forward"] + cost["backward"]
     seconds = passes * seconds_per_pass(model) / 2  # a forward alone costs about a third of forward+backward
     return (f"**Cost before running** ({what}, upper bound): {cost['forward']:,} forward + {cost['backward']:,} "
-            f"backward passes, roughly {max(seconds, 0.01):.2g} s here; this server allows {LIMITS.passes:,} passes per "
-            f"request. {cost['description']}")
+            f"backward passes, roughly {max(seconds, 0.01):.2g} s here; this server allows {LIMITS.passes:,} passes "
+            f"per request. {cost['description']}")
 
 
 @user_errors

@@ -112,4 +112,5 @@ def ads_pair(entries: list[dict], dataset: str = "mnist") -> list[str]:
         if twin:
             return [twin["name"], a["name"]]
     picked = ([without[0]["name"]] if without else []) + ([with_ads[0]["name"]] if with_ads else [])
-    return picked or [e["name"] for e in same[:2]]
+    rest = [e["name"] for e in same if e["name"] not in picked]
+    return (picked + rest)[:2]

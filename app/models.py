@@ -24,11 +24,15 @@ def checkpoint_root() -> Path:
 
 
 def _flatten(values, prefix: str = "") -> dict:
+    """Nested dicts (and lists of dicts such as an evaluation's `attacks`) -> {'a.b': leaf}."""
+    if isinstance(values, list) and all(isinstance(v, dict) for v in values):
+        values = {str(v.get("attack") or v.get("name") or i): v for i, v in enumerate(values)}
     if not isinstance(values, dict):
         return {prefix.rstrip(".") or "value": values}
     out = {}
     for key, value in values.items():
-        out.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        nested = isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict))
+        out.update(_flatten(value, f"{prefix}{key}.") if nested else {f"{prefix}{key}": value})
     return out
 
 
@@ -47,10 +51,12 @@ def describe_entry(entry: dict) -> dict:
     method = str(meta.get("method", "unknown"))
     ads = f"AdS ({cfg['ads']})" if cfg.get("ads") else "no AdS"
     numbers = headline_metrics(entry.get("metrics"))
-    shown = ", ".join(f"{k.replace('.accuracy', '')} {v:.1%}" for k, v in list(numbers.items())[:3])
+    shown = ", ".join(f"{k.replace('.accuracy', '').replace('attacks.', '')} {v:.1%}"
+                      for k, v in list(numbers.items())[:3])
     label = (f"{DATASET_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
-             f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "") + f"  ({entry['name']})")
-    return {"name": entry["name"], "dataset": dataset, "arch": cfg["arch"], "method": method, "ads": cfg.get("ads"),
+             f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "")
+             + f"  ({entry['name']})")
+    return {"name": entry["name"], "path": entry["path"], "dataset": dataset, "arch": cfg["arch"], "method": method, "ads": cfg.get("ads"),
             "label": label, "metrics": entry.get("metrics"), "config": cfg, "has_weights": entry.get("has_weights")}
 
 
@@ -58,7 +64,9 @@ def catalogue() -> list[dict]:
     """Shipped checkpoints with weights, grouped by dataset, architecture, training method and AdS."""
     from ssm_models.hub import list_checkpoints
 
-    entries = [describe_entry(e) for e in list_checkpoints(checkpoint_root()) if e.get("has_weights", True)]
+    # `<name>/last` folders are the training run's final epoch kept beside the selected best one: not a model to offer
+    entries = [describe_entry(e) for e in list_checkpoints(checkpoint_root())
+               if e.get("has_weights", True) and not e["name"].endswith("/last")]
     return sorted(entries, key=lambda e: (e["dataset"], e["arch"], e["method"] != "st", e["method"],
                                           e["ads"] is not None, e["name"]))
 
@@ -156,7 +164,8 @@ def card_markdown(model, name: str) -> str:
     threat = meta.get("threat_model") or {}
     threat_text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in threat.items()) \
         if isinstance(threat, dict) else str(threat)
-    lines = [f"**{ARCH_NAMES.get(cfg.arch, cfg.arch)}** on **{DATASET_NAMES.get(meta.get('dataset'), meta.get('dataset', '?'))}**"
+    dataset = DATASET_NAMES.get(meta.get("dataset"), meta.get("dataset", "?"))
+    lines = [f"**{ARCH_NAMES.get(cfg.arch, cfg.arch)}** on **{dataset}**"
              f", trained with **{METHOD_NAMES.get(meta.get('method'), meta.get('method', '?'))}**, "
              f"{'AdS ' + cfg.ads if cfg.ads else 'no AdS'}",
              f"- input {cfg.in_channels}x{cfg.image_size}x{cfg.image_size}, {cfg.num_classes} classes, "
@@ -169,6 +178,22 @@ def card_markdown(model, name: str) -> str:
     if numbers:
         lines += ["", "| metric (card) | value |", "|---|---|"] + [f"| {k} | {v:.2%} |" for k, v in numbers.items()]
     return "\n".join(lines)
+
+
+MAX_CURVES_BYTES = 4 * 2**20
+
+
+def training_curves(name: str) -> dict | None:
+    """The curves.json that training wrote beside a shipped checkpoint (None for Hub models or when absent)."""
+    entry = next((e for e in _safe_catalogue() if e["name"] == name), None)
+    path = Path(entry["path"]) / "curves.json" if entry else None
+    if path is None or not path.is_file() or path.stat().st_size > MAX_CURVES_BYTES:
+        return None
+    try:
+        curves = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return curves if isinstance(curves, dict) and curves.get("history") else None
 
 
 def _safe_catalogue() -> list[dict]:

@@ -48,6 +48,8 @@ def build_demo() -> gr.Blocks:
                             hub_rev = gr.Textbox(label="revision (branch, tag or commit; empty = main)")
                             hub_btn = gr.Button("Download and load")
                         card = gr.Markdown("Loading the model list ...")
+                        with gr.Accordion("Training curves (shipped checkpoints)", open=False):
+                            curves_plot = gr.Plot(label="training curves")
                         with gr.Accordion("All shipped checkpoints and their card metrics", open=False):
                             table = gr.Dataframe(interactive=False, wrap=True)
                     with gr.Column():
@@ -62,10 +64,11 @@ def build_demo() -> gr.Blocks:
                             upload = gr.File(label="image (PNG, JPEG, BMP, GIF, TIFF, WebP)", type="filepath",
                                              file_types=["image"])
                         with gr.Tab("Draw a digit"):
-                            sketch = gr.Sketchpad(label="draw a digit: pick the brush on the left, then draw", type="numpy",
-                                                  image_mode="RGBA", canvas_size=(280, 280), fixed_canvas=True,
-                                                  brush=gr.Brush(default_size=20, colors=["#000000"],
-                                                                 color_mode="fixed"))
+                            sketch = gr.Sketchpad(label="draw a digit: pick the brush on the left, then draw",
+                                                  type="numpy", image_mode="RGBA", canvas_size=(280, 280),
+                                                  fixed_canvas=True, brush=gr.Brush(default_size=20,
+                                                                                    colors=["#000000"],
+                                                                                    color_mode="fixed"))
                         preview = gr.Image(label="What the model sees", elem_classes="result-image", **IMAGE)
                         preview_note = gr.Markdown()
                     with gr.Column():
@@ -178,11 +181,13 @@ def build_demo() -> gr.Blocks:
                   api_name="startup")
 
         # ----- model -------------------------------------------------------------------------------------
-        def on_model(model):
+        def on_model(model, current_dataset):
             if not model:
-                return gr.update(), gr.update(), gr.update(), gr.update()
-            text, eps_value, classes, data = H.select_model(model)
-            return text, eps_value, gr.update(choices=classes, value="none"), data
+                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            text, eps_value, classes, data, curves = H.select_model(model)
+            # the budget follows the model only across datasets, so a preset's own eps is not overwritten
+            eps_update = eps_value if data != current_dataset else gr.update()
+            return text, eps_update, gr.update(choices=classes, value="none"), data, curves
 
         def on_preview(model, source, dataset, index, upload, sketch):
             if not model:
@@ -190,7 +195,8 @@ def build_demo() -> gr.Blocks:
             return H.preview(model, source, dataset, index, upload, sketch)
 
         preview_io = dict(fn=on_preview, inputs=[model] + image_inputs, outputs=[preview, preview_note])
-        model.change(on_model, model, [card, eps, target, dataset], api_name="select_model").then(
+        model.change(on_model, [model, dataset], [card, eps, target, dataset, curves_plot],
+                     api_name="select_model").then(
             api_name=False, **preview_io)
         hub_btn.click(H.load_hub_model, [hub_repo, hub_rev], model, api_name="load_hub_model")
 
@@ -244,9 +250,11 @@ def build_demo() -> gr.Blocks:
                               request=request)
 
         _armed(compare_btn, "compare").then(do_compare, [compare_models] + image_inputs + attack_inputs,
-                          [compare_gallery, compare_table, compare_plot], api_name="compare", **heavy)
-        _armed(transfer_btn, "compare").then(do_transfer, [compare_models, transfer_dataset, transfer_n, attack, eps, steps, restarts,
-                                         seed], [transfer_plot, transfer_json], api_name="transfer", **heavy)
+                                            [compare_gallery, compare_table, compare_plot], api_name="compare",
+                                            **heavy)
+        _armed(transfer_btn, "compare").then(do_transfer, [compare_models, transfer_dataset, transfer_n, attack, eps,
+                                                           steps, restarts, seed], [transfer_plot, transfer_json],
+                                             api_name="transfer", **heavy)
 
         def cancel_compare(request: gr.Request):
             return cancel_job("compare", request)
@@ -269,12 +277,15 @@ def build_demo() -> gr.Blocks:
 
         eval_model.change(lambda name: H.select_model(name)[3] if name else gr.update(), eval_model, eval_dataset,
                           api_name=False)
-        _armed(eval_btn, "evaluate").then(do_evaluate, [eval_model, eval_dataset, eval_n, eval_attacks, eval_eps, eval_steps,
-                                     eval_restarts, eval_seed], [eval_report, confusion_plot, eval_file, eval_json],
-                       api_name="evaluate", **heavy)
-        _armed(curve_btn, "evaluate").then(do_curves, [curve_models, eval_dataset, eval_n, curve_attack, curve_eps, eval_steps,
-                                    eval_restarts, eval_seed], [curve_plot, curve_json], api_name="eps_curves",
-                        **heavy)
+        evaluate_inputs = [eval_model, eval_dataset, eval_n, eval_attacks, eval_eps, eval_steps, eval_restarts,
+                           eval_seed]
+        _armed(eval_btn, "evaluate").then(do_evaluate, evaluate_inputs,
+                                          [eval_report, confusion_plot, eval_file, eval_json], api_name="evaluate",
+                                          **heavy)
+        curve_inputs = [curve_models, eval_dataset, eval_n, curve_attack, curve_eps, eval_steps, eval_restarts,
+                        eval_seed]
+        _armed(curve_btn, "evaluate").then(do_curves, curve_inputs, [curve_plot, curve_json], api_name="eps_curves",
+                                           **heavy)
         eval_cancel.click(cancel_evaluate, None, eval_status, queue=False, api_name="cancel_evaluate")
 
         # ----- learn: presets fill the Attack (or Compare) tab and run ---------------------------------------

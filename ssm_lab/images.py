@@ -34,8 +34,10 @@ def _open(data: bytes) -> Image.Image:
             img.load()
     except ImageInputError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageInputError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageInputError(f"the image is too large to decode safely; the limit is {MAX_PIXELS:,} pixels") from None
+    except UnidentifiedImageError as exc:
+        raise ImageInputError(f"not a readable image ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
         raise ImageInputError(f"the image data is corrupt or truncated ({exc})") from None
     return img

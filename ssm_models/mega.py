@@ -15,9 +15,9 @@ from .registry import register_model
 class EMAKernel(CachedKernel):
     """k[d, t] = scale * sum_n gamma[d, n] alpha[d, n] beta[d, n] (1 - alpha[d, n] delta[d, n])^t.
 
-    alpha, delta are sigmoids of their parameters; the paper's naming (fairseq's MultiHeadEMA calls the
-    input weight `delta`; the kernel is the same up to swapping the two). Shapes follow fairseq:
-    delta, alpha, beta (H, n, 1), gamma (H, n); scale = 1/sqrt(n).
+    Named as in the paper: alpha = sigmoid(self.alpha) weights the input and delta = sigmoid(self.delta)
+    damps it (fairseq's MultiHeadEMA swaps the two names; the kernel family is the same). Shapes follow
+    fairseq: delta, alpha, beta (H, n, 1), gamma (H, n); scale = 1/sqrt(n).
     """
 
     def __init__(self, d_model: int, ndim: int):
@@ -44,7 +44,7 @@ class EMAKernel(CachedKernel):
 
 
 class MultiDimEMA(nn.Module):
-    """The `ema` probe point: silu(EMA(x) + omega * x), the EMA as a causal FFT convolution."""
+    """The `ssm` probe point: silu(EMA(x) + omega * x), the EMA as a causal FFT convolution."""
 
     def __init__(self, d_model: int, ndim: int):
         super().__init__()
@@ -118,7 +118,8 @@ class MegaBlock(nn.Module):
     h = silu(hx + h_proj(attn(q, k, v) * r)); out = u h + (1 - u) x.
     """
 
-    probe_points = {"ema": "ema", "ads": "ads", "attn": "attn", "linear": "h_proj", "gate": "gate"}
+    # the EMA is Mega's SSM: probing it as `ssm` lines it up with the other families in the analysis
+    probe_points = {"ssm": "ema", "ads": "ads", "attn": "attn", "linear": "h_proj", "gate": "gate"}
 
     def __init__(self, d_model: int, z_dim: int, hidden: int, ndim: int, max_positions: int, chunk: int = -1,
                  ads: str | None = None, ads_bias: bool = False):

@@ -14,7 +14,7 @@ def selective_scan(x, dt, A, B, C, D=None, block: int | None = None):
     x, dt (batch, L, E); A (E, N); B, C (batch, L, N); D (E) or None -> y (batch, L, E).
     """
     batch, length, e = x.shape
-    block = block or max(1, min(length, _BLOCK_ELEMENTS // (batch * e * A.shape[1])))
+    block = min(length, block or max(1, _BLOCK_ELEMENTS // (batch * e * A.shape[1])))
     y = _BlockedSelectiveScan.apply(x, dt, A, B, C, block)  # (batch, L, E)
     return y if D is None else y + D * x
 
@@ -113,14 +113,16 @@ class _BlockedSelectiveScan(torch.autograd.Function):
             for t in range(k - 2, -1, -1):
                 gk[t].addcmul_(d[t + 1], gk[t + 1])
             carry = d[0] * gk[0]
+            # batched (row vector @ matrix) products, the fast layout for MKL: sums over E or N per (t, b)
             torch.bmm(_flat(gy_tm[span])[:, None, :], _flat(hk), out=_flat(grad_C[span])[:, None, :])
             torch.bmm(_flat(B_tm[span])[:, None, :], _flat(gk).transpose(1, 2), out=_flat(g_dot_B[span])[:, None, :])
             torch.bmm(_flat(dtx_tm[span])[:, None, :], _flat(gk), out=_flat(grad_B[span])[:, None, :])
             # dL/d(dt A)_t = g_t * decay_t * h_{t-1}, computed in place over g
             gk.mul_(d)
             gk[1:].mul_(hk[:-1])
-            gk[0].mul_(h_start)
-            grad_dt_decay[span] = torch.bmm(_flat(gk).transpose(0, 1), A[..., None]).view(e, k, batch).permute(1, 2, 0)
+            pass
+            per_channel = torch.bmm(_flat(gk).transpose(0, 1), A[..., None])  # (E, k * batch, 1): sum_n g A
+            grad_dt_decay[span] = per_channel.view(e, k, batch).permute(1, 2, 0)
             if want_A:
                 grad_A_terms[:k].addcmul_(gk, dt_tm[span, :, :, None])
         grad_x = (dt_tm * g_dot_B).transpose(0, 1)  # (batch, L, E)

@@ -32,6 +32,11 @@ def make_checkpoints(root) -> None:
                                     meta={"dataset": "mnist", "method": "st",
                                           "threat_model": {"norm": "Linf", "eps": 0.3}})
     save_pretrained(mnist, root / "mnist-s4-st", card={"metrics": {"clean": {"accuracy": 0.5}}})
+    row = {f"{split}_{kind}_{metric}": 0.5 for split in ("train", "test") for kind in ("clean", "adv")
+           for metric in ("acc", "loss")}
+    curves = {"history": [{"epoch": 1, **row}, {"epoch": 2, **row}]}
+    (root / "mnist-s4-st" / "curves.json").write_text(json.dumps(curves))
+    save_pretrained(mnist, root / "mnist-s4-st" / "last")  # the training run's last epoch: not offered
     ads = ssm_models.create_model("s4", image_size=28, ads="relu", **TINY,
                                   meta={"dataset": "mnist", "method": "pgd-at"})
     save_pretrained(ads, root / "mnist-s4-ads")
@@ -67,19 +72,30 @@ def test_startup_lists_checkpoints_grouped_with_card_metrics():
     info = H.startup()
     names = [name for _, name in info["choices"]]
     assert names == ["cifar-dss-st", "mnist-s4-st", "mnist-s4-ads"]  # dataset, arch, standard training first
-    assert info["value"] == "mnist-s4-st"
+    assert info["value"] == "mnist-s4-st" and info["group"] == ["mnist-s4-st", "mnist-s4-ads"]
     label = dict((v, k) for k, v in info["choices"])["mnist-s4-st"]
     assert "MNIST" in label and "S4" in label and "no AdS" in label and "clean 50.0%" in label
     assert "AdS (relu)" in dict((v, k) for k, v in info["choices"])["mnist-s4-ads"]
     assert info["table"]["headers"][:5] == ["name", "dataset", "arch", "method", "AdS"]
 
 
+def test_card_metrics_are_read_from_evaluation_reports_and_flat_files():
+    from app.models import headline_metrics
+
+    report = {"n": 100, "clean": {"accuracy": 0.98, "ci95": [0.9, 1.0]},
+              "attacks": [{"attack": "pgd", "accuracy": 0.4}, {"attack": "autoattack", "accuracy": 0.3}]}
+    assert headline_metrics(report) == {"clean.accuracy": 0.98, "attacks.pgd.accuracy": 0.4,
+                                        "attacks.autoattack.accuracy": 0.3}
+    assert headline_metrics({"test_clean_acc": 0.9, "epochs": 20}) == {"test_clean_acc": 0.9}
+
+
 def test_select_model_gives_card_eps_classes_and_dataset():
-    card, eps, classes, dataset = H.select_model("mnist-s4-st")
+    card, eps, classes, dataset, curves = H.select_model("mnist-s4-st")
     assert "S4" in card and "50.00%" in card and "threat model: norm=Linf, eps=0.3" in card
     assert (eps, classes[:3], dataset) == ("0.3", ["none", "0", "1"], "MNIST")
-    card, eps, classes, dataset = H.select_model("cifar-dss-st")
-    assert (eps, classes[1], dataset) == ("8/255", "airplane", "CIFAR-10")
+    assert isinstance(curves, go.Figure) and len(curves.data) == 8  # train/test x clean/adv x acc/loss
+    card, eps, classes, dataset, curves = H.select_model("cifar-dss-st")
+    assert (eps, classes[1], dataset, curves) == ("8/255", "airplane", "CIFAR-10", None)
 
 
 @pytest.mark.parametrize("name", ["/etc", "../checkpoints/x", "~/models", "not a repo id!"])
@@ -108,7 +124,7 @@ def test_hub_repo_is_downloaded_and_selectable(hub_server, checkpoints):
         hub_server.add_file("lab/tiny", name, (checkpoints / "mnist-s4-st" / name).read_bytes())
     value = H.load_hub_model("lab/tiny", "main")
     assert value == "lab/tiny@main"
-    card, eps, _, _ = H.select_model(value)
+    card, eps, _, _, _ = H.select_model(value)
     assert "lab/tiny@main" in card and eps == "0.3"
     with pytest.raises(gr.Error, match="unknown repo"):
         H.load_hub_model("lab/missing", "")
@@ -325,3 +341,33 @@ def test_layout_names_every_action():
     assert expected <= names
     images = [block for block in demo.blocks.values() if isinstance(block, (gr.Image, gr.Gallery))]
     assert images and all(block.format == "png" for block in images)  # perturbations are never served as webp
+
+
+def test_presets_fill_the_attack_tab_with_a_matching_model():
+    from app.ui import _preset_values
+
+    for lesson in learn.LESSONS:
+        values = _preset_values(lesson)()
+        model, dataset, source, index, attack_name, eps = values[:6]
+        assert model in {"mnist-s4-st", "mnist-s4-ads"} and (dataset, source) == ("MNIST", "dataset")
+        assert attack_name == lesson.preset.attack and eps == lesson.preset.eps
+        if lesson.preset.compare:
+            assert set(values[-1]) == {"mnist-s4-st", "mnist-s4-ads"}
+
+
+def test_command_line_and_environment(monkeypatch):
+    from app.__main__ import parse_args
+
+    for name in ("SSM_LAB_HOST", "SSM_LAB_PORT", "SSM_LAB_SHARE", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    args = parse_args([])
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "9000")
+    monkeypatch.setenv("SSM_LAB_HOST", "0.0.0.0")
+    monkeypatch.setenv("SSM_LAB_SHARE", "yes")
+    args = parse_args([])
+    assert (args.host, args.port, args.share) == ("0.0.0.0", 9000, True)
+    monkeypatch.setenv("SSM_LAB_PORT", "9100")
+    assert parse_args(["--port", "9200"]).port == 9200 and parse_args([]).port == 9100
+    with pytest.raises(SystemExit):
+        parse_args(["--port", "70000"])

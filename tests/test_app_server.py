@@ -98,8 +98,8 @@ def test_server_starts_and_names_its_endpoints(server, client):
 
 def test_startup_preselects_a_checkpoint(client):
     model, table, *_ = client.predict(api_name="/startup")
-    assert model["value"] == "mnist-s4-st" and ["MNIST · S4 · standard · no AdS  [clean 50.0%]  (mnist-s4-st)", "mnist-s4-st"] in [
-        list(choice) for choice in model["choices"]]
+    label = "MNIST · S4 · standard · no AdS  [clean 50.0%]  (mnist-s4-st)"
+    assert model["value"] == "mnist-s4-st" and [label, "mnist-s4-st"] in [list(c) for c in model["choices"]]
     assert table["headers"][0] == "name" and len(table["data"]) == 3
 
 

@@ -444,8 +444,11 @@ def test_attacks_on_a_tiny_s4_run_frozen_and_restore_it(s4):
     y = labels_of(s4, x)
     s4.train()
     for name in ("pgd", "apgd-ce", "square"):
-        result = make_attack(name, s4, eps=0.05, **CHEAP[name]).run(x, y)
-        assert within(result.adv, x, 0.05, "Linf")
+        atk = make_attack(name, s4, eps=0.05, **CHEAP[name])
+        result = atk.run(x, y)
+        assert within(result.adv, x, 0.05, "Linf") and result.forward_calls <= atk.cost(3)["forward"]
+    pgd = make_attack("pgd", s4, eps=0.05, steps=10).run(x, y)  # the config names the classes: no probe pass
+    assert (pgd.forward_calls, pgd.backward_calls, pgd.model_calls) == (3 * 11, 3 * 10, 11)
     assert s4.training and all(p.requires_grad for p in s4.parameters())
     with pytest.raises(AttackParamError, match="expects images of shape"):
         make_attack("pgd", s4).run(torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))

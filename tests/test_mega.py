@@ -23,14 +23,14 @@ def make(dtype=torch.float32, **overrides) -> torch.nn.Module:
 @pytest.mark.parametrize("chunk", [-1, 24])
 def test_shapes_gradients_and_probes(chunk):
     model = make(mega_chunk=chunk, ads="relu")
-    assert probe_names(model)[2:8] == ["layers.0.ema", "layers.0.ads", "layers.0.attn", "layers.0.linear",
+    assert probe_names(model)[2:8] == ["layers.0.ssm", "layers.0.ads", "layers.0.attn", "layers.0.linear",
                                        "layers.0.gate", "layers.0.residual_norm"]
     x = torch.rand(3, 1, 8, 8, requires_grad=True)
     with record(model) as rec:
         logits = model(x)
     assert logits.shape == (3, 10)
     assert rec["layers.1.attn"].shape == (3, 64, 24)  # value width = mega_hidden
-    for component in ("ema", "ads", "linear", "gate"):
+    for component in ("ssm", "ads", "linear", "gate"):
         assert rec[f"layers.1.{component}"].shape == (3, 64, 16), component
     logits.logsumexp(-1).sum().backward()
     assert x.grad.abs().sum() > 0

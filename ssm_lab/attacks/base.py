@@ -177,8 +177,10 @@ class Attack:
         """Upper bound on image-level forward and backward passes for `n_images`, stated before running."""
         n = check_number("n_images", n_images, lo=0, hi=MAX_IMAGES, integer=True, cap="MAX_IMAGES")
         fwd, bwd, text = self._cost(n, self.n_classes_hint())
-        extra_fwd = 1 + n  # one probe image (checks the output contract, learns the class count) + final evaluation
-        notes = ["+1 probe forward", "+1 forward per image to evaluate the result"]
+        extra_fwd, notes = n, ["+1 forward per image to evaluate the result"]
+        if self._configured_classes() is None:
+            extra_fwd += 1  # one probe image: checks the output contract and learns the class count
+            notes.append("+1 probe forward")
         if self.targeted and self.target is None:
             extra_fwd += n
             notes.append("+1 forward per image to pick the most likely wrong class")
@@ -213,7 +215,7 @@ class Attack:
             counted = CountingModel(self.model, cancel)
             counted.hook_backward = not self.owns_loop
             counted.armed = False  # set-up passes always run; cancel applies to the attack itself
-            n_classes = self._probe(counted, x)
+            n_classes = self._configured_classes() or self._probe(counted, x)
             if int(y.max()) >= n_classes:
                 raise AttackParamError(f"label {int(y.max())} is not a class of this model (0..{n_classes - 1})")
             goal = self._targets(counted, x, y, n_classes) if self.targeted else y
@@ -297,6 +299,11 @@ class Attack:
         if int(y.min()) < 0:
             raise AttackParamError(f"labels must not be negative, got {int(y.min())}")
         return x, y
+
+    def _configured_classes(self) -> int | None:
+        """A model with a config (SSMClassifier) states its classes, and its output contract holds by construction."""
+        n = getattr(getattr(self.model, "config", None), "num_classes", None)
+        return n if isinstance(n, int) and n > 1 else None
 
     def _probe(self, model: CountingModel, x: torch.Tensor) -> int:
         """One image through the model: the output contract is one (N, classes) logits tensor."""

@@ -1,0 +1,61 @@
+"""Training: the eight curves, best/last checkpoints, and an interrupted run resuming to identical weights."""
+import json
+
+import pytest
+import torch
+
+import ssm_lab.train as tr
+from ssm_lab.train import TrainConfig, train
+from ssm_models.hub import load_model
+
+TINY = dict(arch="dss", dataset="mnist", method="pgd-at", batch_size=32, attack_steps=2, train_limit=64,
+            curve_points=16, val_points=16, model={"d_model": 8, "d_state": 4, "n_layers": 1, "tokenizer": "patch",
+                                                   "patch_size": 7})
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    straight = tmp_path / "straight"
+    train(TrainConfig(epochs=2, **TINY), straight, log=lambda m: None)
+    partial = tmp_path / "partial"
+    cfg1 = TrainConfig(epochs=2, **TINY)
+
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+    original = tr.measure
+
+    def measure_then_stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the first measurement of epoch 2: pretend the process died
+            raise Stop
+        return original(*args, **kwargs)
+
+    tr.measure = measure_then_stop
+    try:
+        try:
+            train(cfg1, partial, log=lambda m: None)
+        except Stop:
+            pass
+    finally:
+        tr.measure = original
+    assert len(json.loads((partial / "curves.json").read_text())["history"]) == 1
+    train(cfg1, partial, log=lambda m: None)
+    a = load_model(straight / "last").state_dict()
+    b = load_model(partial / "last").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    curves = json.loads((partial / "curves.json").read_text())
+    row = curves["history"][-1]
+    for split in ("train", "test"):
+        for kind in ("clean", "adv"):
+            for metric in ("acc", "loss"):
+                assert f"{split}_{kind}_{metric}" in row
+    cfg = json.loads((partial / "config.json").read_text())
+    assert cfg["meta"]["method"] == "pgd-at" and cfg["meta"]["threat_model"]["eps"] == 0.3
+    assert (partial / "last" / "model.safetensors").exists() and (partial / "model.safetensors").exists()
+
+
+def test_changed_config_refuses_to_resume(tmp_path):
+    train(TrainConfig(epochs=1, **TINY), tmp_path, log=lambda m: None)
+    with pytest.raises(ValueError, match="different training configuration"):
+        train(TrainConfig(epochs=1, seed=5, **TINY), tmp_path, log=lambda m: None)
