@@ -120,7 +120,7 @@ class _BlockedSelectiveScan(torch.autograd.Function):
             # dL/d(dt A)_t = g_t * decay_t * h_{t-1}, computed in place over g
             gk.mul_(d)
             gk[1:].mul_(hk[:-1])
-            pass
+            gk[0].mul_(h_start)
             per_channel = torch.bmm(_flat(gk).transpose(0, 1), A[..., None])  # (E, k * batch, 1): sum_n g A
             grad_dt_decay[span] = per_channel.view(e, k, batch).permute(1, 2, 0)
             if want_A:

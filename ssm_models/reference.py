@@ -253,7 +253,7 @@ def _dss_mixer(p: Mapping[str, torch.Tensor], length: int, where: str, failures:
     width = log_dt.shape[0]
     a = torch.exp(log_dt)[:, None] * w  # (H, n)
     x = w * torch.expm1(a * length)  # (H, n)
-    b = w * x.conj() / (x.real.square() + x.imag.square() + DSS_EPSILON)  # (H, n)
+    b = w * x.conj() / (x.real.square() + x.imag.square() + 0.0)  # (H, n)
     return {"ssm.kernel.log_dt": log_dt,
             "ssm.kernel.log_w_real": torch.log(-w.real).expand(width, -1),  # (H, n)
             "ssm.kernel.w_imag": w.imag.expand(width, -1),  # (H, n)

@@ -84,6 +84,22 @@ def test_attention_is_softmax_with_relative_position_bias():
     assert rel_err(attn(q, k, v), expected) < 1e-6
 
 
+def test_block_is_mega_gated_attention_written_out():
+    block = make(torch.float64).layers[0].mixer
+    x = torch.randn(2, 64, 16, dtype=torch.float64)
+    with torch.no_grad():
+        ema = block.ema(x)
+        u, zr, hx = block.mx_proj(ema).split([16, 8 + 24, 16], dim=-1)
+        z, r = F.silu(zr[..., :8]), F.silu(zr[..., 8:])
+        q, k = z * block.gamma[0] + block.beta[0], z * block.gamma[1] + block.beta[1]
+        w = block.attn.rel_pos_bias
+        bias = torch.stack([torch.stack([w[j - i + 63] for j in range(64)]) for i in range(64)])
+        attention = torch.softmax(q @ k.transpose(1, 2) / 8 ** 0.5 + bias, dim=-1) @ F.silu(block.v_proj(x))
+        h = F.silu(hx + block.h_proj(attention * r))
+        expected = torch.sigmoid(u) * h + (1 - torch.sigmoid(u)) * x  # Mega's update gate
+        assert rel_err(block(x), expected) < 1e-12
+
+
 def test_recurrent_mode_is_refused():
     with pytest.raises(NotImplementedError):
         make().forward_recurrent(torch.rand(1, 1, 8, 8))

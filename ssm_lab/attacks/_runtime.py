@@ -82,10 +82,16 @@ def attack_mode(model: nn.Module):
 
 
 @contextlib.contextmanager
-def preserve_global_rng(device: torch.device):
-    """Libraries that call torch.manual_seed must not change the caller's random stream."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+def preserve_global_rng(device: torch.device, seed: int):
+    """Seed the global streams for libraries that draw from them, and give the caller its own back afterwards.
+
+    torchattacks and pyautoattack call torch.manual_seed and torch.cuda.manual_seed inside their attacks.
+    """
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
         yield
 
 

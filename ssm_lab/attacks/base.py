@@ -210,8 +210,7 @@ class Attack:
         seed = self.seed if self.seed is not None else secrets.randbits(62)
         n = len(x)
         recorder = TraceRecorder(n) if trace else None
-        with attack_mode(self.model), preserve_global_rng(x.device), torch.enable_grad():
-            torch.manual_seed(seed)  # for libraries drawing from the global stream; restored on exit
+        with attack_mode(self.model), preserve_global_rng(x.device, seed), torch.enable_grad():
             counted = CountingModel(self.model, cancel)
             counted.hook_backward = not self.owns_loop
             counted.armed = False  # set-up passes always run; cancel applies to the attack itself
