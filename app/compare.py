@@ -4,7 +4,7 @@ from __future__ import annotations
 from .attack_menu import attack_settings, class_list
 from .common import cancellable, holding, progress_callback, user_errors
 from .handlers import model_x, perturbation_image
-from .inputs import DATASETS, display, test_set
+from .inputs import DATASETS, display, load_test_split
 from .limits import LIMITS, LimitError, as_int, check_passes
 from .models import MODELS
 
@@ -70,7 +70,7 @@ def sample_test_images(dataset: str, n, seed):
     """A seeded, class-stratified sample of n test images: (x, y, provenance, dataset)."""
     from ssm_lab.data import sample_indices
 
-    ds = test_set(dataset)
+    ds = load_test_split(dataset)
     count = as_int("n", n, 1, LIMITS.eval_n, "SSM_LAB_MAX_EVAL_N")
     seed_value = as_int("seed", seed, 0, 2**31 - 1)
     idx = sample_indices(ds, min(count, len(ds)), seed_value)

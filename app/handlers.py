@@ -8,6 +8,7 @@ import numpy as np
 from . import inputs
 from .attack_menu import attack_settings, class_list, default_eps, eps_string
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
+from .learn import ads_pair
 from .limits import LIMITS, LimitError, check_passes
 from .models import (MODELS, card_markdown, catalogue, catalogue_rows, default_checkpoint, resolve_source,
                      training_curves)
@@ -22,8 +23,6 @@ def startup() -> dict:
     value = default_checkpoint(entries)
     dataset = next((e["dataset"] for e in entries if e["name"] == value), None)
     # models to compare by default: the preselected one and the next of the same dataset (ideally its AdS twin)
-    from .learn import ads_pair
-
     group = ads_pair(entries, dataset) if dataset else []
     return {"choices": [(e["label"], e["name"]) for e in entries], "value": value, "group": group,
             "table": {"headers": headers, "data": rows}, "entries": entries}
@@ -49,8 +48,7 @@ def load_hub_model(repo_id: str, revision: str = "") -> str:
     if not repo_id:
         raise LimitError("enter a Hub repo id such as org/name")
     name = f"{repo_id}@{revision}" if revision and "@" not in repo_id else repo_id
-    if resolve_source(name).startswith("/"):
-        raise LimitError(f"{name!r} is a shipped checkpoint; pick it from the menu")
+    resolve_source(name)  # a shipped name is fine too: it is simply selected
     MODELS.get(name)
     return name
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import secrets
 from pathlib import Path
 
@@ -16,7 +15,7 @@ PREVIEW_SIDE = 224  # displayed pixels per side; nearest-neighbour so every mode
 
 
 @functools.lru_cache(maxsize=2)
-def test_set(dataset: str):
+def load_test_split(dataset: str):
     """The test split of a built-in dataset, loaded once per process."""
     from ssm_lab.data import load_dataset
 
@@ -38,7 +37,7 @@ def first_of_class(dataset: str, class_name: str | None) -> int:
 
     if not class_name or class_name == "any":
         return 0
-    found = class_indices(test_set(dataset), class_name)
+    found = class_indices(load_test_split(dataset), class_name)
     if len(found) == 0:
         raise LimitError(f"the {dataset} test set has no image of class {class_name!r}")
     return int(found[0])
@@ -48,7 +47,7 @@ def random_index(dataset: str, class_name: str | None = None, rng: np.random.Gen
     """A random test image, of `class_name` when one is chosen."""
     from ssm_lab.data import class_indices
 
-    ds = test_set(dataset)
+    ds = load_test_split(dataset)
     rng = rng or np.random.default_rng(secrets.randbits(64))
     pool = class_indices(ds, class_name) if class_name and class_name != "any" else np.arange(len(ds))
     return int(rng.choice(pool))
@@ -56,7 +55,7 @@ def random_index(dataset: str, class_name: str | None = None, rng: np.random.Gen
 
 def dataset_image(dataset: str, index) -> tuple[np.ndarray, int, str]:
     """uint8 (C, S, S), its label and a description."""
-    ds = test_set(dataset)
+    ds = load_test_split(dataset)
     i = as_int("index", index, 0, len(ds) - 1)
     label = int(ds.labels[i])
     note = f" (note: {ds.warning})" if ds.warning else ""
@@ -82,12 +81,9 @@ def sketch_array(sketch) -> np.ndarray | None:
     value = sketch.get("composite") if isinstance(sketch, dict) else sketch
     if value is None:
         return None
-    if isinstance(value, (str, os.PathLike)):
-        from PIL import Image
-
-        with Image.open(value) as img:
-            value = np.asarray(img.convert("RGBA"))
-    arr = np.asarray(value)
+    if not isinstance(value, np.ndarray):  # the sketchpad hands over arrays; anything else is not a drawing
+        raise LimitError("the drawing must be an image array (the sketchpad's value)")
+    arr = value
     if arr.ndim not in (2, 3) or max(arr.shape[:2]) > LIMITS.sketch_side:
         raise LimitError(f"the drawing must be an image of at most {LIMITS.sketch_side} pixels per side")
     return arr

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -56,23 +57,28 @@ def describe_entry(entry: dict) -> dict:
     label = (f"{DATASET_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
              f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "")
              + f"  ({entry['name']})")
-    return {"name": entry["name"], "path": entry["path"], "dataset": dataset, "arch": cfg["arch"], "method": method, "ads": cfg.get("ads"),
-            "label": label, "metrics": entry.get("metrics"), "config": cfg, "has_weights": entry.get("has_weights")}
+    return {"name": entry["name"], "path": entry["path"], "dataset": dataset, "arch": cfg["arch"], "method": method,
+            "ads": cfg.get("ads"), "label": label, "metrics": entry.get("metrics"), "config": cfg}
+
+
+CATALOGUE_TTL_S = 30.0  # cards and menus re-read the checkpoint folder at most this often
+_catalogue_cache: dict = {"root": None, "time": 0.0, "entries": []}
 
 
 def catalogue() -> list[dict]:
     """Shipped checkpoints with weights, grouped by dataset, architecture, training method and AdS."""
     from ssm_models.hub import list_checkpoints
 
+    root, now = checkpoint_root(), time.monotonic()
+    if _catalogue_cache["root"] == root and now - _catalogue_cache["time"] < CATALOGUE_TTL_S:
+        return list(_catalogue_cache["entries"])
     # `<name>/last` folders are the training run's final epoch kept beside the selected best one: not a model to offer
-    entries = [describe_entry(e) for e in list_checkpoints(checkpoint_root())
+    entries = [describe_entry(e) for e in list_checkpoints(root)
                if e.get("has_weights", True) and not e["name"].endswith("/last")]
-    return sorted(entries, key=lambda e: (e["dataset"], e["arch"], e["method"] != "st", e["method"],
-                                          e["ads"] is not None, e["name"]))
-
-
-def model_choices() -> list[tuple[str, str]]:
-    return [(e["label"], e["name"]) for e in catalogue()]
+    entries.sort(key=lambda e: (e["dataset"], e["arch"], e["method"] != "st", e["method"], e["ads"] is not None,
+                                e["name"]))
+    _catalogue_cache.update(root=root, time=now, entries=entries)
+    return list(entries)
 
 
 def default_checkpoint(entries: list[dict] | None = None) -> str | None:

@@ -25,6 +25,7 @@ class Timing:
     warmup: int
     peak_rss_mb: float | None = None  # peak RSS growth above the start of the first (untimed or timed) run
     scaled_from: str = ""  # non-empty when the figure is a stated extrapolation of a smaller measurement
+    cpu_samples: list[float] = field(default_factory=list)  # this process's CPU seconds per timed run
 
     @property
     def median(self) -> float:
@@ -35,16 +36,25 @@ class Timing:
         return len(self.samples)
 
     @property
+    def cpu_share(self) -> float | None:
+        """CPU seconds / wall seconds over the timed runs: about the thread count on an idle machine, less when
+        other jobs take the cores."""
+        wall = sum(self.samples)
+        return sum(self.cpu_samples) / wall if self.cpu_samples and wall > 0 else None
+
+    @property
     def spread(self) -> float:
         """(max - min) / median: how noisy the repeats were on this shared machine."""
         return (max(self.samples) - min(self.samples)) / self.median if self.median > 0 else 0.0
 
     def scaled(self, factor: float, reason: str) -> "Timing":
-        return Timing([s * factor for s in self.samples], self.warmup, self.peak_rss_mb, reason)
+        return Timing([s * factor for s in self.samples], self.warmup, self.peak_rss_mb, reason,
+                      [s * factor for s in self.cpu_samples])
 
     def to_dict(self) -> dict:
         return {"median": self.median, "samples": self.samples, "warmup": self.warmup,
-                "peak_rss_mb": self.peak_rss_mb, "scaled_from": self.scaled_from}
+                "peak_rss_mb": self.peak_rss_mb, "scaled_from": self.scaled_from, "cpu_samples": self.cpu_samples,
+                "cpu_share": self.cpu_share}
 
 
 def current_rss_bytes() -> int:
@@ -96,24 +106,25 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int = 1, memory: boo
     """Median-ready wall times of `fn()`; RSS is sampled during the first run only (the warm-up when there is
     one), so the sampling thread never perturbs a timed run unless the figure is measured exactly once."""
     peak = None
-    runs = warmup + repeats
-    samples = []
-    for i in range(runs):
+    samples, cpu = [], []
+    for i in range(warmup + repeats):
         if i == 0 and memory:
             with PeakRss() as rss:
-                elapsed = _timed(fn)
+                elapsed, cpu_seconds = _timed(fn)
             peak = rss.peak_mb
         else:
-            elapsed = _timed(fn)
+            elapsed, cpu_seconds = _timed(fn)
         if i >= warmup:
             samples.append(elapsed)
-    return Timing(samples, warmup, peak)
+            cpu.append(cpu_seconds)
+    return Timing(samples, warmup, peak, cpu_samples=cpu)
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 # ----- machine -------------------------------------------------------------------------------------------

@@ -95,11 +95,15 @@ def render(machine: dict, sections: list[Section], regressions: list[Regression]
 def section_part(section: Section, carried: bool) -> list[str]:
     load = "/".join(f"{v:g}" for v in section.load_average) or "unknown"
     mode = "quick mode (tiny sizes; not comparable to a full run)" if section.quick else "full sizes"
-    origin = "carried over from an earlier run" if carried else "measured in this run"
+    origin = "Carried over from an earlier run" if carried else "Measured in this run"
+    share = section.cpu_share()
+    share_text = "" if share is None else (
+        f" During the timed runs this process got {share:.0%} CPU time per wall-clock second "
+        f"(about {section.threads * 100}% on an idle machine).")
     lines = [f"## {section.key}: {section.title}", "",
              f"Reproduce: `{section.command}`", "",
              f"{origin}: {section.measured_utc}, {mode}, {section.threads} thread(s), load average at the section's "
-             f"start {load}, section wall time {section.seconds:.0f} s.", ""]
+             f"start {load}, section wall time {section.seconds:.0f} s.{share_text}", ""]
     lines += results_table([(section.key, r) for r in section.rows], with_details=True)
     if section.notes:
         lines += [""] + [f"- {note}" for note in section.notes]

@@ -117,6 +117,12 @@ class Section:
         self.timings[name] = timing.to_dict()
         return timing
 
+    def cpu_share(self) -> float | None:
+        """This process's CPU seconds over wall seconds across the section's timed runs."""
+        cpu = sum(sum(t.get("cpu_samples") or []) for t in self.timings.values() if not t.get("scaled_from"))
+        wall = sum(sum(t["samples"]) for t in self.timings.values() if t.get("cpu_samples") and not t.get("scaled_from"))
+        return cpu / wall if wall > 0 else None
+
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
         data["rows"] = [r.to_dict() for r in self.rows]

@@ -44,6 +44,37 @@ def _entry(e: dict) -> dict:
     return {k: e[k] for k in ("accuracy", "correct", "n", "ci95")}
 
 
+def _pct(e: dict) -> str:
+    return f"{e['accuracy']:.2%} [{e['ci95'][0]:.1%}, {e['ci95'][1]:.1%}] (n={e['n']})"
+
+
+def card_description(meta: dict, metrics: dict) -> str:
+    """Human summary at the top of the model card: results with n and intervals, then how it was trained."""
+    rows = [f"| clean, full test set | {_pct(metrics['clean'])} |"]
+    for label, e in metrics["pgd10"].items():
+        rows.append(f"| PGD-10 Linf eps={label} (step {e['step_size']:.4g}) | {_pct(e)} |")
+    for label, e in metrics["autoattack"].items():
+        flags = f"; flags: {', '.join(e['flags'])}" if e.get("flags") else ""
+        rows.append(f"| AutoAttack standard Linf eps={label}{flags} | {_pct(e)} |")
+    tc = meta.get("train_config", {})
+    tm = meta.get("threat_model", {})
+    training = [
+        f"- method: `{meta.get('method')}`; {meta.get('epochs_trained')} epochs, best epoch "
+        f"{meta.get('best_epoch')} (highest PGD-10 accuracy on the validation split, never the test set)",
+        f"- wall time: {meta.get('train_wall_time_s')} s on a 2-core CPU (single thread), this project's "
+        "`ssm-lab train`",
+        f"- AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, cosine schedule, batch {tc.get('batch_size')},"
+        f" augmentation: {'random shifts' if tc.get('augment') else 'none'}, seed {tc.get('seed')}",
+    ]
+    if meta.get("method") != "st":
+        training.append(f"- training attack: Linf eps {tm.get('eps')}, step {tc.get('step_size') or tm.get('step_size')},"
+                        f" {tc.get('attack_steps')} steps")
+    return "\n".join([
+        "## Results", "", f"Test data: {metrics['test_source']}. 95% Wilson intervals; PGD and AutoAttack on fixed "
+        f"stratified samples (seed {metrics['seed']}).", "", "| evaluation | accuracy |", "|---|---|", *rows, "",
+        "## Training", "", *training])
+
+
 def write_card(directory: str | Path, metrics: dict) -> None:
     """Store metrics.json and regenerate the model card from config + metrics (weights rewritten bit-identically)."""
     directory = Path(directory)
@@ -52,4 +83,4 @@ def write_card(directory: str | Path, metrics: dict) -> None:
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=1))
     save_pretrained(model, directory, card={
         "dataset": meta.get("dataset"), "method": meta.get("method"), "threat_model": meta.get("threat_model"),
-        "metrics": metrics})
+        "metrics": metrics, "description": card_description(meta, metrics)})

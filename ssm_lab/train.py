@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     state_path = out / STATE_FILE
     if state_path.exists():  # resume: our own file, still loaded without unpickling arbitrary objects
         state = torch.load(state_path, weights_only=True)
-        if state["config"] != json.dumps(asdict(cfg), sort_keys=True):
+        if not _same_config(json.loads(state["config"]), cfg):
             raise ValueError(f"{state_path} belongs to a different training configuration; remove it or change --out")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -186,6 +186,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
                     "elapsed": elapsed}, tmp)
         os.replace(tmp, state_path)
     return {"history": history, "best_val_adv_acc": best_acc, "wall_time_s": elapsed}
+
+
+def _same_config(stored: dict, cfg: TrainConfig) -> bool:
+    """Equal, ignoring fields added to TrainConfig after the state was written that still hold their default."""
+    current = json.loads(json.dumps(asdict(cfg)))
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    for key in set(current) - set(stored):
+        if current[key] == defaults[key]:
+            del current[key]
+    return stored == current
 
 
 def _atomic_write(path: Path, text: str) -> None:

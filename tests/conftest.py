@@ -23,3 +23,14 @@ def hub_server(tmp_path, hub_env):
     server.env = hub_env
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread():
+    """Tiny test models run fastest on one thread; two threads on two shared cores contend badly."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

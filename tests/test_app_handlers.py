@@ -136,7 +136,7 @@ def test_hub_repo_is_downloaded_and_selectable(hub_server, checkpoints):
 # ----- images --------------------------------------------------------------------------------------
 def test_preview_shows_the_test_image_pixel_for_pixel():
     img, note = H.preview("mnist-s4-st", "dataset", "MNIST", 7)
-    digit = inputs.test_set("MNIST").images[7, 0]  # (28, 28)
+    digit = inputs.load_test_split("MNIST").images[7, 0]  # (28, 28)
     assert img.shape == (224, 224, 3) and img.dtype == np.uint8
     assert np.array_equal(img[::8, ::8, 0], digit)  # 8x nearest-neighbour enlargement, no smoothing
     assert "true class" in note
@@ -191,8 +191,8 @@ def test_drawing_becomes_a_centred_white_on_black_digit():
 
 def test_random_and_class_picks_stay_in_the_class():
     index = H.pick_class("MNIST", "3")
-    assert inputs.test_set("MNIST").labels[index] == 3
-    assert all(inputs.test_set("MNIST").labels[H.pick_random("MNIST", "5")] == 5 for _ in range(5))
+    assert inputs.load_test_split("MNIST").labels[index] == 3
+    assert all(inputs.load_test_split("MNIST").labels[H.pick_random("MNIST", "5")] == 5 for _ in range(5))
 
 
 # ----- attack --------------------------------------------------------------------------------------
@@ -203,14 +203,14 @@ def test_pgd_attack_returns_images_figures_and_lossless_downloads():
     assert all(isinstance(f, go.Figure) and len(f.data) > 0 for f in (topk, trace, scaling, tokens))
     assert "PGD (Linf)" in summary and "survives 8-bit PNG" in summary
     png, npy, card_path = files
-    x = inputs.test_set("MNIST").images[0, 0].astype(np.float32) / 255
+    x = inputs.load_test_split("MNIST").images[0, 0].astype(np.float32) / 255
     adv_exact = np.load(npy)  # (1, 28, 28) float32
     assert adv_exact.shape == (1, 28, 28) and np.abs(adv_exact[0] - x).max() <= 0.3 + 1e-6
     assert np.array_equal(np.asarray(Image.open(png)), np.round(adv_exact[0] * 255).astype(np.uint8))
     saved = json.loads(open(card_path).read())
     assert saved["attack"] == "pgd" and saved["params"]["steps"] == 5 and saved["seed"] == 0
     assert saved["model"]["source"] == "mnist-s4-st"  # no server paths in what users download
-    assert card["results"]["label"] == str(inputs.test_set("MNIST").labels[0])
+    assert card["results"]["label"] == str(inputs.load_test_split("MNIST").labels[0])
 
 
 def test_attack_is_reproducible_with_a_seed():
@@ -359,7 +359,7 @@ def test_presets_fill_the_attack_tab_with_a_matching_model():
 
 
 def test_command_line_and_environment(monkeypatch):
-    from app.__main__ import parse_args
+    from app.__main__ import parse_args, torch_threads
 
     for name in ("SSM_LAB_HOST", "SSM_LAB_PORT", "SSM_LAB_SHARE", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         monkeypatch.delenv(name, raising=False)
@@ -374,3 +374,7 @@ def test_command_line_and_environment(monkeypatch):
     assert parse_args(["--port", "9200"]).port == 9200 and parse_args([]).port == 9100
     with pytest.raises(SystemExit):
         parse_args(["--port", "70000"])
+    monkeypatch.delenv("SSM_LAB_TORCH_THREADS", raising=False)
+    assert torch_threads() == 1
+    monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "2")
+    assert torch_threads() == 2

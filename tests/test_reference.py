@@ -77,12 +77,15 @@ def mamba_state(seed: int, dataset: str, inner: int = 16, d_state: int = 4, d_co
         p = f"mapping_layers.{i}."
         dt = torch.exp(log_uniform(gen, inner))
         state.update({
-            p + "A_log": torch.log(torch.arange(1, d_state + 1.0)).repeat(inner, 1) + randn(gen, inner, d_state, scale=0.1),
+            p + "A_log": torch.log(torch.arange(1, d_state + 1.0)).repeat(inner, 1)
+            + randn(gen, inner, d_state, scale=0.1),
             p + "D": 1 + randn(gen, inner, scale=0.1), p + "in_proj.weight": randn(gen, 2 * inner, WIDTH, scale=0.4),
-            p + "conv1d.weight": randn(gen, inner, 1, d_conv, scale=0.5), p + "conv1d.bias": randn(gen, inner, scale=0.1),
+            p + "conv1d.weight": randn(gen, inner, 1, d_conv, scale=0.5),
+            p + "conv1d.bias": randn(gen, inner, scale=0.1),
             p + "x_proj.weight": randn(gen, rank + 2 * d_state, inner, scale=0.3),
             p + "dt_proj.weight": randn(gen, inner, rank, scale=rank ** -0.5),
-            p + "dt_proj.bias": dt + torch.log(-torch.expm1(-dt)), p + "out_proj.weight": randn(gen, WIDTH, inner, scale=0.3)})
+            p + "dt_proj.bias": dt + torch.log(-torch.expm1(-dt)),  # inverse softplus
+            p + "out_proj.weight": randn(gen, WIDTH, inner, scale=0.3)})
     return state
 
 
@@ -165,8 +168,9 @@ def reference_forward(state: dict, x: torch.Tensor, arch: str, ads: str | None =
     for i in range(LAYERS):
         p = {k.split(".", 2)[2]: v for k, v in s.items() if k.startswith(f"mapping_layers.{i}.")}
         if arch == "mamba":
-            cfg = MambaConfig(d_model=WIDTH, n_layers=1, dt_rank=p["dt_proj.weight"].shape[1], d_state=p["A_log"].shape[1],
-                              expand_factor=p["A_log"].shape[0] // WIDTH, d_conv=p["conv1d.weight"].shape[2], pscan=False)
+            inner, d_state = p["A_log"].shape
+            cfg = MambaConfig(d_model=WIDTH, n_layers=1, dt_rank=p["dt_proj.weight"].shape[1], d_state=d_state,
+                              expand_factor=inner // WIDTH, d_conv=p["conv1d.weight"].shape[2], pscan=False)
             block = OracleMambaBlock(cfg).double()
             block.load_state_dict(p, strict=True)
             y = block(z)
@@ -276,7 +280,7 @@ def _corrupt(kind: str) -> tuple[dict, str, str]:
         state["mapping_layers.0.kernel.kernel.omega"] = torch.zeros(3)
         return state, "s4", r"unknown keys: mapping_layers\.0\.kernel\.kernel\.omega"
     if kind == "wrong arch":
-        return mamba_state(6, "mnist"), "s4", "look like arch='mamba'"
+        return mamba_state(6, "mnist"), "s4", r"checkpoint: its layers look like arch='mamba'; missing keys"
     if kind == "shape":
         state["mapping_layers.1.kernel.kernel.B"] = torch.zeros(1, 1, MODES + 1, 2)
         return state, "s4", r"inconsistent tensor shapes: mapping_layers\.1\.kernel\.kernel\.B complex \(1, 1, 5\)"
@@ -339,7 +343,8 @@ class _CreatesFile:
 def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path, capsys):
     marker = tmp_path / "pwned"
     torch.save({"input.weight": torch.zeros(2, 1), "payload": _CreatesFile(marker)}, tmp_path / "evil.pt")
-    with pytest.raises(ReferenceImportError, match=r"refused by torch.load\(weights_only=True\).*never fully unpickled"):
+    refused = r"refused by torch.load\(weights_only=True\).*never fully unpickled"
+    with pytest.raises(ReferenceImportError, match=refused):
         import_reference(tmp_path / "evil.pt", arch="s4", dataset="mnist")
     out = tmp_path / "out"
     assert main(["import-reference", str(tmp_path / "evil.pt"), "--arch", "s4", "--dataset", "mnist",

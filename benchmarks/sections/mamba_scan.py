@@ -84,9 +84,10 @@ def run(settings: Settings):
         "pscan=True))` loaded with the same state dict (the parameter names match); largest output difference "
         f"{agreement:.1e}. The sequential reference is the same block with `scan='sequential'`.",
         "Work timed: forward, `(out * g).sum().backward()` with a fixed random g, gradients for the input and all "
-        "parameters. mambapy pads L to the next power of two (784 -> 1024) inside its scan.",
+        f"parameters. mambapy pads L to the next power of two ({length} -> {1 << (length - 1).bit_length()}) "
+        "inside its scan.",
         "Our sequential reference is measured exactly once at full size. mambapy's own sequential loop (whose "
-        f"backward grows super-linearly in L) takes minutes at batch {batch}, so it is measured once at batch "
+        "backward grows super-linearly in L) would take minutes at full batch, so it is measured once at batch "
         f"{small} and multiplied by {scale:g}, assuming cost linear in the batch: that row is an extrapolation and "
         "carries no target.",
         "Targets from the issue: at least 1.0x mambapy's parallel scan (stretch 1.5x) and at least 20x the "
