@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_demo()
     demo.queue(default_concurrency_limit=LIMITS.concurrency, max_size=LIMITS.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True, css=CSS,
-                max_file_size=f"{LIMITS.upload_bytes // 2**20}mb", footer_links=["api", "gradio"],
+                max_file_size=LIMITS.upload_bytes, footer_links=["api", "gradio"],
                 prevent_thread_lock=True)
     print(f"SSM Robustness Lab on http://{args.host}:{args.port}", flush=True)
     # torch and the engine load only now: importing them beside gradio would delay the first page

@@ -63,6 +63,8 @@ def evaluate_model(model_name, dataset, n, attacks, eps, steps, restarts, seed, 
                           progress=progress_callback(progress), cancel=cancel, data_info=info)
     report["checkpoint"] = model_name
     report["model"] = public_model_info(report["model"], model_name)
+    if str((report.get("model_info") or {}).get("name", "")).startswith("/"):  # no server paths in reports
+        report["model_info"]["name"] = model_name
     last = report["attacks"][-1]
     predictions = [p for p in last.get("predictions", []) if p is not None]
     truth = [int(t) for t, p in zip(y.tolist(), last.get("predictions", [])) if p is not None]

@@ -131,7 +131,29 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
         "versions": versions(),
         "complete": all(r["complete"] for r in results.values()),
     }
+    report["model_info"] = model_info(report)
     return report
+
+
+def model_info(report: dict) -> dict:
+    """The RobustBench model_info fields (percent strings) for this run; robust accuracy is the worst case."""
+    model, data = report["model"], report.get("data") or {}
+    robust = report["worst_case"] or {"accuracy": float("nan")}
+    return {
+        "name": model.get("source") or model.get("arch"),
+        "architecture": model.get("arch"),
+        "dataset": data.get("dataset"),
+        "threat_model": report["threat_model"]["norm"],
+        "eps": report["threat_model"]["eps_label"],
+        "clean_acc": f"{100 * report['clean']['accuracy']:.2f}",
+        "robust_acc": f"{100 * robust['accuracy']:.2f}",
+        "autoattack_acc": next((f"{100 * a['accuracy']:.2f}" for a in report["attacks"]
+                                if a["attack"] == "autoattack" and a["complete"]), None),
+        "n_examples": report["n"],
+        "attacks": [a["attack"] for a in report["attacks"]],
+        "reported": None,
+        "additional_data": False,
+    }
 
 
 def _load_state(path, n, eps, attacks, seed) -> dict:

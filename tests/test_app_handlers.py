@@ -87,8 +87,11 @@ def test_card_metrics_are_read_from_evaluation_reports_and_flat_files():
 
     report = {"n": 100, "clean": {"accuracy": 0.98, "ci95": [0.9, 1.0]},
               "attacks": [{"attack": "pgd", "accuracy": 0.4}, {"attack": "autoattack", "accuracy": 0.3}]}
-    assert headline_metrics(report) == {"clean.accuracy": 0.98, "attacks.pgd.accuracy": 0.4,
-                                        "attacks.autoattack.accuracy": 0.3}
+    assert headline_metrics(report) == {"clean": 0.98, "pgd": 0.4, "autoattack": 0.3}
+    card = {"clean": {"accuracy": 0.99, "n": 10000}, "pgd10": {"0.3": {"accuracy": 0.2, "clean_on_sample":
+                                                                        {"accuracy": 0.99}}},
+            "autoattack": {"0.3": {"accuracy": 0.1, "version": "standard"}}, "seconds": 12.0}
+    assert headline_metrics(card) == {"clean": 0.99, "pgd10 0.3": 0.2, "autoattack 0.3": 0.1}
     assert headline_metrics({"test_clean_acc": 0.9, "epochs": 20}) == {"test_clean_acc": 0.9}
 
 
@@ -296,6 +299,8 @@ def test_evaluate_reports_accuracies_confusion_and_json():
     assert int(np.asarray(confusion.data[0].z).sum()) == 10
     saved = json.loads(open(path).read())
     assert len(saved["attacks"][1]["predictions"]) == 10
+    assert str(root_dir := saved["model"].get("source")) == "mnist-s4-st" and "/" not in json.dumps(
+        saved.get("model_info", {}).get("name", "")), root_dir
     with pytest.raises(gr.Error, match="separately"):
         E.evaluate_model("mnist-s4-st", "MNIST", 4, ["FGSM", "CW (L2)"], "0.3", 3, 1, 0)
     with pytest.raises(gr.Error, match="SSM_LAB_MAX_EVAL_N"):

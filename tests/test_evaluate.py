@@ -41,6 +41,9 @@ def test_report_fields_and_worst_case(tiny):
     assert rep["worst_case"]["accuracy"] <= min(accs)
     assert all(len(a["ci95"]) == 2 for a in rep["attacks"])
     assert rep["versions"]["torch"] == torch.__version__
+    info = rep["model_info"]
+    assert info["clean_acc"] == "100.00" and info["threat_model"] == "Linf" and info["n_examples"] == 12
+    assert float(info["robust_acc"]) == pytest.approx(100 * rep["worst_case"]["accuracy"], abs=0.01)
     json.dumps(rep)  # the report is plain JSON
 
 

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ssm_models import create_model
 
-from ..harness import measure
+from ..harness import PeakRss, measure
 from ..results import Row, memory_text
 from .common import QUICK_CONFIG, Settings, Stopwatch, new_section
 
@@ -80,8 +80,11 @@ def run(settings: Settings):
                 model.zero_grad(set_to_none=True)
                 F.cross_entropy(model(x), y).backward()
 
-            counted, fft = count_flops(step)
-            timing = section.add_timing(arch, measure(step, settings.repeats(3, 1)))
+            with PeakRss() as rss:  # the counted step doubles as the untimed warm-up
+                counted, fft = count_flops(step)
+            timing = measure(step, settings.repeats(3, 1), warmup=0, memory=False)
+            timing.peak_rss_mb = rss.peak_mb
+            section.add_timing(arch, timing)
             gflops = (counted + fft) / timing.median / 1e9
             what = f"{arch.upper()} fwd+bwd, batch {batch}, L={model.config.seq_len}"
             section.rows += [
