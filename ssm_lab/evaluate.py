@@ -55,8 +55,23 @@ def versions() -> dict:
     return out
 
 
+def _display_path(value: str) -> str:
+    """Absolute paths leak the machine's layout into shared reports: keep them relative to the project."""
+    path = Path(value)
+    if not path.is_absolute():
+        return value
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
 def model_identity(model) -> dict:
     info = dict(getattr(model, "source_info", {}) or {})
+    for key in ("path", "source"):
+        if isinstance(info.get(key), str):
+            info[key] = _display_path(info[key])
     info["arch"] = model.config.arch
     info["config"] = {k: v for k, v in model.config.to_dict().items() if k != "meta"}
     return info
@@ -175,7 +190,7 @@ def _save_state(path, state) -> None:
 
 
 def eps_curve(models: dict, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], attack: dict,
-              *, seed: int = 0, batch_size: int = 100, progress: Progress | None = None, cancel=None) -> dict:
+              *, norm: str = "Linf", seed: int = 0, batch_size: int = 100, progress: Progress | None = None, cancel=None) -> dict:
     """Robust accuracy against one attack for several models over a list of eps values (same points for all)."""
     curves = {}
     total, done = len(models) * len(eps_values), 0
@@ -186,13 +201,14 @@ def eps_curve(models: dict, x: torch.Tensor, y: torch.Tensor, eps_values: Sequen
                 correct = int((predict(model, x, batch_size) == y).sum())
                 rows.append({"eps": 0.0, **accuracy_entry(correct, len(x))})
             else:
-                rep = evaluate(model, x, y, [attack], eps=eps, batch_size=batch_size, seed=seed, cancel=cancel)
+                rep = evaluate(model, x, y, [attack], eps=eps, norm=norm, batch_size=batch_size, seed=seed,
+                               cancel=cancel)
                 rows.append({"eps": eps, **rep["attacks"][0]})
             done += 1
             if progress is not None:
                 progress(done, total, f"{label} eps={eps_label(eps)}")
         curves[label] = rows
-    return {"n": len(x), "attack": attack, "curves": curves}
+    return {"n": len(x), "attack": attack, "norm": norm, "curves": curves}
 
 
 def transfer_matrix(models: dict, x: torch.Tensor, y: torch.Tensor, attack: dict, *, eps: float, seed: int = 0,

@@ -299,8 +299,8 @@ def test_evaluate_reports_accuracies_confusion_and_json():
     assert int(np.asarray(confusion.data[0].z).sum()) == 10
     saved = json.loads(open(path).read())
     assert len(saved["attacks"][1]["predictions"]) == 10
-    assert str(root_dir := saved["model"].get("source")) == "mnist-s4-st" and "/" not in json.dumps(
-        saved.get("model_info", {}).get("name", "")), root_dir
+    assert saved["model"]["source"] == "mnist-s4-st" and "path" not in saved["model"]  # no server paths
+    assert saved.get("model_info", {}).get("name", "mnist-s4-st") == "mnist-s4-st"
     with pytest.raises(gr.Error, match="separately"):
         E.evaluate_model("mnist-s4-st", "MNIST", 4, ["FGSM", "CW (L2)"], "0.3", 3, 1, 0)
     with pytest.raises(gr.Error, match="SSM_LAB_MAX_EVAL_N"):
