@@ -119,8 +119,8 @@ class Section:
 
     def cpu_share(self) -> float | None:
         """This process's CPU seconds over wall seconds across the section's timed runs."""
-        cpu = sum(sum(t.get("cpu_samples") or []) for t in self.timings.values() if not t.get("scaled_from"))
-        wall = sum(sum(t["samples"]) for t in self.timings.values() if t.get("cpu_samples") and not t.get("scaled_from"))
+        timed = [t for t in self.timings.values() if t.get("cpu_samples") and not t.get("scaled_from")]
+        cpu, wall = sum(sum(t["cpu_samples"]) for t in timed), sum(sum(t["samples"]) for t in timed)
         return cpu / wall if wall > 0 else None
 
     def to_dict(self) -> dict:

@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
               for key in SECTIONS
               if key in fresh_keys or (key in previous and previous[key].quick == settings.quick)]
     machine.load_average_end = load_average()
-    invocation = ".venv/bin/python -m benchmarks" + ("" if argv is None and len(sys.argv) < 2 else " ") + \
-        " ".join(sys.argv[1:] if argv is None else argv)
-    text = render(machine.to_dict(), merged, regressions, skipped, fresh_keys, invocation.strip())
+    arguments = " ".join(sys.argv[1:] if argv is None else argv)
+    invocation = f".venv/bin/python -m benchmarks {arguments}".strip()
+    text = render(machine.to_dict(), merged, regressions, skipped, fresh_keys, invocation)
     args.output.write_text(text, encoding="utf-8")
     for section in fresh:
         for row in section.rows:

@@ -161,7 +161,7 @@ def cmd_serve(a) -> None:
 def cmd_import_reference(a) -> None:
     from ssm_models.reference import import_reference
 
-    model = import_reference(a.path, arch=a.arch, dataset=a.dataset)
+    model = import_reference(a.path, arch=a.arch, dataset=a.dataset, ads=a.ads)
     from ssm_models.hub import save_pretrained
 
     save_pretrained(model, a.out)
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("path")
     ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"])
     ir.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
+    ir.add_argument("--ads", choices=["relu", "sigmoid", "tanh"],
+                    help="activation of the file's AdSS module (the reference does not store it)")
     ir.add_argument("--out", required=True)
     ir.set_defaults(func=cmd_import_reference)
 

@@ -1,5 +1,5 @@
 """SSM Robustness Lab models: S4, DSS, S5, Mega and Mamba image classifiers in pure PyTorch."""
-from .classifier import SSMClassifier
+from .classifier import SSMClassifier, frozen
 from .config import ConfigError, ModelConfig
 from .probes import probe_names, record
 from .registry import create_model, list_models, register_model
@@ -9,6 +9,7 @@ __all__ = [
     "ModelConfig",
     "SSMClassifier",
     "create_model",
+    "frozen",
     "list_models",
     "probe_names",
     "record",

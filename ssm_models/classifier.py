@@ -14,6 +14,24 @@ from .registry import block_factory
 from .tokenizers import build_tokenizer
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module):
+    """Eval mode with every parameter's requires_grad off, restored afterwards (any nn.Module).
+
+    Attacks need input gradients only; with parameters frozen the time-invariant SSM kernels are cached."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
 class Normalize(nn.Module):
     """(x - mean) / std inside the model, so attacks always work on images in [0, 1]."""
 
@@ -139,31 +157,9 @@ class SSMClassifier(
         return self.embed.token_map(values, self.config.image_size, self.config.in_channels)
 
     # ----- attack mode -----------------------------------------------------------------------
-    @contextlib.contextmanager
     def frozen(self):
         """Eval mode with parameters frozen: input gradients only, and LTI kernels may be cached."""
-        was_training = self.training
-        flags = [(p, p.requires_grad) for p in self.parameters()]
-        self.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        try:
-            yield self
-        finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
-            self.train(was_training)
-
-    # ----- Hub mixin: routed through hub.py so both entry points share its checks ----------------
-    def _save_pretrained(self, save_directory) -> None:
-        from .hub import save_pretrained  # hub imports this module
-
-        save_pretrained(self, save_directory)  # writes config.json and README.md too; the mixin keeps them
-
-    def generate_model_card(self, *args, **kwargs):
-        from .hub import model_card
-
-        return model_card(self.config, kwargs.get("card"), n_params=sum(t.numel() for t in self.state_dict().values()))
+        return frozen(self)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, force_download=False, token=None, cache_dir=None,

@@ -1,4 +1,4 @@
-"""Import a state_dict saved by the paper's reference code (its models/SSM.py) as an SSMClassifier computing the same function."""
+"""Import a state_dict saved by the paper's reference code (models/SSM.py) as an SSMClassifier with its function."""
 from __future__ import annotations
 
 import hashlib
@@ -56,10 +56,11 @@ def load_reference_state(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        detail = re.search(r"WeightsUnpickler error: ([^\n]*)", str(err))
-        if detail is None:  # not a pickle at all (e.g. "invalid load key")
-            raise ReferenceImportError(f"{path.name} is not a torch checkpoint: {err}") from None
-        reason = detail.group(1)
+        after = str(err).partition("WeightsUnpickler error:")[2].split("Check the documentation")[0]
+        reason = next((line.strip() for line in after.splitlines() if line.strip()), str(err).splitlines()[0])
+        if "global" not in reason.lower():  # not a pickle of ours at all (e.g. "Unsupported operand")
+            raise ReferenceImportError(f"{path.name} is not a torch checkpoint: {reason}") from None
+        reason = reason.split(" was not an allowed global")[0]  # drop torch's advice to allowlist it
         raise ReferenceImportError(
             f"{path.name} was refused by torch.load(weights_only=True), which only rebuilds tensors and plain "
             f"containers; this file holds other objects ({reason}) and is never fully unpickled") from None
@@ -120,17 +121,19 @@ def _check_keys(state: Mapping[str, torch.Tensor], arch: str, n_layers: int, wit
         parts = [f"missing keys: {_listing(missing)}"] if missing else []
         parts += [f"unknown keys: {_listing(unknown)}"] if unknown else []
         guess = _guess_arch(state)
-        hint = f"; the layers look like arch={guess!r}" if guess and guess != arch else ""
-        if arch == "dss" and any(k.endswith(_KERNEL + "log_w_real") for k in state) and not guess:
-            hint = ("; a diagonal kernel with log_w_real/w_imag was trained with disc zoh/bilinear/foh, which the "
-                    "file does not record; the reference's SSKernelDiag default is disc='dss' (key 'w')")
-        raise ReferenceImportError(f"not a reference {REFERENCE_CLASS[arch]} checkpoint: {'; '.join(parts)}{hint}")
+        if guess and guess != arch:
+            parts.insert(0, f"its layers look like arch={guess!r}")
+        elif arch == "dss" and any(k.endswith(_KERNEL + "log_w_real") for k in state):
+            parts.append("a diagonal kernel with log_w_real/w_imag was trained with disc zoh/bilinear/foh, which the "
+                         "file does not record; the reference's SSKernelDiag default is disc='dss' (key 'w')")
+        raise ReferenceImportError(f"not a reference {REFERENCE_CLASS[arch]} checkpoint: {'; '.join(parts)}")
     bad_dtype = [k for k, t in state.items() if not (t.is_floating_point() or t.is_complex())
                  and not k.endswith(_KERNEL + "L")]  # complex where a real tensor belongs: a shape error later
     bad_dtype += [k for k, t in state.items() if k.endswith(_KERNEL + "L")
                   and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)]
     if bad_dtype:
-        raise ReferenceImportError(f"unexpected tensor dtypes: {_listing(f'{k} ({state[k].dtype})' for k in bad_dtype)}")
+        described = (f"{k} ({state[k].dtype})" for k in bad_dtype)
+        raise ReferenceImportError(f"unexpected tensor dtypes: {_listing(described)}")
     non_finite = [k for k, t in state.items() if not bool(torch.isfinite(t).all())]
     if non_finite:
         raise ReferenceImportError(f"non-finite values (NaN/Inf) in: {_listing(non_finite)}")
@@ -289,7 +292,8 @@ def _config(state: Mapping[str, torch.Tensor], arch: str, dataset: str, n_layers
     if arch in ("s4", "dss"):
         modes = _complex(first[_KERNEL + "C"]).shape[-1]
         # the reference's DSS kernel maps exactly onto our ZOH one (see _dss_mixer); S4 is bilinear
-        fields.update(d_state=2 * modes, disc="bilinear" if arch == "s4" else "zoh", init="legs" if arch == "s4" else "lin")
+        disc, init = ("bilinear", "legs") if arch == "s4" else ("zoh", "lin")
+        fields.update(d_state=2 * modes, disc=disc, init=init)
     elif arch == "mamba":
         inner, d_state = first["A_log"].shape
         if inner % width:
@@ -318,7 +322,7 @@ def convert_reference(state: Mapping[str, torch.Tensor], *, arch: str, dataset: 
         raise ReferenceImportError(f"AdSS weights ({ADS_KEY}) exist only in the reference S4/DSS blocks, not {arch}")
     if with_ads and ads is None:
         raise ReferenceImportError("the checkpoint has AdSS weights (adss.scale.weight) but the file does not record "
-                                   "their activation: pass ads='relu', 'sigmoid' or 'tanh' (--AdSS_Type relu|sgmd|tanh)")
+                                   "their activation: pass ads='relu', 'sigmoid' or 'tanh' (its --AdSS_Type)")
     if ads is not None and not with_ads:
         raise ReferenceImportError(f"ads={ads!r} was given but the checkpoint has no AdSS weights ({ADS_KEY})")
     _check_keys(state, arch, n_layers, with_ads)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ssm_lab.attacks import make_attack
 
-from ..harness import measure
+from ..harness import measure_interleaved
 from ..results import Row, Target, memory_text
 from .common import Settings, Stopwatch, mnist_batch, new_section, shipped_s4
 
@@ -22,7 +22,7 @@ class Plan:
     eps: float
     sub_attacks: list[str] | None
     repeats: int
-    warmup: int  # untimed runs of ours first; they warm up both engines (same model, same pyautoattack code)
+    warmup: int  # untimed runs of each engine first
     why: str
 
 
@@ -74,16 +74,17 @@ def _measure(section, settings: Settings, n: int) -> None:
                 params["sub_attacks"] = plan.sub_attacks
             ours = make_attack("autoattack", model, **params)
             outcomes = []
-            t_ours = section.add_timing(f"{plan.key}.ours", measure(lambda: outcomes.append(ours.run(x, y)),
-                                                                    plan.repeats, warmup=plan.warmup))
-            t_direct = section.add_timing(f"{plan.key}.direct", measure(_direct(model, x, y, plan, n), plan.repeats,
-                                                                        warmup=0))
+            timings = measure_interleaved({"ours": lambda: outcomes.append(ours.run(x, y)),
+                                           "direct": _direct(model, x, y, plan, n)}, plan.repeats, plan.warmup)
+            t_ours = section.add_timing(f"{plan.key}.ours", timings["ours"])
+            t_direct = section.add_timing(f"{plan.key}.direct", timings["direct"])
             attacks = "+".join(plan.sub_attacks) if plan.sub_attacks else "standard"
             section.rows.append(Row(
                 key=plan.key, what=f"AutoAttack {attacks}, {n} images, eps={plan.eps}", unit="s",
                 ours=t_ours.median, peer=t_direct.median, peer_name="pyautoattack run_standard_evaluation",
                 ratio_kind="overhead", targets=[Target("ratio", "<=", OVERHEAD_TARGET)],
-                repeats=f"{plan.repeats} each", memory=memory_text(ours=t_ours.peak_rss_mb, peer=t_direct.peak_rss_mb)))
+                repeats=f"{plan.repeats} each, interleaved" + ("" if plan.warmup else ", no warm-up of its own"),
+                memory=memory_text(ours=t_ours.peak_rss_mb, peer=t_direct.peak_rss_mb)))
             accuracy = {k: round(v, 3) for k, v in outcomes[0].details.get("robust_accuracy_after", {}).items()}
             notes.append(f"{attacks} at eps={plan.eps} ({plan.why}): `make_attack('autoattack', model, "
                          f"{', '.join(f'{k}={v!r}' for k, v in params.items())})`; accuracy after each sub-attack "

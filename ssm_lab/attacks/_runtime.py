@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssm_models import frozen
+
 Progress = Callable[[int, int, str], None]
 
 
@@ -57,28 +59,10 @@ class CountingModel(nn.Module):
         self.backward_images += n
 
 
-@contextlib.contextmanager
 def attack_mode(model: nn.Module):
-    """Eval mode with frozen parameters for the duration of an attack; restored afterwards.
-
-    SSMClassifier.frozen() does this and also lets time-invariant kernels be computed once per attack.
-    """
-    frozen = getattr(model, "frozen", None)
-    if callable(frozen):
-        with frozen():
-            yield model
-        return
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
+    """Eval mode with frozen parameters for the duration of an attack; restored afterwards (ssm_models.frozen,
+    which also lets time-invariant kernels be computed once per attack)."""
+    return frozen(model)
 
 
 @contextlib.contextmanager
