@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from .compare import chosen_models, sample_test_images, check_fits, spec_cost, spec_for
 from .attack_menu import ATTACK_MENU
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
+from .compare import check_fits, chosen_models, sample_test_images, spec_cost, spec_for
 from .limits import LimitError, check_passes, parse_eps, parse_eps_list
 from .models import MODELS
 

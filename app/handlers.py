@@ -10,8 +10,15 @@ from .attack_menu import attack_settings, class_list, default_eps, eps_string
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .learn import ads_pair
 from .limits import LIMITS, LimitError, check_passes
-from .models import (MODELS, card_markdown, catalogue, catalogue_rows, default_checkpoint, resolve_source,
-                     training_curves)
+from .models import (
+    MODELS,
+    card_markdown,
+    catalogue,
+    catalogue_rows,
+    default_checkpoint,
+    resolve_source,
+    training_curves,
+)
 
 PREVIEW_SIDE = inputs.PREVIEW_SIDE
 

@@ -63,11 +63,13 @@ def card_description(meta: dict, metrics: dict) -> str:
         f"{meta.get('best_epoch')} (highest PGD-10 accuracy on the validation split, never the test set)",
         f"- wall time: {meta.get('train_wall_time_s')} s on a 2-core CPU (single thread), this project's "
         "`ssm-lab train`",
-        f"- AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, cosine schedule, batch {tc.get('batch_size')},"
+        f"- AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, cosine schedule, "
+        f"batch {tc.get('batch_size')},"
         f" augmentation: {'random shifts' if tc.get('augment') else 'none'}, seed {tc.get('seed')}",
     ]
     if meta.get("method") != "st":
-        training.append(f"- training attack: Linf eps {tm.get('eps')}, step {tc.get('step_size') or tm.get('step_size')},"
+        step = tc.get("step_size") or tm.get("step_size")
+        training.append(f"- training attack: Linf eps {tm.get('eps')}, step {step},"
                         f" {tc.get('attack_steps')} steps")
     return "\n".join([
         "## Results", "", f"Test data: {metrics['test_source']}. 95% Wilson intervals; PGD and AutoAttack on fixed "

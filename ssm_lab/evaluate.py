@@ -150,6 +150,18 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
     return report
 
 
+def evaluate_dataset(model, data, attacks: Sequence[dict], n: int, eps: float, batch_size: int = 100, seed: int = 0,
+                     **kwargs) -> dict:
+    """`evaluate` on a seeded, class-stratified sample of n images of an ImageDataset (see ssm_lab.data)."""
+    from .data import sample_indices
+
+    idx = sample_indices(data, min(n, len(data.labels)), seed)
+    x, y = data.tensors(idx)
+    info = {"dataset": data.name, "split": data.split, "source": data.source, "warning": data.warning,
+            "n": len(y), "seed": seed}
+    return evaluate(model, x, y, attacks, eps=eps, batch_size=batch_size, seed=seed, data_info=info, **kwargs)
+
+
 def model_info(report: dict) -> dict:
     """The RobustBench model_info fields (percent strings) for this run; robust accuracy is the worst case."""
     model, data = report["model"], report.get("data") or {}
@@ -190,7 +202,8 @@ def _save_state(path, state) -> None:
 
 
 def eps_curve(models: dict, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], attack: dict,
-              *, norm: str = "Linf", seed: int = 0, batch_size: int = 100, progress: Progress | None = None, cancel=None) -> dict:
+              *, norm: str = "Linf", seed: int = 0, batch_size: int = 100, progress: Progress | None = None,
+              cancel=None) -> dict:
     """Robust accuracy against one attack for several models over a list of eps values (same points for all)."""
     curves = {}
     total, done = len(models) * len(eps_values), 0

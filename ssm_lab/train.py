@@ -186,7 +186,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         torch.save({"config": json.dumps(asdict(cfg), sort_keys=True), "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "data_gen": data_gen.get_state(), "attack_gen": step_fn.generator.get_state(),
-                    "history": json.dumps(history), "best_acc": best_acc, "best_score": list(best_score), "epoch": epoch + 1,
+                    "history": json.dumps(history), "best_acc": best_acc, "best_score": list(best_score),
+                    "epoch": epoch + 1,
                     "elapsed": elapsed}, tmp)
         os.replace(tmp, state_path)
     return {"history": history, "best_val_adv_acc": best_acc, "wall_time_s": elapsed}

@@ -5,8 +5,15 @@ import torch
 from torch import nn
 
 from .config import ConfigError
-from .kernels import CachedKernel, as_complex, complex_parameter, diagonal_init, discretize_diagonal, init_log_dt
-from .kernels import vandermonde_kernel
+from .kernels import (
+    CachedKernel,
+    as_complex,
+    complex_parameter,
+    diagonal_init,
+    discretize_diagonal,
+    init_log_dt,
+    vandermonde_kernel,
+)
 from .registry import register_model
 from .s4 import ConvSSM, LTIBlock
 

@@ -63,7 +63,8 @@ class CachedKernel(nn.Module):
     def _cache_key(self, length: int) -> tuple:
         # The checksum also catches writes through `.data`, which bypass the version counter.
         return (length,) + tuple(
-            (p.data_ptr(), p._version, p.dtype, p.device, float(p.detach().double().sum()), float(p.detach().double().abs().sum()))
+            (p.data_ptr(), p._version, p.dtype, p.device, float(p.detach().double().sum()),
+             float(p.detach().double().abs().sum()))
             for p in self.parameters()
         )
 

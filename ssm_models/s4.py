@@ -8,8 +8,17 @@ from torch import nn
 
 from .ads import AdaptiveScaling
 from .config import ConfigError
-from .kernels import CachedKernel, as_complex, complex_parameter, discretize_dense, fft_conv, fixed_kernel_conv
-from .kernels import hippo_legs_nplr, init_log_dt, kernel_spectrum
+from .kernels import (
+    CachedKernel,
+    as_complex,
+    complex_parameter,
+    discretize_dense,
+    fft_conv,
+    fixed_kernel_conv,
+    hippo_legs_nplr,
+    init_log_dt,
+    kernel_spectrum,
+)
 from .registry import register_model
 
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
-
 from test_app_server import ROOT, server  # noqa: F401 - the fixture: one app process shared with those tests
 
 pytestmark = pytest.mark.e2e

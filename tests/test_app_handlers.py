@@ -12,8 +12,6 @@ import torch
 from PIL import Image
 
 import ssm_models
-from ssm_models.hub import save_pretrained
-
 from app import compare as C
 from app import evaluation as E
 from app import handlers as H
@@ -21,6 +19,7 @@ from app import inputs, learn, limits
 from app.attack_menu import ATTACK_MENU, attack_settings, eps_string
 from app.common import arm_cancel, cancel_job
 from app.models import MODELS
+from ssm_models.hub import save_pretrained
 
 TINY = dict(d_model=16, n_layers=1, d_state=8, tokenizer="patch", patch_size=4)
 

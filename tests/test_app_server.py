@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 from PIL import Image
-
 from test_app_handlers import make_checkpoints
 
 pytestmark = pytest.mark.e2e

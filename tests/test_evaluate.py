@@ -78,3 +78,15 @@ def test_eps_curve_is_monotone_and_transfer_shape(tiny):
     other = create_model("s4", d_model=8, d_state=4, n_layers=1, image_size=8, tokenizer="patch", patch_size=2)
     t = transfer_matrix({"a": model, "b": other}, x, y, {"name": "fgsm"}, eps=0.1)
     assert len(t["matrix"]) == 2 and len(t["matrix"][0]) == 2
+
+
+def test_evaluate_on_a_dataset_sample(tiny):
+    from ssm_lab.data import load_dataset
+    from ssm_lab.evaluate import evaluate_dataset
+
+    model = create_model("s4", d_model=8, d_state=4, n_layers=1, image_size=28, tokenizer="patch", patch_size=7)
+    data = load_dataset("mnist", "test")
+    rep = evaluate_dataset(model, data, [{"name": "fgsm"}], n=30, eps=0.1, seed=1)
+    assert rep["n"] == 30 and rep["data"]["dataset"] == "mnist" and rep["data"]["split"] == "test"
+    again = evaluate_dataset(model, data, [{"name": "fgsm"}], n=30, eps=0.1, seed=1)
+    assert again["attacks"][0]["correct"] == rep["attacks"][0]["correct"]

@@ -6,8 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssm_lab.images import (ImageInputError, load_image, perturbation_display, to_display, to_tensor,
-                            to_model_array)
+from ssm_lab.images import ImageInputError, load_image, perturbation_display, to_display, to_model_array, to_tensor
 
 
 def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:

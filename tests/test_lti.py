@@ -6,8 +6,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from ssm_models import create_model, record
-from ssm_models import kernels
+from ssm_models import create_model, kernels, record
 from ssm_models.kernels import CachedKernel, hippo_legs_nplr
 from ssm_models.registry import arch_defaults
 from ssm_models.s4 import NPLRKernel

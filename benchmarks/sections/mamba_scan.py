@@ -17,7 +17,8 @@ MAMBAPY_SEQUENTIAL_BATCH = 2  # mambapy's own loop is measured at this batch and
 
 
 def _mambapy_block(ours: MambaBlock, d_model: int, d_state: int, parallel: bool):
-    from mambapy.mamba import MambaBlock as PeerBlock, MambaConfig
+    from mambapy.mamba import MambaBlock as PeerBlock
+    from mambapy.mamba import MambaConfig
 
     peer = PeerBlock(MambaConfig(d_model=d_model, n_layers=1, d_state=d_state, pscan=parallel))
     peer.load_state_dict(ours.state_dict())  # the same parameter names as mamba_ssm: same weights

@@ -5,8 +5,20 @@ import inspect
 
 from .apgd import APGDCE, APGDT
 from .autoattack import AutoAttack
-from .base import (DEFAULT_EPS, MAX_BATCH, MAX_IMAGE_NUMEL, MAX_IMAGES, MAX_QUERIES, MAX_RESTARTS, MAX_STEPS,
-                   MAX_TARGETS, Attack, AttackParamError, AttackResult, inside_ball)
+from .base import (
+    DEFAULT_EPS,
+    MAX_BATCH,
+    MAX_IMAGE_NUMEL,
+    MAX_IMAGES,
+    MAX_QUERIES,
+    MAX_RESTARTS,
+    MAX_STEPS,
+    MAX_TARGETS,
+    Attack,
+    AttackParamError,
+    AttackResult,
+    inside_ball,
+)
 from .cw import CWL2
 from .deepfool import DeepFool
 from .fab import FABT

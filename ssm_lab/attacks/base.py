@@ -12,8 +12,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._runtime import (Cancelled, CountingModel, Progress, RunContext, TraceRecorder, attack_mode,
-                       perturbation_norms, preserve_global_rng, project)
+from ._runtime import (
+    Cancelled,
+    CountingModel,
+    Progress,
+    RunContext,
+    TraceRecorder,
+    attack_mode,
+    perturbation_norms,
+    preserve_global_rng,
+    project,
+)
 
 # Hard caps: a request above them is refused before any work starts (the app is a shared CPU service).
 MAX_STEPS = 1000

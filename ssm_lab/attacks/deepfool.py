@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torchattacks
 
-from .base import MAX_STEPS, check_number
 from ._wrapped import TorchattacksAttack
+from .base import MAX_STEPS, check_number
 
 
 class DeepFool(TorchattacksAttack):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torchattacks
 
-from .base import MAX_RESTARTS, MAX_STEPS, check_number
 from ._wrapped import TorchattacksAttack, check_targets, usable_targets
+from .base import MAX_RESTARTS, MAX_STEPS, check_number
 
 
 class FABT(TorchattacksAttack):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torchattacks
 
-from .base import MAX_QUERIES, MAX_RESTARTS, check_number
 from ._wrapped import TorchattacksAttack
+from .base import MAX_QUERIES, MAX_RESTARTS, check_number
 
 
 class Square(TorchattacksAttack):

@@ -271,7 +271,8 @@ def save_cached_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) ->
         _atomic_write(stem.with_name(f"{stem.name}.json"), lambda s: s.write(json.dumps(meta, indent=1).encode()))
         return True
     except OSError as exc:
-        warnings.warn(f"could not write the data cache at {stem.parent} ({exc}); data will be decoded again next time")
+        warnings.warn(f"could not write the data cache at {stem.parent} ({exc}); data will be decoded again next time",
+                      stacklevel=2)
         return False
 
 
