@@ -161,6 +161,17 @@ class SSMClassifier(
         """Eval mode with parameters frozen: input gradients only, and LTI kernels may be cached."""
         return frozen(self)
 
+    # ----- Hub mixin: routed through hub.py so both entry points share its checks ----------------
+    def _save_pretrained(self, save_directory) -> None:
+        from .hub import save_pretrained  # hub imports this module
+
+        save_pretrained(self, save_directory)  # writes config.json and README.md too; the mixin keeps them
+
+    def generate_model_card(self, *args, **kwargs):
+        from .model_card import model_card
+
+        return model_card(self.config, kwargs.get("card"), n_params=sum(t.numel() for t in self.state_dict().values()))
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *, force_download=False, token=None, cache_dir=None,
                         local_files_only=None, revision=None, map_location="cpu"):
