@@ -36,6 +36,11 @@ class Timing:
         return len(self.samples)
 
     @property
+    def cpu_median(self) -> float | None:
+        """Median CPU seconds of this process per timed run: steadier than wall time when other jobs compete."""
+        return statistics.median(self.cpu_samples) if self.cpu_samples else None
+
+    @property
     def cpu_share(self) -> float | None:
         """CPU seconds / wall seconds over the timed runs: about the thread count on an idle machine, less when
         other jobs take the cores."""
@@ -169,6 +174,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+VECTOR_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+
+
+def cpu_flags() -> list[str]:
+    """The vector extensions this CPU advertises (what matmul and FFT speed mostly depend on)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return [flag for flag in VECTOR_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def load_average() -> list[float]:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -188,6 +209,7 @@ def package_version(name: str) -> str:
 @dataclass
 class Machine:
     cpu: str
+    cpu_flags: list[str]
     logical_cores: int
     usable_cores: int
     torch_version: str
@@ -205,7 +227,7 @@ class Machine:
 def machine_info() -> Machine:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return Machine(
-        cpu=cpu_model(), logical_cores=os.cpu_count() or 1, usable_cores=usable, torch_version=torch.__version__,
+        cpu=cpu_model(), cpu_flags=cpu_flags(), logical_cores=os.cpu_count() or 1, usable_cores=usable, torch_version=torch.__version__,
         torch_threads=torch.get_num_threads(), python=platform.python_version(), load_average_start=load_average(),
         started_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         packages={p: package_version(p) for p in ("mambapy", "torchattacks", "pyautoattack", "numpy")})

@@ -31,7 +31,7 @@ def _cell(text: str) -> str:
 
 def results_table(rows: list[tuple[str, Row]], with_details: bool) -> list[str]:
     head = ["section", "what", "ours", "peer", "ratio", "target", "result"] if not with_details else \
-        ["what", "ours", "peer", "ratio", "target", "result", "repeats", "peak memory"]
+        ["what", "ours", "peer", "ratio", "target", "result", "ours, CPU time", "repeats", "peak memory"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for section_key, row in rows:
         peer = format_value(row.peer, row.unit) + (f" ({row.peer_name})" if row.peer_name and row.peer is not None
@@ -39,7 +39,7 @@ def results_table(rows: list[tuple[str, Row]], with_details: bool) -> list[str]:
         cells = [row.what, format_value(row.ours, row.unit), peer, format_ratio(row),
                  "; ".join(t.label() for t in row.targets) or "—", row.verdict()]
         if with_details:
-            cells += [row.repeats or "—", row.memory or "—"]
+            cells += [format_value(row.ours_cpu, "s"), row.repeats or "—", row.memory or "—"]
         else:
             cells = [section_key] + cells
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
@@ -61,6 +61,11 @@ def render(machine: dict, sections: list[Section], regressions: list[Regression]
         "ratios against a peer measured in the same run, back to back, travel much better than absolute times.",
         "`python -m benchmarks --only SECTION` re-runs one section and keeps the others from the previous file.",
         "",
+        "Runs use one torch thread unless `--threads N` says otherwise: while other jobs occupy the cores, extra",
+        "OpenMP threads wait on each other, which made timings several times slower and far noisier here (compare",
+        "`--only pgd-cache --threads 2`). Section tables also give our median CPU time: with one thread it is about",
+        "the wall time on an idle machine, and the better guide to absolute targets when the load average is high.",
+        "",
         f"Last run: `{invocation}`",
         "",
         "## Machine",
@@ -68,6 +73,7 @@ def render(machine: dict, sections: list[Section], regressions: list[Regression]
         "| fact | value |",
         "|---|---|",
         f"| CPU | {machine.get('cpu', 'unknown')} |",
+        f"| vector extensions | {', '.join(machine.get('cpu_flags', [])) or 'unknown'} |",
         f"| cores | {machine.get('logical_cores')} logical, {machine.get('usable_cores')} usable by this process |",
         f"| torch | {machine.get('torch_version')}, {machine.get('torch_threads')} thread(s) "
         "(`torch.set_num_threads`) |",

@@ -48,6 +48,7 @@ class Row:
     ratio_kind: str | None = None  # a key of RATIO_KINDS, or None when there is no peer
     targets: list[Target] = field(default_factory=list)
     stretch: list[Target] = field(default_factory=list)  # reported, never a failure
+    ours_cpu: float | None = None  # median CPU seconds of ours (shown beside wall time; not a target figure)
     repeats: str = ""  # e.g. "ours 7, peer 3 (median)"
     memory: str = ""  # e.g. "ours +120 MB, peer +900 MB"
 

@@ -190,7 +190,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
                     "epoch": epoch + 1,
                     "elapsed": elapsed}, tmp)
         os.replace(tmp, state_path)
+    finalize_meta(out, history, elapsed)
     return {"history": history, "best_val_adv_acc": best_acc, "wall_time_s": elapsed}
+
+
+def finalize_meta(out: Path, history: list[dict], elapsed: float) -> None:
+    """The best checkpoint was saved mid-run: record the whole run's length and wall time in its config.json."""
+    path = Path(out) / "config.json"
+    config = json.loads(path.read_text())
+    config["meta"].update(epochs_trained=len(history), train_wall_time_s=round(elapsed, 1))
+    _atomic_write(path, json.dumps(config, indent=2, allow_nan=False) + "\n")
 
 
 def _same_config(stored: dict, cfg: TrainConfig) -> bool:

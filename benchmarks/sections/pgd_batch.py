@@ -68,15 +68,18 @@ def run(settings: Settings):
         what = f"PGD-{STEPS}, {n} images in batches of {batch}"
         section.rows += [
             Row(key="vs-torchattacks", what=f"{what} vs torchattacks (same frozen model)", unit="s",
-                ours=t_ours.median, peer=t_ta.median, peer_name="torchattacks.PGD in model.frozen()",
+                ours=t_ours.median, ours_cpu=t_ours.cpu_median, peer=t_ta.median,
+                peer_name="torchattacks.PGD in model.frozen()",
                 ratio_kind="speedup", targets=[Target("ratio", ">=", 1.0)], repeats=f"{repeats} each, interleaved",
                 memory=memory_text(ours=t_ours.peak_rss_mb, peer=t_ta.peak_rss_mb)),
             Row(key="vs-torchattacks-eval", what=f"{what} vs torchattacks (model.eval(), as users call it)",
-                unit="s", ours=t_ours.median, peer=t_ta_plain.median, peer_name="torchattacks.PGD after model.eval()",
+                unit="s", ours=t_ours.median, ours_cpu=t_ours.cpu_median, peer=t_ta_plain.median,
+                peer_name="torchattacks.PGD after model.eval()",
                 ratio_kind="speedup", targets=[Target("ratio", ">=", 1.0)], repeats=f"{repeats} each, interleaved",
                 memory=memory_text(peer=t_ta_plain.peak_rss_mb)),
             Row(key="vs-bare", what=f"{what} vs {BARE_PASSES} bare fwd+bwd passes", unit="s", ours=t_ours.median,
-                peer=t_bare.median, peer_name=f"{BARE_PASSES} x (forward + input gradient) per batch",
+                ours_cpu=t_ours.cpu_median, peer=t_bare.median,
+                peer_name=f"{BARE_PASSES} x (forward + input gradient) per batch",
                 ratio_kind="overhead", targets=[Target("ratio", "<=", 1.3)], repeats=f"{repeats} each, interleaved",
                 memory=memory_text(bare=t_bare.peak_rss_mb)),
         ]
@@ -86,9 +89,10 @@ def run(settings: Settings):
         f"Ours: `make_attack('pgd', model, eps={EPS}, steps={STEPS}, step_size={ALPHA}, random_start=True, "
         f"batch_size={batch}).run(x, y)` on all {n} images, timed end to end (input checks, probe forward, "
         "steps, final evaluation, result).",
-        f"torchattacks {ALPHA=}, {EPS=}, {STEPS=}, random_start=True, called batch by batch; it does no final "
-        "evaluation. It runs twice: inside `model.frozen()` (parameters frozen, kernels cached: the same model "
-        "state as ours, so the ratio is engine against engine) and after a plain `model.eval()`.",
+        f"Peer: `torchattacks.PGD(model, eps={EPS}, alpha={ALPHA}, steps={STEPS}, random_start=True)`, called "
+        "batch by batch; it does no final evaluation. It runs twice: inside `model.frozen()` (parameters frozen, "
+        "kernels cached: the same model state as ours, so the ratio is engine against engine) and after a plain "
+        "`model.eval()`.",
         f"Bare: inside `model.frozen()`, {BARE_PASSES} x (forward, cross-entropy, `torch.autograd.grad` to the "
         "input) per batch: the arithmetic PGD cannot avoid. Targets from the issue: at least as fast as "
         "torchattacks, within 1.3x of the bare passes.",

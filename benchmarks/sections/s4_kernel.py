@@ -52,6 +52,7 @@ def run(settings: Settings):
             t_peer = section.add_timing(f"naive.{mode}", timings["naive"])
             section.rows.append(Row(
                 key=mode.replace("+", "-"), what=f"S4 kernel {mode} ({shape})", unit="s", ours=t_ours.median,
+                ours_cpu=t_ours.cpu_median,
                 peer=t_peer.median, peer_name="naive Cauchy", ratio_kind="speedup",
                 targets=[Target("ratio", ">=", SPEEDUP_TARGET)], repeats=f"{repeats} each, interleaved",
                 memory=memory_text(ours=t_ours.peak_rss_mb, peer=t_peer.peak_rss_mb)))
