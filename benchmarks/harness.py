@@ -227,7 +227,8 @@ class Machine:
 def machine_info() -> Machine:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return Machine(
-        cpu=cpu_model(), cpu_flags=cpu_flags(), logical_cores=os.cpu_count() or 1, usable_cores=usable, torch_version=torch.__version__,
-        torch_threads=torch.get_num_threads(), python=platform.python_version(), load_average_start=load_average(),
+        cpu=cpu_model(), cpu_flags=cpu_flags(), logical_cores=os.cpu_count() or 1, usable_cores=usable,
+        torch_version=torch.__version__, torch_threads=torch.get_num_threads(), python=platform.python_version(),
+        load_average_start=load_average(),
         started_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         packages={p: package_version(p) for p in ("mambapy", "torchattacks", "pyautoattack", "numpy")})

@@ -22,7 +22,7 @@ def card_metrics(model, dataset: str, *, n_pgd: int = 1000, n_aa: int = 200, see
     clean = accuracy_entry(int((predict(model, x_all) == y_all).sum()), len(y_all))
     log(f"clean {clean['accuracy']:.4f} on {len(y_all)}")
     metrics = {"dataset": dataset, "test_source": test.source, "test_warning": test.warning, "clean": clean,
-               "pgd10": {}, "autoattack": {}, "seed": seed}
+               "clean_sample": clean_sample(model, test), "pgd10": {}, "autoattack": {}, "seed": seed}
     pgd_idx = sample_indices(test, min(n_pgd, len(y_all)), seed)
     aa_idx = sample_indices(test, min(n_aa, len(y_all)), seed)
     for eps in CARD_EPS[dataset]:
@@ -38,6 +38,15 @@ def card_metrics(model, dataset: str, *, n_pgd: int = 1000, n_aa: int = 200, see
         log(f"autoattack eps {eps_label(eps)}: {rep['attacks'][0]['accuracy']:.4f} (n={len(y)})")
     metrics["seconds"] = round(time.time() - t0, 1)
     return metrics
+
+
+SAMPLE_N, SAMPLE_SEED = 200, 0
+
+
+def clean_sample(model, test) -> dict:
+    """Clean accuracy on the fixed 200-image sample the test suite re-checks every shipped checkpoint on."""
+    x, y = test.tensors(sample_indices(test, SAMPLE_N, SAMPLE_SEED))
+    return {**accuracy_entry(int((predict(model, x) == y).sum()), len(y)), "seed": SAMPLE_SEED}
 
 
 def _entry(e: dict) -> dict:

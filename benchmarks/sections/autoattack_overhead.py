@@ -33,7 +33,7 @@ def _plans(settings: Settings) -> list[Plan]:
         Plan("standard", "standard", 0.3, None, 3, 1,
              "the MNIST threat model; every point this model keeps is broken by APGD-CE, so the later "
              "sub-attacks have nothing to do"),
-        Plan("custom-apgd-ce-apgd-t", "custom", 0.02, ["apgd-ce", "apgd-t"], 2, 0,
+        Plan("custom-apgd-ce-apgd-t", "custom", 0.02, ["apgd-ce", "apgd-t"], 3, 0,
              "a small eps that most points survive, so both sub-attacks (APGD-T with 9 targets) do their full "
              "work and the engine's per-sub-attack calls are exercised; standard at this eps would add FAB-T "
              "and Square's 5,000 queries per point, minutes per run"),

@@ -59,7 +59,7 @@ def run(settings: Settings):
         batches = _batches(x, y, batch)
         ours_attack = make_attack("pgd", model, eps=EPS, steps=STEPS, step_size=ALPHA, random_start=True,
                                   batch_size=batch, seed=0)
-        repeats = settings.repeats(3, 1)
+        repeats = settings.repeats(5, 1)
         timings = measure_interleaved({"ours": lambda: ours_attack.run(x, y),
                                        "torchattacks_frozen": _torchattacks_pgd(model, batches, True),
                                        "torchattacks_eval": _torchattacks_pgd(model, batches, False),
