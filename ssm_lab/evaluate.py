@@ -85,12 +85,13 @@ def predict(model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
 
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *, eps: float, norm: str = "Linf",
              batch_size: int = 100, seed: int = 0, progress: Progress | None = None, cancel=None,
-             state_path: str | Path | None = None, data_info: dict | None = None) -> dict:
+             state_path: str | Path | None = None, data_info: dict | None = None, checks: int = 8) -> dict:
     """Evaluate `model` on (x, y) against each attack spec (`{"name": "pgd", "steps": 10, ...}`).
 
     Every attack runs on every clean-correct point (individual robust accuracies); the worst case marks a point
     robust only if it survived all attacks. With `state_path`, finished batches are saved after each batch, and a
-    re-run with the same arguments resumes where it stopped.
+    re-run with the same arguments resumes where it stopped. The SSM gradient checks (float32 vs float64, and
+    scan vs sequential for Mamba) run on the first `checks` images; a failed one adds a flag to the report.
     """
     n = len(x)
     t0 = time.time()
@@ -146,8 +147,18 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
         "versions": versions(),
         "complete": all(r["complete"] for r in results.values()),
     }
+    report["gradient_checks"] = _gradient_checks(model, x[:checks], y[:checks]) if checks else []
+    report["flags"] = sorted({f for a in report["attacks"] for f in a["flags"]}
+                             | {c["flag"] for c in report["gradient_checks"] if c["flag"]})
     report["model_info"] = model_info(report)
     return report
+
+
+def _gradient_checks(model, x, y) -> list[dict]:
+    from .attacks.checks import model_checks
+
+    keep = ("check", "agree", "cosine_min", "rel_error_max", "logit_max_abs_diff", "flag")
+    return [{k: c.get(k) for k in keep} for c in model_checks(model, x, y)]
 
 
 def evaluate_dataset(model, data, attacks: Sequence[dict], n: int, eps: float, batch_size: int = 100, seed: int = 0,

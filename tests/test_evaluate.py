@@ -41,6 +41,8 @@ def test_report_fields_and_worst_case(tiny):
     assert rep["worst_case"]["accuracy"] <= min(accs)
     assert all(len(a["ci95"]) == 2 for a in rep["attacks"])
     assert rep["versions"]["torch"] == torch.__version__
+    assert [c["check"] for c in rep["gradient_checks"]] == ["float32 vs float64"]
+    assert rep["gradient_checks"][0]["agree"] and rep["flags"] == []
     info = rep["model_info"]
     assert info["clean_acc"] == "100.00" and info["threat_model"] == "Linf" and info["n_examples"] == 12
     assert float(info["robust_acc"]) == pytest.approx(100 * rep["worst_case"]["accuracy"], abs=0.01)
@@ -90,3 +92,11 @@ def test_evaluate_on_a_dataset_sample(tiny):
     assert rep["n"] == 30 and rep["data"]["dataset"] == "mnist" and rep["data"]["split"] == "test"
     again = evaluate_dataset(model, data, [{"name": "fgsm"}], n=30, eps=0.1, seed=1)
     assert again["attacks"][0]["correct"] == rep["attacks"][0]["correct"]
+
+
+def test_mamba_reports_get_the_scan_check():
+    model = create_model("mamba", d_model=8, d_state=4, n_layers=1, image_size=8, tokenizer="patch", patch_size=2)
+    x = torch.rand(4, 1, 8, 8)
+    rep = evaluate(model, x, torch.zeros(4, dtype=torch.long), [{"name": "fgsm"}], eps=0.05, checks=2)
+    assert [c["check"] for c in rep["gradient_checks"]] == ["float32 vs float64", "parallel scan vs sequential"]
+    assert all(c["agree"] for c in rep["gradient_checks"])

@@ -30,7 +30,7 @@ def _plans(settings: Settings) -> list[Plan]:
     if settings.quick:  # one cheap sub-attack keeps the smoke test fast
         return [Plan("custom-apgd-ce", "custom", 0.3, ["apgd-ce"], 1, 0, "quick mode: APGD-CE only")]
     return [
-        Plan("standard", "standard", 0.3, None, 3, 1,
+        Plan("standard", "standard", 0.3, None, 7, 1,
              "the MNIST threat model; every point this model keeps is broken by APGD-CE, so the later "
              "sub-attacks have nothing to do"),
         Plan("custom-apgd-ce-apgd-t", "custom", 0.02, ["apgd-ce", "apgd-t"], 3, 0,

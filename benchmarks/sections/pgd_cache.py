@@ -40,7 +40,7 @@ def run(settings: Settings):
                     set_kernel_cache(True)
 
             timings = measure_interleaved({"cached": lambda: attack.run(x, y), "uncached": without_cache},
-                                          settings.repeats(5, 1))
+                                          settings.repeats(7, 1))
             cached = section.add_timing(f"{arch}.cached", timings["cached"])
             uncached = section.add_timing(f"{arch}.uncached", timings["uncached"])
             section.rows.append(Row(

@@ -110,3 +110,17 @@ def _dtype_of(forward, default: torch.dtype) -> torch.dtype:
     owner = _owner(forward)
     param = next((p for p in owner.parameters() if p.is_floating_point()), None) if owner is not None else None
     return param.dtype if param is not None else default
+
+
+def model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+    """The SSM checks that apply to this model, on a few images: precision always; Mamba's scan against its
+    sequential path when the model has selective scans."""
+    results = [precision_check(model, x, y)]
+    scans = [m for m in model.modules() if hasattr(m, "scan") and isinstance(getattr(m, "scan"), str)]
+    if scans:
+        sequential = copy.deepcopy(model)
+        for module in sequential.modules():
+            if isinstance(getattr(module, "scan", None), str):
+                module.scan = "sequential"
+        results.append(scan_vs_sequential_check(model, sequential, x, y))
+    return results
