@@ -128,7 +128,8 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int = 1, memory: boo
 def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
                         memory: bool = True) -> dict[str, Timing]:
     """Like `measure` for several contenders, but run in turns (A B C, B C A, C A B, ...) so that load changes
-    on the shared machine hit all of them alike and their ratios stay fair."""
+    on the shared machine hit all of them alike and their ratios stay fair. Memory is sampled during the first
+    warm-up run of each (none without warm-up)."""
     names = list(fns)
     peaks: dict[str, float | None] = {name: None for name in names}
     for name in names:
@@ -143,12 +144,7 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warm
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            if r == 0 and warmup == 0 and memory:
-                with PeakRss() as rss:
-                    elapsed, cpu_seconds = _timed(fns[name])
-                peaks[name] = rss.peak_mb
-            else:
-                elapsed, cpu_seconds = _timed(fns[name])
+            elapsed, cpu_seconds = _timed(fns[name])  # never sampled for memory: the sampler costs a little
             samples[name].append(elapsed)
             cpu[name].append(cpu_seconds)
     return {name: Timing(samples[name], warmup, peaks[name], cpu_samples=cpu[name]) for name in names}

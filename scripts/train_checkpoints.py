@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--worker", type=int, default=0)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cards", action="store_true", help="measure card metrics after training")
+    p.add_argument("--cards-only", action="store_true", help="measure card metrics of finished runs; train nothing")
     a = p.parse_args()
     names = a.only or list(RUNS)
     for i, name in enumerate(names):
@@ -80,9 +81,11 @@ def main() -> None:
         out = ROOT / "checkpoints" / name
         cfg = RUNS[name]
         if not finished(out, cfg):
+            if a.cards_only:
+                continue
             print(f"== training {name}", flush=True)
             train(cfg, out, log=lambda m, n=name: print(f"[{n}] {m}", flush=True))
-        if a.cards and not (out / "metrics.json").exists():
+        if (a.cards or a.cards_only) and not (out / "metrics.json").exists():
             from ssm_lab.cards import card_metrics, write_card
             from ssm_models.hub import load_model
 

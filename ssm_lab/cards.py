@@ -69,7 +69,8 @@ def card_description(meta: dict, metrics: dict) -> str:
     tm = meta.get("threat_model", {})
     training = [
         f"- method: `{meta.get('method')}`; {meta.get('epochs_trained')} epochs, best epoch "
-        f"{meta.get('best_epoch')} (highest PGD-10 accuracy on the validation split, never the test set)",
+        f"{meta.get('best_epoch')} (highest {'clean' if meta.get('method') == 'st' else 'PGD-10'} accuracy on "
+        "the validation split, never the test set)",
         f"- wall time: {meta.get('train_wall_time_s')} s on a 2-core CPU (single thread), this project's "
         "`ssm-lab train`",
         f"- AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, cosine schedule, "

@@ -119,7 +119,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     step_fn = MethodStep(cfg.method, model, optimizer, tm, seed=cfg.seed)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
-    best_acc, best_score, start_epoch, elapsed = -1.0, (-1.0, -1.0), 0, 0.0
+    best_acc, best_score, start_epoch, elapsed = -1.0, (-1.0,), 0, 0.0
 
     state_path = out / STATE_FILE
     if state_path.exists():  # resume: our own file, still loaded without unpickling arbitrary objects
@@ -133,6 +133,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         step_fn.generator.set_state(state["attack_gen"])
         history, best_acc = json.loads(state["history"]), state["best_acc"]
         best_score = tuple(state.get("best_score", (best_acc, -1.0)))
+        if cfg.method == "st" and len(best_score) == 2:  # written under the older (robust, clean) rule
+            best_score = best_score[1:]
         start_epoch, elapsed = state["epoch"], state["elapsed"]
         log(f"resuming from epoch {start_epoch}")
 
@@ -168,8 +170,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         history.append(row)
         model.config.meta.update(train_wall_time_s=round(elapsed, 1), epochs_trained=epoch + 1)
         save_pretrained(model, out / "last")
-        # ties in robust accuracy (e.g. 0 for standard training at a large eps) go to the better clean accuracy
-        score = (val_m["adv_acc"], val_m["clean_acc"])
+        # Standard training is selected on clean accuracy: its PGD accuracy at the threat model's eps is noise
+        # around 0. Otherwise robust accuracy first, ties to the better clean accuracy.
+        score = (val_m["clean_acc"],) if cfg.method == "st" else (val_m["adv_acc"], val_m["clean_acc"])
         if score > best_score:
             best_score = score
             best_acc = val_m["adv_acc"]
