@@ -119,10 +119,12 @@ def section_part(section: Section, carried: bool) -> list[str]:
 
 def regression_lines(regressions: list[Regression], skipped: list[str]) -> list[str]:
     lines = [f"A figure (our time or rate, or a ratio) more than {REGRESSION_THRESHOLD:.0%} worse than in the "
-             "previous file is listed here. Absolute times move with the machine's load; check the load averages "
-             "before blaming the code.", ""]
+             "previous file is listed here, with both runs' load average and CPU share. Absolute times move with "
+             "the machine's load, and a CPU share near 100% does not rule the machine out: jobs on the other "
+             "logical core still compete for caches and memory bandwidth. Re-run the section before blaming the "
+             "code.", ""]
     if regressions:
-        lines += [f"- **{r.figure}**: {r.previous:.4g} -> {r.current:.4g} ({r.worse_by:.0%} worse)"
+        lines += [f"- **{r.figure}**: {r.previous:.4g} -> {r.current:.4g} ({r.worse_by:.0%} worse; {r.context})"
                   for r in regressions]
     else:
         lines.append("- none")

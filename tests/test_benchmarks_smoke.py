@@ -106,6 +106,13 @@ def test_checker_flags_only_figures_more_than_15_percent_worse():
                        "demo.rate.ours": 0.2}
     better = compare_sections([_section(ours=0.5, peer=10.0, rate=200.0)], previous)[0]
     assert better == []
+    # one measurement of ours shown against two peers is reported once, each ratio on its own
+    twice, again = _section(ours=1.2, peer=10.0, rate=100.0), _section(ours=1.0, peer=10.0, rate=100.0)
+    for section in (twice, again):
+        section.rows.append(Row(key="time2", what="t", unit="s", ours=section.rows[0].ours, peer=5.0,
+                                ratio_kind="speedup"))
+    flagged = [r.figure for r in compare_sections([twice], {"demo": again})[0]]
+    assert flagged == ["demo.time.ours", "demo.time.ratio", "demo.time2.ratio"]
     # a quick run is never compared with a full one
     regressions, skipped = compare_sections([_section(ours=9.0, peer=1.0, rate=1.0, quick=True)], previous)
     assert regressions == [] and "differs in mode" in skipped[0]
