@@ -74,7 +74,7 @@ def precision_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **thresh
     A model whose gradient changes direction with precision (long scans, badly conditioned kernels)
     gives attacks a noisy direction: a robustness number measured on it is suspect.
     """
-    model64 = copy.deepcopy(model)
+    model64 = _clone(model)
     model64._apply(_to_double)  # .double() would leave complex SSM parameters in single precision
     return gradient_agreement(model, model64, x.float(), y, label="float32 vs float64", **thresholds)
 
@@ -91,6 +91,17 @@ def mode_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **thresholds)
         raise TypeError(f"{type(model).__name__} has no forward_recurrent method")
     return gradient_agreement(model.forward, model.forward_recurrent, x, y, label="convolution vs recurrent mode",
                               **thresholds)
+
+
+def _clone(model: nn.Module) -> nn.Module:
+    """A copy of the weights and architecture only: callers may hang locks or caches on a served model, which
+    deepcopy cannot copy."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        twin = type(model)(type(config).from_dict(config.to_dict()))
+        twin.load_state_dict(model.state_dict())
+        return twin.train(model.training)
+    return copy.deepcopy(model)
 
 
 def _to_double(t: torch.Tensor) -> torch.Tensor:
@@ -118,7 +129,7 @@ def model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dic
     results = [precision_check(model, x, y)]
     scans = [m for m in model.modules() if hasattr(m, "scan") and isinstance(getattr(m, "scan"), str)]
     if scans:
-        sequential = copy.deepcopy(model)
+        sequential = _clone(model)
         for module in sequential.modules():
             if isinstance(getattr(module, "scan", None), str):
                 module.scan = "sequential"
