@@ -91,6 +91,8 @@ def _attack_specs(a) -> list[dict]:
             spec["restarts"] = a.restarts
         if name == "autoattack":
             spec["version"] = a.version
+        if a.norm is None and name in ("cw-l2", "deepfool"):  # minimum-norm attacks defined for L2 only
+            spec["norm"] = "L2"
         specs.append(spec)
     return specs
 
@@ -103,7 +105,8 @@ def cmd_evaluate(a) -> None:
     _, x, y, info = _dataset_tensors(a.dataset, "test", a.n, a.seed, a.data_dir)
     bar, update = _progress_bar("evaluate")
     eps = a.eps if a.eps is not None else DEFAULT_THREAT[a.dataset][0]
-    report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm, batch_size=a.batch_size, seed=a.seed,
+    report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf", batch_size=a.batch_size,
+                      seed=a.seed,
                       progress=update, state_path=a.state, data_info=info)
     bar.close()
     _write_json(report, a.out)
@@ -115,7 +118,8 @@ def cmd_evaluate(a) -> None:
 def cmd_attack(a) -> None:
     from .single import attack_image_file
 
-    card = attack_image_file(_load(a.checkpoint), a.image, a.attack[0], out_dir=a.out_dir, eps=a.eps, norm=a.norm,
+    norm = a.norm or ("L2" if a.attack[0] in ("cw-l2", "deepfool") else "Linf")
+    card = attack_image_file(_load(a.checkpoint), a.image, a.attack[0], out_dir=a.out_dir, eps=a.eps, norm=norm,
                              steps=a.steps, step_size=a.step_size, restarts=a.restarts, target=a.target, seed=a.seed,
                              checkpoint=a.checkpoint)
     print(json.dumps(card["results"], indent=1))
@@ -211,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--attack", action="append" if many else "store", default=None,
                        help="fgsm, pgd, apgd-ce, apgd-t, fab-t, square, cw-l2, deepfool, autoattack")
         q.add_argument("--eps", type=_eps, default=None)
-        q.add_argument("--norm", default="Linf", choices=["Linf", "L2"])
+        q.add_argument("--norm", default=None, choices=["Linf", "L2"], help="default Linf (L2 for cw-l2, deepfool)")
         q.add_argument("--steps", type=_positive_int)
         q.add_argument("--step-size", type=_eps)
         q.add_argument("--restarts", type=_positive_int)

@@ -105,7 +105,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
         key = json.dumps({"name": name, **spec}, sort_keys=True)
         done = state["attacks"].setdefault(key, {"robust": [None] * n, "seconds": 0.0, "flags": []})
         preds = done.setdefault("pred", [None] * n)  # adversarial prediction per point (clean one if already wrong)
-        attack = make_attack(name, model, eps=eps, norm=norm, seed=seed, **spec)
+        attack = make_attack(name, model, **{"eps": eps, "norm": norm, "seed": seed, **spec})
         todo = [i for i in range(n) if done["robust"][i] is None]
         for start in range(0, len(todo), batch_size):
             if cancel is not None and cancel.is_set():

@@ -127,7 +127,7 @@ def model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[dic
     """The SSM checks that apply to this model, on a few images: precision always; Mamba's scan against its
     sequential path when the model has selective scans."""
     results = [precision_check(model, x, y)]
-    scans = [m for m in model.modules() if hasattr(m, "scan") and isinstance(getattr(m, "scan"), str)]
+    scans = [m for m in model.modules() if hasattr(m, "scan") and isinstance(m.scan, str)]
     if scans:
         sequential = _clone(model)
         for module in sequential.modules():
