@@ -46,8 +46,10 @@ def attack_settings(attack: str, model, *, eps, steps, step_size=None, restarts=
         params["queries"] = as_int("steps", steps, 1, LIMITS.steps, "SSM_LAB_MAX_STEPS") * QUERIES_PER_STEP
     if "restarts" in accepted:
         params["restarts"] = as_int("restarts", restarts, 1, LIMITS.restarts, "SSM_LAB_MAX_RESTARTS")
-    if "step_size" in accepted and step_size not in (None, "") and float(step_size) != 0:
-        params["step_size"] = as_float("step size", step_size, 0.0, 64.0, open_low=True)
+    if "step_size" in accepted and step_size not in (None, ""):
+        step = as_float("step size", step_size, 0.0, 64.0)
+        if step != 0:  # 0 asks for the attack's default step
+            params["step_size"] = step
     if target is not None and str(target).strip().lower() not in NO_TARGET:
         if "target" not in accepted:
             raise LimitError(f"{attack} has no targeted mode here; set the target class to 'none', or choose "

@@ -67,6 +67,7 @@ def _progress_bar(total_desc: str):
 
 
 def cmd_train(a) -> None:
+    from . import distributed
     from .train import TrainConfig, train
 
     model = {k: v for k, v in {"d_model": a.d_model, "n_layers": a.n_layers, "d_state": a.d_state,
@@ -74,9 +75,16 @@ def cmd_train(a) -> None:
                                "ads_bias": a.ads_bias or None}.items() if v is not None}
     cfg = TrainConfig(arch=a.arch, dataset=a.dataset, method=a.method, epochs=a.epochs, batch_size=a.batch_size,
                       lr=a.lr, eps=a.eps, step_size=a.step_size, attack_steps=a.attack_steps, beta=a.beta,
-                      replays=a.replays, seed=a.seed, data_dir=a.data_dir, augment=not a.no_augment, model=model)
-    result = train(cfg, a.out)
-    print(json.dumps({"best_val_adv_acc": result["best_val_adv_acc"], "wall_time_s": result["wall_time_s"]}))
+                      replays=a.replays, seed=a.seed, data_dir=a.data_dir, augment=not a.no_augment, model=model,
+                      train_limit=a.train_limit, curve_points=a.curve_points, val_points=a.val_points)
+    distributed.init()  # under torchrun: one process per rank; otherwise nothing changes
+    main = distributed.is_main()
+    try:
+        result = train(cfg, a.out, log=print if main else (lambda _message: None))
+    finally:
+        distributed.cleanup()
+    if main:
+        print(json.dumps({"best_val_adv_acc": result["best_val_adv_acc"], "wall_time_s": result["wall_time_s"]}))
 
 
 def _attack_specs(a) -> list[dict]:
@@ -98,16 +106,24 @@ def _attack_specs(a) -> list[dict]:
 
 
 def cmd_evaluate(a) -> None:
+    from . import distributed
     from .evaluate import evaluate
     from .train import DEFAULT_THREAT
 
     model = _load(a.checkpoint)
     _, x, y, info = _dataset_tensors(a.dataset, "test", a.n, a.seed, a.data_dir)
-    bar, update = _progress_bar("evaluate")
-    eps = a.eps if a.eps is not None else DEFAULT_THREAT[a.dataset][0]
-    report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf", batch_size=a.batch_size,
-                      seed=a.seed,
-                      progress=update, state_path=a.state, data_info=info)
+    distributed.init()  # under torchrun every rank attacks its share of the batches; rank 0 writes the report
+    main = distributed.is_main()
+    try:
+        bar, update = _progress_bar("evaluate") if main else (None, None)
+        eps = a.eps if a.eps is not None else DEFAULT_THREAT[a.dataset][0]
+        report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf", batch_size=a.batch_size,
+                          seed=a.seed,
+                          progress=update, state_path=a.state, data_info=info)
+    finally:
+        distributed.cleanup()
+    if not main:
+        return
     bar.close()
     _write_json(report, a.out)
     lines = [f"clean {report['clean']['accuracy']:.4f} (n={report['n']})"]
@@ -207,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ads-bias", action="store_true")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--data-dir")
+    t.add_argument("--train-limit", type=_positive_int, help=argparse.SUPPRESS)  # smoke runs: first N images only
+    t.add_argument("--curve-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
+    t.add_argument("--val-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--out", required=True)
     t.set_defaults(func=cmd_train)
 

@@ -12,7 +12,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from .attacks import make_attack
+from . import distributed
+from .attacks import AttackParamError, make_attack
+from .attacks.base import check_number
 
 Progress = Callable[[int, int, str], None]
 
@@ -94,6 +96,10 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
     scan vs sequential for Mamba) run on the first `checks` images; a failed one adds a flag to the report.
     """
     n = len(x)
+    if n == 0:
+        raise AttackParamError("x holds no images; evaluate needs at least one")
+    batch_size = check_number("batch_size", batch_size, integer=True, positive=True)
+    checks = check_number("checks", checks, lo=0, integer=True)
     t0 = time.time()
     clean_pred = predict(model, x, batch_size)
     clean_ok = clean_pred == y
@@ -107,10 +113,14 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
         preds = done.setdefault("pred", [None] * n)  # adversarial prediction per point (clean one if already wrong)
         attack = make_attack(name, model, **{"eps": eps, "norm": norm, "seed": seed, **spec})
         todo = [i for i in range(n) if done["robust"][i] is None]
-        for start in range(0, len(todo), batch_size):
+        seconds_before, mine = done["seconds"], []
+        # Under torchrun each rank takes whole batches of the single-process batching, round-robin: an attack's
+        # random start depends on the batch it is run on, so identical batches give bit-identical results.
+        for start in distributed.shard(range(0, len(todo), batch_size)):
             if cancel is not None and cancel.is_set():
                 break
             idx = todo[start:start + batch_size]
+            mine += idx
             ok = [i for i in idx if clean_ok[i]]
             for i in idx:
                 done["robust"][i] = False
@@ -124,9 +134,14 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
                     preds[i] = int(p)
                 done["seconds"] += time.time() - t_batch
                 done["flags"] = sorted(set(done["flags"]) | set(getattr(result, "flags", []) or []))
-            _save_state(state_path, state)
+            if distributed.is_main():
+                _save_state(state_path, state)
             if progress is not None:
                 progress(n - sum(r is None for r in done["robust"]), n, f"{name}: {start + len(idx)}/{len(todo)}")
+        if distributed.world_size() > 1:
+            _merge_ranks(done, preds, mine, seconds_before)
+            if distributed.is_main():
+                _save_state(state_path, state)
         robust = [bool(r) for r in done["robust"] if r is not None]
         entry = accuracy_entry(sum(robust), len(robust))
         entry.update(attack=name, params=spec, seconds=round(done["seconds"], 2), flags=done["flags"],
@@ -152,6 +167,17 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
                              | {c["flag"] for c in report["gradient_checks"] if c["flag"]})
     report["model_info"] = model_info(report)
     return report
+
+
+def _merge_ranks(done: dict, preds: list, mine: list[int], seconds_before: float) -> None:
+    """Give every rank every rank's per-point results (exact values, original order), summed attack time and flags."""
+    parts = distributed.all_gather_object({"points": [(i, done["robust"][i], preds[i]) for i in mine],
+                                           "seconds": done["seconds"] - seconds_before, "flags": done["flags"]})
+    for part in parts:
+        for i, robust, pred in part["points"]:
+            done["robust"][i], preds[i] = robust, pred
+    done["seconds"] = seconds_before + sum(part["seconds"] for part in parts)
+    done["flags"] = sorted(set().union(*(part["flags"] for part in parts)))
 
 
 def _gradient_checks(model, x, y) -> list[dict]:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from ssm_models import create_model
 from ssm_models.hub import save_pretrained
 
+from . import distributed
 from .data import load_dataset
 from .methods import MethodStep, ThreatModel, pgd_linf
 
@@ -116,7 +117,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     meta["threat_model"] = {"norm": "Linf", "eps": tm.eps, "step_size": tm.step_size, "steps": tm.steps}
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    step_fn = MethodStep(cfg.method, model, optimizer, tm, seed=cfg.seed)
+    world, rank = distributed.world_size(), distributed.rank()
+    main = rank == 0
     data_gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     best_acc, best_score, start_epoch, elapsed = -1.0, (-1.0,), 0, 0.0
@@ -130,19 +132,27 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         data_gen.set_state(state["data_gen"])
-        step_fn.generator.set_state(state["attack_gen"])
         history, best_acc = json.loads(state["history"]), state["best_acc"]
         best_score = tuple(state.get("best_score", (best_acc, -1.0)))
         if cfg.method == "st" and len(best_score) == 2:  # written under the older (robust, clean) rule
             best_score = best_score[1:]
         start_epoch, elapsed = state["epoch"], state["elapsed"]
         log(f"resuming from epoch {start_epoch}")
+    # Wrapped after a resume so DDP starts every rank from rank 0's weights; the methods attack the plain module.
+    step_fn = MethodStep(cfg.method, distributed.wrap(model), optimizer, tm, seed=cfg.seed)
+    if start_epoch:
+        step_fn.generator.set_state(state["attack_gen"])
 
-    n_batches = math.ceil(len(x_train) / cfg.batch_size)
+    # Each rank trains on an equal share of the epoch's permutation (wrapped around to equal length, as
+    # torch's DistributedSampler does), so all ranks take the same number of steps and draws from data_gen.
+    shard_len = math.ceil(len(x_train) / world)
+    n_batches = math.ceil(shard_len / cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         model.train()
         order = torch.randperm(len(x_train), generator=data_gen)
+        if world > 1:
+            order = order.repeat(2)[: shard_len * world][rank::world]  # (shard_len,)
         bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not os.isatty(2))
         running_loss = 0.0
@@ -159,17 +169,22 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
             running_loss += loss
             bar.set_postfix(loss=f"{running_loss / (b + 1):.3f}")
         scheduler.step()
+        running_loss = distributed.mean_across_ranks(running_loss)
         train_time = time.time() - t0
-        train_m = measure(model, x_train[curve_train], y_train[curve_train], tm, seed=epoch)
-        test_m = measure(model, x_test[curve_test], y_test[curve_test], tm, seed=epoch)
-        val_m = measure(model, x_val, y_val, tm, seed=epoch)
+        measured = None
+        if main:  # the other ranks wait in the broadcast
+            measured = (measure(model, x_train[curve_train], y_train[curve_train], tm, seed=epoch),
+                        measure(model, x_test[curve_test], y_test[curve_test], tm, seed=epoch),
+                        measure(model, x_val, y_val, tm, seed=epoch))
+        train_m, test_m, val_m = distributed.broadcast_object(measured)
         elapsed += time.time() - t0
         row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "train_loss_running": running_loss / n_batches,
                "train_time_s": round(train_time, 2), **{f"train_{k}": v for k, v in train_m.items()},
                **{f"test_{k}": v for k, v in test_m.items()}, **{f"val_{k}": v for k, v in val_m.items()}}
         history.append(row)
         model.config.meta.update(train_wall_time_s=round(elapsed, 1), epochs_trained=epoch + 1)
-        save_pretrained(model, out / "last")
+        if main:
+            save_pretrained(model, out / "last")
         # Standard training is selected on clean accuracy: its PGD accuracy at the threat model's eps is noise
         # around 0. Otherwise robust accuracy first, ties to the better clean accuracy.
         score = (val_m["clean_acc"],) if cfg.method == "st" else (val_m["adv_acc"], val_m["clean_acc"])
@@ -177,7 +192,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
             best_score = score
             best_acc = val_m["adv_acc"]
             model.config.meta.update(best_epoch=epoch + 1)
-            save_pretrained(model, out)
+            if main:
+                save_pretrained(model, out)
+        if not main:
+            continue
         log(f"epoch {epoch + 1}/{cfg.epochs} {train_time:.0f}s loss {row['train_loss_running']:.3f} "
             f"val clean {val_m['clean_acc']:.3f} val pgd10 {val_m['adv_acc']:.3f} "
             f"test clean {test_m['clean_acc']:.3f} test pgd10 {test_m['adv_acc']:.3f}")
@@ -193,7 +211,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
                     "epoch": epoch + 1,
                     "elapsed": elapsed}, tmp)
         os.replace(tmp, state_path)
-    finalize_meta(out, history, elapsed)
+    if main:
+        finalize_meta(out, history, elapsed)
+    distributed.barrier()  # nobody returns before rank 0 has written everything
     return {"history": history, "best_val_adv_acc": best_acc, "wall_time_s": elapsed}
 
 
