@@ -128,7 +128,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
             if ok:
                 t_batch = time.time()
                 result = attack.run(x[ok], y[ok], cancel=cancel)
-                adv_pred = predict(model, result.adv, batch_size)
+                adv_pred = result.pred  # the attack already classified its final points
                 for i, still, p in zip(ok, (adv_pred == y[ok]).tolist(), adv_pred.tolist()):
                     done["robust"][i] = bool(still)
                     preds[i] = int(p)

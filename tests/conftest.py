@@ -25,6 +25,24 @@ def hub_server(tmp_path, hub_env):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def serve_checkpoints():
+    """`with serve_checkpoints(root):` the app offers the checkpoints under root, from a cold model cache."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def serving(root):
+        from app.models import MODELS
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SSM_LAB_CHECKPOINTS", str(root))
+            MODELS.clear()
+            yield root
+        MODELS.clear()
+
+    return serving
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread():
     """Tiny test models run fastest on one thread; two threads on two shared cores contend badly."""

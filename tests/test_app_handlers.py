@@ -45,17 +45,11 @@ def make_checkpoints(root) -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def checkpoints(tmp_path_factory):
+def checkpoints(tmp_path_factory, serve_checkpoints):
     root = tmp_path_factory.mktemp("checkpoints")
     make_checkpoints(root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the app does (see app.__main__.torch_threads)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SSM_LAB_CHECKPOINTS", str(root))
-        MODELS.clear()
+    with serve_checkpoints(root):  # one torch thread, as the app runs, comes from conftest
         yield root
-    MODELS.clear()
-    torch.set_num_threads(threads)
 
 
 def quiet(*_args, **_kwargs) -> None:

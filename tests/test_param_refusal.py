@@ -13,7 +13,6 @@ import ssm_models
 from app import compare as C
 from app import evaluation as E
 from app import handlers as H
-from app.models import MODELS
 from ssm_lab.attacks import AttackParamError, make_attack
 from ssm_lab.evaluate import evaluate
 from ssm_models.hub import save_pretrained
@@ -29,18 +28,12 @@ def model():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def checkpoints(tmp_path_factory, model):
+def checkpoints(tmp_path_factory, model, serve_checkpoints):
     root = tmp_path_factory.mktemp("checkpoints")
     save_pretrained(model, root / "mnist-s4-st")
     save_pretrained(model, root / "mnist-s4-copy")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SSM_LAB_CHECKPOINTS", str(root))
-        MODELS.clear()
+    with serve_checkpoints(root):
         yield root
-    MODELS.clear()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
