@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.machinery
 import os
 import sys
 import threading
@@ -40,23 +42,74 @@ def torch_threads() -> int:
     return max(1, int(raw)) if raw.isdigit() else 1
 
 
-def _warm_up() -> None:
-    """Import the engine while the first page loads, so the first click does not pay for torch's import."""
-    try:
-        import torch
+class _NoGradioStubs(importlib.abc.MetaPathFinder):
+    """gradio rewrites the .pyi type stubs (editor hints) of its components each time it is imported: ast parsing
+    and jinja rendering of every component's source, about half of `import gradio`. A server needs no stubs, so
+    that step becomes a no-op; if gradio ever drops it, this changes nothing."""
 
-        torch.set_num_threads(torch_threads())
+    def find_spec(self, name, path, target=None):
+        if name != "gradio.component_meta":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            if callable(getattr(module, "create_or_modify_pyi", None)):
+                module.create_or_modify_pyi = lambda *args, **kwargs: None
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def skip_gradio_stub_writing() -> None:
+    """Call before gradio is first imported."""
+    if "gradio" not in sys.modules and not any(isinstance(f, _NoGradioStubs) for f in sys.meta_path):
+        sys.meta_path.insert(0, _NoGradioStubs())
+
+
+def prepare_process() -> None:
+    """Before gradio and torch are imported: torch's thread count, gradio's telemetry, gradio's stub writing."""
+    # torch loads later (first request or warm-up), not here, where it would delay the first page by seconds;
+    # its OpenMP pool takes its size from this variable when it loads
+    os.environ["OMP_NUM_THREADS"] = str(torch_threads())
+    # gradio's usage telemetry is opt-in here (as in the Dockerfile): no calls home, and a second less start-up
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    skip_gradio_stub_writing()
+
+
+WARM_UP_AFTER_S = 5.0
+
+
+def _warm_up() -> None:
+    """Import the engine, load the preselected checkpoint and decode its first test image, which is what the
+    page asks for first, unless a page arrives within WARM_UP_AFTER_S: its own requests then do that work, and a
+    warm-up running beside them would only take the GIL from the page while it is being served."""
+    from . import handlers
+
+    if handlers.CLIENT_ARRIVED.wait(WARM_UP_AFTER_S):
+        return
+    try:
         import ssm_lab.analysis  # noqa: F401
         import ssm_lab.attacks  # noqa: F401
         import ssm_lab.plots  # noqa: F401
         import ssm_lab.single  # noqa: F401
-        from ssm_models import hub  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - the handlers will report the same problem to the user
-        print(f"warm-up import failed: {exc}", file=sys.stderr)
+
+        from .models import default_checkpoint
+
+        model = default_checkpoint()
+        if model:
+            dataset = handlers.select_model(model)[3]
+            handlers.preview(model, "dataset", dataset, 0)
+    except Exception as exc:  # noqa: BLE001 - the handlers report the same problem to the user when asked
+        print(f"warm-up stopped early: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    prepare_process()
     from .limits import LIMITS
     from .ui import CSS, build_demo
 
@@ -66,7 +119,6 @@ def main(argv: list[str] | None = None) -> None:
                 max_file_size=LIMITS.upload_bytes, footer_links=["api", "gradio"],
                 prevent_thread_lock=True)
     print(f"SSM Robustness Lab on http://{args.host}:{args.port}", flush=True)
-    # torch and the engine load only now: importing them beside gradio would delay the first page
     threading.Thread(target=_warm_up, name="warm-up", daemon=True).start()
     demo.block_thread()
 

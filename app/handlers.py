@@ -1,7 +1,9 @@
 """Attack-tab actions as plain functions (testable without a browser): models, image preview, cost, attack."""
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -21,10 +23,14 @@ from .models import (
 )
 
 PREVIEW_SIDE = inputs.PREVIEW_SIDE
+# set by the first page (or API client) to ask for the start-up data: its own requests now load the preselected
+# model, so the background warm-up (app/__main__.py) stays out of their way
+CLIENT_ARRIVED = threading.Event()
 
 
 def startup() -> dict:
     """What the page needs first: the model menu with a preselected checkpoint, and the checkpoint table."""
+    CLIENT_ARRIVED.set()
     entries = catalogue()
     headers, rows = catalogue_rows(entries)
     value = default_checkpoint(entries)
@@ -98,23 +104,25 @@ def pick_class(dataset: str, class_name: str = "any") -> int:
     return inputs.first_of_class(dataset, class_name)
 
 
-_SPEED: dict[int, float] = {}
+# keyed by the model itself, weakly: an entry goes with its model when the LRU drops it (an id could be reused)
+_SPEED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def seconds_per_pass(model) -> float:
     """Measured seconds of one image's forward+backward pass (once per loaded model), to turn costs into time."""
     import torch
 
-    key = id(model)
-    if key not in _SPEED:
+    if model not in _SPEED:
         cfg = model.config
-        x = torch.rand(4, cfg.in_channels, cfg.image_size, cfg.image_size, requires_grad=True)  # (4, C, S, S)
+        # own generator: the global stream may be seeded by a library attack running in another request
+        x = torch.rand(4, cfg.in_channels, cfg.image_size, cfg.image_size, requires_grad=True,
+                       generator=torch.Generator().manual_seed(0))  # (4, C, S, S)
         with holding([model]), model.frozen():
             model(x).sum().backward()  # warm-up: kernels are cached in attack mode
             start = time.perf_counter()
             model(x).sum().backward()
-            _SPEED[key] = (time.perf_counter() - start) / len(x)
-    return _SPEED[key]
+            _SPEED[model] = (time.perf_counter() - start) / len(x)
+    return _SPEED[model]
 
 
 def cost_text(cost: dict, model, what: str = "1 image") -> str:

@@ -23,6 +23,7 @@ class Limits:
     model_cache: int = 3  # models kept in memory (LRU)
     concurrency: int = 2  # heavy requests running at once
     queue_size: int = 16  # requests waiting at most; more are refused
+    file_age: int = 3 * 3600  # seconds result files (images, downloads, uploads) are kept for the user to fetch
 
     @classmethod
     def from_env(cls) -> "Limits":
@@ -43,6 +44,11 @@ class Limits:
 
 
 LIMITS = Limits.from_env()
+
+
+def cleanup_period(file_age: int) -> int:
+    """How often expired files are deleted: a third of their age (at most hourly), so none outlives 4/3 of it."""
+    return max(1, min(3600, file_age // 3))
 
 
 def as_int(name: str, value, lo: int, hi: int, cap_name: str = "") -> int:

@@ -7,12 +7,13 @@ import gradio as gr
 
 from . import compare as C
 from . import evaluation as E
+from . import gradio_patches
 from . import handlers as H
 from . import learn as L
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, eps_text
 from .common import arm_cancel, cancel_job
 from .inputs import DATASETS, SOURCES, class_names
-from .limits import LIMITS
+from .limits import LIMITS, cleanup_period
 
 IMAGE = dict(format="png", type="numpy", interactive=False, height=240)  # lossless: perturbations survive display
 CSS = ".result-image img { image-rendering: pixelated; }"
@@ -39,7 +40,9 @@ def _attack_controls():
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="SSM Robustness Lab", delete_cache=(3600, 3 * 3600)) as demo:
+    gradio_patches.apply()
+    cache = (cleanup_period(LIMITS.file_age), LIMITS.file_age)  # gradio's copies of outputs and uploads
+    with gr.Blocks(title="SSM Robustness Lab", delete_cache=cache) as demo:
         gr.Markdown("# SSM Robustness Lab\nAdversarial attacks on deep state space models (S4, DSS, S5, Mega, "
                     "Mamba) for MNIST and CIFAR-10, after Qi et al., *Exploring Adversarial Robustness of Deep "
                     "State Space Models* (NeurIPS 2024).")
@@ -54,7 +57,7 @@ def build_demo() -> gr.Blocks:
                             hub_repo = gr.Textbox(label="repo id", placeholder="org/name")
                             hub_rev = gr.Textbox(label="revision (branch, tag or commit; empty = main)")
                             hub_btn = gr.Button("Download and load")
-                        card = gr.Markdown("Loading the model list ...")
+                        card = gr.Markdown("Loading the model list ...", elem_id="model-card")
                         with gr.Accordion("Training curves (shipped checkpoints)", open=False):
                             curves_plot = gr.Plot(label="training curves")
                         with gr.Accordion("All shipped checkpoints and their card metrics", open=False):
@@ -77,7 +80,7 @@ def build_demo() -> gr.Blocks:
                                                                                     colors=["#000000"],
                                                                                     color_mode="fixed"))
                         preview = gr.Image(label="What the model sees", elem_classes="result-image", **IMAGE)
-                        preview_note = gr.Markdown()
+                        preview_note = gr.Markdown(elem_id="preview-note")
                     with gr.Column():
                         attack, eps, eps_note, steps, step_size, restarts, target, seed = _attack_controls()
                         cost = gr.Markdown()

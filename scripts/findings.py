@@ -28,6 +28,7 @@ CK = ROOT / "checkpoints"
 DOCS = ROOT / "docs"
 FIG = DOCS / "figures"
 PURE = ("s4", "dss", "s5", "mamba")
+COMPONENTS = ("ssm", "act", "ads", "attn", "gate", "linear", "residual_norm")
 
 
 def pct(e: dict | None) -> str:
@@ -39,6 +40,20 @@ def pct(e: dict | None) -> str:
 def pgd10(model, x, y, eps: float, seed: int = 0) -> dict:
     adv = make_attack("pgd", model, eps=eps, steps=10, step_size=eps / 4, seed=seed).run(x, y).adv
     return accuracy_entry(int((predict(model, adv) == y).sum()), len(y))
+
+
+METHODS = ("st", "pgdat", "trades", "freeat", "yopo")
+
+
+def measure(path: Path, x, y, eps: float) -> dict:
+    """Clean and PGD-10 accuracy of the best and last weights, plus the card's AutoAttack entry."""
+    best = load_model(path)
+    metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
+    return {"clean": accuracy_entry(int((predict(best, x) == y).sum()), len(y)),
+            "best": pgd10(best, x, y, eps),
+            "last": pgd10(load_model(path / "last"), x, y, eps) if (path / "last").exists() else None,
+            "aa": next((v for v in metrics.get("autoattack", {}).values() if v.get("eps") == eps), None),
+            "best_epoch": best.config.meta.get("best_epoch"), "epochs": best.config.meta.get("epochs_trained")}
 
 
 def main() -> None:
@@ -63,27 +78,20 @@ def main() -> None:
              f"(stratified, seed 0) from {test.source}; brackets are 95% Wilson intervals. Card metrics "
              "(AutoAttack) come from each checkpoint's metrics.json where measured.", ""]
 
-    # 1 + 2 + 3: ST vs AT, best vs last
+    # 1 + 2 + 3: ST vs AT (and the other methods), best vs last
     rows, results = [], {}
     for arch in ("s4", "dss", "s5", "mamba", "mega", "s4-ads", "dss-ads"):
         entry = {}
-        for method in ("st", "pgdat"):
+        for method in METHODS:
             path = ck(f"mnist-{arch}-{method}")
             if path is None:
                 continue
-            best = load_model(path)
-            clean = accuracy_entry(int((predict(best, x) == y).sum()), len(y))
-            r_best = pgd10(best, x, y, eps)
-            r_last = pgd10(load_model(path / "last"), x, y, eps) if (path / "last").exists() else None
-            metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
-            aa = next((v for v in metrics.get("autoattack", {}).values() if v.get("eps") == eps), None)
-            entry[method] = {"clean": clean, "best": r_best, "last": r_last, "aa": aa,
-                             "best_epoch": best.config.meta.get("best_epoch"),
-                             "epochs": best.config.meta.get("epochs_trained")}
-            gap = (r_best["accuracy"] - r_last["accuracy"]) if r_last else None
-            rows.append(f"| {arch} | {method} | {pct(clean)} | {pct(r_best)} | {pct(r_last)} | "
-                        f"{'n/a' if gap is None else f'{gap:+.1%}'} | {pct(aa)} | "
-                        f"{entry[method]['best_epoch']}/{entry[method]['epochs']} |")
+            entry[method] = measure(path, x, y, eps)
+            e = entry[method]
+            gap = (e["best"]["accuracy"] - e["last"]["accuracy"]) if e["last"] else None
+            rows.append(f"| {arch} | {method} | {pct(e['clean'])} | {pct(e['best'])} | {pct(e['last'])} | "
+                        f"{'n/a' if gap is None else f'{gap:+.1%}'} | {pct(e['aa'])} | "
+                        f"{e['best_epoch']}/{e['epochs']} |")
             if (path / "curves.json").exists():
                 curves = json.loads((path / "curves.json").read_text())
                 training_curves_figure(curves, f"{arch} {method}").write_image(
@@ -104,6 +112,13 @@ def main() -> None:
         g = gain(arch)
         lines.append(f"- {arch}: PGD-AT changes PGD-10 accuracy by "
                      f"{'n/a (checkpoint missing)' if g is None else f'{g:+.1%}'} over standard training.")
+    mega = results.get("mega", {}).get("pgdat")
+    if mega:
+        pure = [results[a]["pgdat"]["best"]["accuracy"] for a in PURE if "pgdat" in results.get(a, {})]
+        gap = mega["best"]["accuracy"] - (mega["last"] or mega["best"])["accuracy"]
+        lines.append(f"- mega (attention) under PGD-AT: {pct(mega['best'])} against "
+                     f"{', '.join(f'{v:.1%}' for v in pure) or 'no'} for the pure SSMs; best - last gap {gap:+.1%} "
+                     f"(best epoch {mega['best_epoch']} of {mega['epochs']}).")
     for base in ("s4", "dss"):
         plain, ads = results.get(base, {}).get("pgdat"), results.get(f"{base}-ads", {}).get("pgdat")
         if plain and ads:
@@ -125,7 +140,7 @@ def main() -> None:
             adv = make_attack("pgd", model, eps=eps, steps=10, step_size=eps / 4, seed=0).run(xs, ys).adv
             analyses[f"{name.removeprefix('mnist-')} ({split})"] = error_scaling(model, xs, adv)
     if analyses:
-        for metric in ("mse", "kl"):
+        for metric in ("mse", "kl", "rel"):
             component_bars_figure(analyses, metric).write_image(FIG / f"error-scaling-{metric}.png",
                                                                 width=1000, height=420)
         lines += ["## Component error scaling", "",
@@ -134,13 +149,17 @@ def main() -> None:
                   "images (definitions in README.md). Negative: the component shrinks the error.", "",
                   "![MSE change rates](figures/error-scaling-mse.png)", "",
                   "![KL change rates](figures/error-scaling-kl.png)", "",
-                  "| model (split) | " + " | ".join(["ssm", "act", "ads", "attn", "gate", "linear", "residual_norm"])
-                  + " |", "|---|" + "---|" * 7]
+                  "![Relative error change rates](figures/error-scaling-rel.png)", "",
+                  "MSE scales with the size of the features, so a component that multiplies its output (AdS, a "
+                  "linear layer) shows a large MSE change rate even when it leaves the error's share of the "
+                  "signal alone; the relative error (squared error over the clean features' squared norm) "
+                  "removes that scale. Each cell: MSE change rate / relative-error change rate.", "",
+                  "| model (split) | " + " | ".join(COMPONENTS) + " |", "|---|" + "---|" * len(COMPONENTS)]
         for label, analysis in analyses.items():
-            s = summarize_by_component(analysis["components"], "mse")
-            lines.append(f"| {label} | " + " | ".join(f"{s[c]:+.2f}" if c in s else "" for c in
-                                                      ("ssm", "act", "ads", "attn", "gate", "linear",
-                                                       "residual_norm")) + " |")
+            mse = summarize_by_component(analysis["components"], "mse")
+            rel = summarize_by_component(analysis["components"], "rel")
+            lines.append(f"| {label} | " + " | ".join(f"{mse[c]:+.2f} / {rel[c]:+.2f}" if c in mse else ""
+                                                      for c in COMPONENTS) + " |")
         lines.append("")
     lines += ["## Training curves", ""] + [f"![{f.stem}](figures/{f.name})" for f in sorted(FIG.glob("curves-*.png"))]
     (DOCS / "findings.md").write_text("\n".join(lines) + "\n")

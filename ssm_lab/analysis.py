@@ -5,6 +5,10 @@ Definitions (the paper does not publish its code; these are ours):
 - KL at a probe: softmax over the feature dimension, separately for every token, then
   KL(p_clean || p_adv) summed over features and averaged over tokens and images. For `pool` and `logits`
   (no token axis) the softmax is over features/classes; for `logits` this is the usual KL of predictions.
+- Relative error at a probe: sum of (f_clean - f_adv)^2 over sum of f_clean^2, per image, then averaged. Unlike
+  MSE it does not change when a component only rescales its output (AdS's `act(W y) * y` or a linear layer can
+  multiply every feature by a large factor), so its change rate says whether the component amplifies the
+  error relative to the signal it carries.
 - Change rate of a component: (M_after - M_before) / M_before, where "before" is the probe immediately
   preceding it in the same layer (the layer input for its first component). r < 0: the component shrinks
   the clean/adversarial gap; r > 0: it amplifies it.
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 from ssm_models import record
 
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
+METRICS = ("mse", "kl", "rel")
 
 
 def feature_kl(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
@@ -36,6 +41,13 @@ def feature_mse(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     return diff.reshape(diff.shape[0], -1).mean(1)  # (B,)
 
 
+def feature_relative_error(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Per-image squared error over the clean features' squared norm: (B,), invariant to rescaling both."""
+    clean = clean.double().reshape(clean.shape[0], -1)  # (B, F)
+    diff = clean - adv.double().reshape(adv.shape[0], -1)  # (B, F)
+    return diff.pow(2).sum(1) / clean.pow(2).sum(1).clamp_min(1e-300)  # (B,)
+
+
 @torch.no_grad()
 def probe_errors(model, x_clean: torch.Tensor, x_adv: torch.Tensor) -> "OrderedDict[str, dict]":
     """For every probe: per-image MSE and KL (B,) and per-token error norms (B, L) where there is a token axis."""
@@ -47,7 +59,8 @@ def probe_errors(model, x_clean: torch.Tensor, x_adv: torch.Tensor) -> "OrderedD
     out: "OrderedDict[str, dict]" = OrderedDict()
     for name, f_clean in clean.items():
         f_adv = adv[name]
-        entry = {"mse": feature_mse(f_clean, f_adv), "kl": feature_kl(f_clean, f_adv)}
+        entry = {"mse": feature_mse(f_clean, f_adv), "kl": feature_kl(f_clean, f_adv),
+                 "rel": feature_relative_error(f_clean, f_adv)}
         if f_clean.dim() == 3:  # (B, L, H)
             entry["token_error"] = (f_clean - f_adv).norm(dim=-1)  # (B, L)
         out[name] = entry
@@ -73,17 +86,17 @@ def error_scaling(model, x_clean: torch.Tensor, x_adv: torch.Tensor, batch_size:
     for start in range(0, n, batch_size):
         errors = probe_errors(model, x_clean[start:start + batch_size], x_adv[start:start + batch_size])
         for name, entry in errors.items():
-            acc = sums.setdefault(name, {"mse": 0.0, "kl": 0.0})
-            acc["mse"] += entry["mse"].sum().item()
-            acc["kl"] += entry["kl"].sum().item()
+            acc = sums.setdefault(name, dict.fromkeys(METRICS, 0.0))
+            for metric in METRICS:
+                acc[metric] += entry[metric].sum().item()
             if "token_error" in entry:
                 per_image = model.token_map(entry["token_error"].float())  # (B, S, S)
                 token_maps[name] = token_maps.get(name, 0) + per_image.sum(0)
-    probes = OrderedDict((name, {"mse": v["mse"] / n, "kl": v["kl"] / n}) for name, v in sums.items())
+    probes = OrderedDict((name, {m: v[m] / n for m in METRICS}) for name, v in sums.items())
     components = []
     for component, name, before, layer in component_chain(list(probes)):
         row = {"layer": layer, "component": component, "probe": name, "before": before}
-        for metric in ("mse", "kl"):
+        for metric in METRICS:
             b, a = probes[before][metric], probes[name][metric]
             row[f"{metric}_before"], row[f"{metric}_after"] = b, a
             row[f"{metric}_change_rate"] = (a - b) / b if b > 0 else None

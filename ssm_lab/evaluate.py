@@ -7,6 +7,7 @@ import os
 import platform
 import time
 from fractions import Fraction
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -50,8 +51,8 @@ def versions() -> dict:
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "huggingface_hub": huggingface_hub.__version__, "platform": platform.platform()}
     for name in ("torchattacks", "pyautoattack", "numpy"):
-        try:
-            out[name] = __import__(name).__version__
+        try:  # from the installed metadata: importing torchattacks would load scipy.stats, seconds of CPU
+            out[name] = metadata.version(name)
         except Exception:  # noqa: BLE001 - a version string is informative, its absence is not an error
             out[name] = "unavailable"
     return out

@@ -35,6 +35,9 @@ def trace_figure(trace: dict) -> go.Figure:
     return fig
 
 
+METRIC_NAMES = {"mse": "MSE", "kl": "KL", "rel": "relative error"}
+
+
 def error_scaling_figure(analysis: dict, title: str = "") -> go.Figure:
     """MSE and KL at every probe (log scale) and the change rate of every component."""
     probes = analysis["probes"]
@@ -47,9 +50,9 @@ def error_scaling_figure(analysis: dict, title: str = "") -> go.Figure:
                                  name=metric.upper()), 1, 1)
     comps = analysis["components"]
     labels = [row["probe"] for row in comps]
-    for metric in ("mse", "kl"):
-        fig.add_trace(go.Bar(x=labels, y=[row[f"{metric}_change_rate"] for row in comps],
-                             name=f"{metric.upper()} change rate"), 2, 1)
+    for metric in ("mse", "kl", "rel"):
+        fig.add_trace(go.Bar(x=labels, y=[row.get(f"{metric}_change_rate") for row in comps],
+                             name=f"{METRIC_NAMES[metric]} change rate"), 2, 1)
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_layout(title=title or "Error scaling", height=620, margin=dict(t=60, b=120, l=50, r=10))
     return fig
@@ -62,7 +65,7 @@ def component_bars_figure(analyses: dict[str, dict], metric: str = "mse") -> go.
         summary = summarize_by_component(analysis["components"], metric)
         fig.add_trace(go.Bar(name=label, x=list(summary), y=list(summary.values()),
                              marker_pattern_shape="/" if "test" in label else ""))
-    fig.update_layout(barmode="group", title=f"{metric.upper()} change rate per component (mean over layers)",
+    fig.update_layout(barmode="group", title=f"{METRIC_NAMES[metric]} change rate per component (mean over layers)",
                       yaxis_title="change rate", height=380)
     return fig
 

@@ -17,7 +17,7 @@ from ssm_models import create_model
 from ssm_models.hub import save_pretrained
 
 from . import distributed
-from .data import load_dataset
+from .data import load_dataset, sample_indices
 from .methods import MethodStep, ThreatModel, pgd_linf
 
 STATE_FILE = "train_state.pt"
@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     curve_points: int = 500  # fixed train/test subsets on which the eight curves are measured each epoch
     val_points: int = 500
-    train_limit: int | None = None  # use only the first N training images (smoke tests)
+    train_limit: int | None = None  # train on a stratified seeded sample of N images (smoke tests, CPU budgets)
     eps_warmup_epochs: float = 0.0  # ramp the training eps (and step) linearly from 0 over this many epochs
     data_dir: str | None = None
     model: dict = field(default_factory=dict)  # ModelConfig overrides (d_model, n_layers, tokenizer, ads, ...)
@@ -99,15 +99,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     test_set = load_dataset(cfg.dataset, "test", data_dir=cfg.data_dir)
     for warning in {d.warning for d in (train_set, val_set, test_set) if d.warning}:
         log(f"warning: {warning}")
-    x_train, y_train = train_set.tensors()
-    if cfg.train_limit is not None:
-        x_train, y_train = x_train[: cfg.train_limit], y_train[: cfg.train_limit]
-    x_val, y_val = val_set.tensors()
+    # the splits are stored class by class, so a subset is a stratified seeded sample, never the first N
+    limit = cfg.train_limit
+    x_train, y_train = train_set.tensors(None if limit is None else sample_indices(train_set, limit, cfg.seed).tolist())
+    x_val, y_val = val_set.tensors(sample_indices(val_set, cfg.val_points, cfg.seed).tolist())
     x_test, y_test = test_set.tensors()
     pick = torch.Generator().manual_seed(1234)
     curve_train = torch.randperm(len(x_train), generator=pick)[: cfg.curve_points]
     curve_test = torch.randperm(len(x_test), generator=pick)[: cfg.curve_points]
-    x_val, y_val = x_val[: cfg.val_points], y_val[: cfg.val_points]
 
     c, s = x_train.shape[1], x_train.shape[-1]
     meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg)}

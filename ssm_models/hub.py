@@ -1,20 +1,21 @@
 """Safe checkpoint I/O: config validated first, tensors checked on the meta device, safetensors only; model cards."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import inspect
 import json
 import math
 import os
 import re
 import stat
 import struct
+import time
 import warnings
 from pathlib import Path
 
 import torch
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import hf_hub_download
+from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -26,6 +27,11 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+try:  # the HTTP client of huggingface_hub; its transport errors (connection refused, peer hung up) are not OSErrors
+    from httpx2 import HTTPError as _HTTPClientError
+except ImportError:  # older huggingface_hub releases use httpx
+    from httpx import HTTPError as _HTTPClientError
 
 from .classifier import SSMClassifier
 from .config import MAX_PARAMETERS, ConfigError, ModelConfig
@@ -49,7 +55,8 @@ _ST_DTYPES = {"F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (tor
 _ACCEPTED = {torch.float32: ("F32", "F16", "BF16")}
 _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
-_HF_HAS_DRY_RUN = "dry_run" in inspect.signature(hf_hub_download).parameters
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SAFE_ETAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the Hub sends a git sha1 or a sha256
 
 
 class CheckpointError(ValueError):
@@ -146,10 +153,6 @@ def load_model(source: str | os.PathLike, revision: str | None = None, *, cache_
         raise CheckpointError(f"{WEIGHTS_NAME} is {size} bytes, more than any valid checkpoint for this config "
                               f"({_max_weights_bytes(expected)})")
     info["sha256"] = _sha256(weights_path)
-    blob = os.path.basename(os.path.realpath(weights_path))  # cached blobs are named after the Hub's ETag
-    if info["repo_id"] and re.fullmatch(r"[0-9a-f]{64}", blob) and blob != info["sha256"]:
-        raise CheckpointError(f"checksum mismatch: {WEIGHTS_NAME} has sha256 {info['sha256']} but the Hub "
-                              f"announced {blob}; the download is corrupt (retry with force_download=True)")
     data_start, header = read_safetensors_header(weights_path, size)
     check_tensors(header, expected, size - data_start)
     state = _load_tensors(weights_path, expected)
@@ -166,12 +169,34 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
     data = _read_json(Path(path), MAX_CONFIG_BYTES, ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{CONFIG_NAME} must hold a JSON object, got {type(data).__name__}")
+    if isinstance(data.get("config"), dict):  # the {"config": {...}} form from_dict also reads: nothing beside it
+        if set(data) != {"config"}:
+            raise ConfigError(f"unknown config keys beside 'config': {', '.join(sorted(set(data) - {'config'}))}")
+        data = data["config"]
+    _check_json_types(data)
     try:
         return ModelConfig.from_dict(data)
     except ConfigError:
         raise
     except (TypeError, ValueError) as err:  # e.g. a string where a number belongs
         raise ConfigError(f"invalid {CONFIG_NAME}: {err}") from err
+
+
+# JSON types of the fields that ModelConfig.validate does not type-check itself (keyed by annotation)
+_JSON_TYPES = {"bool": (bool,), "float": (int, float), "str": (str,), "str | None": (str, type(None))}
+
+
+def _check_json_types(data: dict) -> None:
+    """A string where a number belongs would otherwise fail later with a message naming no field, and a
+    string or number where a flag belongs would be taken as true."""
+    for f in dataclasses.fields(ModelConfig):
+        allowed = _JSON_TYPES.get(str(f.type))
+        value = data.get(f.name)
+        if f.name in data and allowed and (not isinstance(value, allowed) or (bool not in allowed and
+                                                                               isinstance(value, bool))):
+            wanted = {"bool": "true or false", "float": "a number", "str": "a string",
+                      "str | None": "a string or null"}[str(f.type)]
+            raise ConfigError(f"invalid {CONFIG_NAME}: {f.name} must be {wanted}, got {value!r}")
 
 
 def expected_tensors(cfg: ModelConfig, max_parameters: int = MAX_PARAMETERS) -> dict[str, tuple]:
@@ -295,18 +320,27 @@ class _HubFetch:
     def fetch(self, filename: str, max_bytes: int) -> str:
         where = f"{self.repo_id}@{self.revision or 'main'}"
         try:
-            if _HF_HAS_DRY_RUN:  # learn the size from the HEAD request before downloading anything
-                planned = hf_hub_download(self.repo_id, filename, revision=self.revision, dry_run=True, **self.options)
-                if planned.file_size is not None and planned.file_size > max_bytes:
-                    raise CheckpointError(f"{filename} in {where} is {planned.file_size} bytes, over the "
-                                          f"{max_bytes}-byte limit for this file")
-            return hf_hub_download(self.repo_id, filename, revision=self.revision, **self.options)
+            etag = None if self.options["local_files_only"] else self._preflight(filename, max_bytes, where)
+            try:
+                path = hf_hub_download(self.repo_id, filename, revision=self.revision, **self.options)
+            except HfHubHTTPError as err:
+                if not _server_error_on_get(err):
+                    raise
+                time.sleep(1)  # huggingface_hub retries a failing HEAD but never a failing GET: one more try
+                path = hf_hub_download(self.repo_id, filename, revision=self.revision, **self.options)
         except RepositoryNotFoundError:
             raise CheckpointError(f"unknown repo {self.repo_id!r} on {self.endpoint or hf_constants.ENDPOINT} "
                                   "(or it is private or gated: pass token=...)") from None
         except RevisionNotFoundError:
             raise CheckpointError(f"unknown revision {self.revision!r} for repo {self.repo_id!r}") from None
         except LocalEntryNotFoundError as err:
+            cause = err.__cause__  # set when the Hub was asked and failed, as opposed to offline mode
+            if cause is not None and not self.options["local_files_only"] and type(cause).__name__ != \
+                    "OfflineModeIsEnabled":
+                reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+                raise CheckpointError(f"download of {filename} from {where} failed and the local cache does not "
+                                      f"have it: the Hub failed or could not be reached ({reason}); retry later, "
+                                      "or load a local directory") from None
             raise CheckpointError(
                 f"{filename} of {where} is offline and not in cache: the local Hugging Face cache does not have it "
                 "and the Hub was not reached (HF_HUB_OFFLINE=1 / local_files_only, or no network / Hub down). "
@@ -315,8 +349,66 @@ class _HubFetch:
             hint = ("; only safetensors weights are accepted (pickle files such as pytorch_model.bin are never "
                     "loaded)") if filename == WEIGHTS_NAME else ""
             raise CheckpointError(f"file missing: {filename} is not in {where}{hint}") from None
-        except (HfHubHTTPError, OSError) as err:
+        except (HfHubHTTPError, OSError, _HTTPClientError) as err:
             raise CheckpointError(f"download of {filename} from {where} failed: {err}") from None
+        return self._verified(path, filename, etag, where)
+
+    def _preflight(self, filename: str, max_bytes: int, where: str) -> str | None:
+        """HEAD the file before hf_hub_download does: the size against the cap, and the commit and ETag, which
+        hf_hub_download turns into cache paths without checking them (an ETag of `../../x` writes outside the
+        cache). Returns the ETag, or None when the Hub does not answer (hf_hub_download then retries or falls
+        back to the cache)."""
+        if self.revision and _COMMIT.fullmatch(self.revision) and not self.options["force_download"] and isinstance(
+                try_to_load_from_cache(self.repo_id, filename, self.options["cache_dir"], self.revision), str):
+            return None  # a pinned commit already in the cache is served without asking the Hub
+        url = hf_hub_url(self.repo_id, filename, revision=self.revision, endpoint=self.endpoint)
+        try:
+            meta = get_hf_file_metadata(url, token=self.options["token"], library_name=LIBRARY_NAME,
+                                        endpoint=self.endpoint)
+        except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
+            raise
+        except (HfHubHTTPError, OSError, _HTTPClientError):
+            return None
+        if not isinstance(meta.commit_hash, str) or not _COMMIT.fullmatch(meta.commit_hash):
+            raise CheckpointError(f"{filename} in {where}: the Hub answered with an invalid commit id "
+                                  f"{meta.commit_hash!r}; refusing it")
+        if not isinstance(meta.etag, str) or not _SAFE_ETAG.fullmatch(meta.etag):
+            raise CheckpointError(f"{filename} in {where}: the Hub answered with an invalid ETag {meta.etag!r} "
+                                  "(it would name a file in the cache); refusing it")
+        if meta.size is not None and meta.size > max_bytes:
+            raise CheckpointError(f"{filename} in {where} is {meta.size} bytes, over the {max_bytes}-byte limit "
+                                  "for this file")
+        return meta.etag
+
+    def _verified(self, path: str, filename: str, etag: str | None, where: str) -> str:
+        """The downloaded file, inside the cache and matching its sha256 when the Hub announced one. A corrupt
+        download is evicted (pointer and blob), so the next request downloads it afresh instead of failing again."""
+        cache = os.path.realpath(self.options["cache_dir"] or hf_constants.HF_HUB_CACHE)
+        if Path(cache) not in Path(os.path.realpath(path)).parents:
+            raise CheckpointError(f"{filename} of {where} resolved to {os.path.realpath(path)}, outside the cache "
+                                  f"{cache}; refusing it")
+        # the repo's blob entry, named after the ETag (one link from the snapshot pointer; it may itself link on
+        # into the cache-wide store of Xet blobs, whose names are Xet hashes)
+        blob = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path))) if os.path.islink(path) \
+            else path
+        name = os.path.basename(blob)
+        if etag is not None and os.path.islink(path) and name != etag:
+            raise CheckpointError(f"{filename} of {where}: the Hub announced ETag {etag} and then {name}; refusing "
+                                  "the file")
+        if _SHA256.fullmatch(name):
+            digest = _sha256(path)
+            if digest != name:
+                for stale in (path, blob):  # entries of this repo only, never the shared store behind them
+                    Path(stale).unlink(missing_ok=True)
+                raise CheckpointError(f"checksum mismatch: {filename} of {where} has sha256 {digest} but the Hub "
+                                      f"announced {name}; the corrupt download was removed from the cache, so "
+                                      "loading again downloads it afresh")
+        return path
+
+
+def _server_error_on_get(err: HfHubHTTPError) -> bool:
+    response = getattr(err, "response", None)
+    return response is not None and response.status_code >= 500 and response.request.method == "GET"
 
 
 def _cache_dir_from_env() -> str | None:

@@ -1,4 +1,4 @@
-"""Shared pieces of the time-invariant families: FFT long convolution and the attack-mode kernel cache."""
+"""Shared pieces of the time-invariant families: the attack-mode kernel cache, discretisation, Vandermonde kernels."""
 from __future__ import annotations
 
 import math
@@ -6,34 +6,8 @@ import math
 import torch
 from torch import nn
 
-
-def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Causal convolution y_t = sum_{j<=t} k_j u_{t-j} of u (B, L, H) with k (H, L), via a length-2L FFT."""
-    length = u.shape[1]
-    n = _fft_size(2 * length)
-    k_f = torch.fft.rfft(k, n=n)  # (H, n/2+1)
-    u_f = torch.fft.rfft(u.transpose(1, 2), n=n)  # (B, H, n/2+1)
-    y = torch.fft.irfft(u_f * k_f, n=n)[..., :length]  # (B, H, L)
-    # contiguous: the ops after it (GELU's backward) run 10x slower on the transposed view
-    return y.transpose(1, 2).contiguous()  # (B, L, H)
-
-
-def _fft_size(n: int) -> int:
-    """Smallest 2^a 3^b 5^c >= n: pocketfft is fastest on such sizes, and padding to a power of 2 wastes up to 2x."""
-    best = 1 << (n - 1).bit_length()
-    p2 = 1
-    while p2 < best:
-        p3 = p2
-        while p3 < best:
-            p5 = p3
-            while p5 < best:
-                if p5 >= n:
-                    best = p5
-                p5 *= 5
-            p3 *= 3
-        p2 *= 2
-    return best
-
+# the convolutions live in their own module; these names stay importable from here
+from .convolution import causal_conv, fft_conv, fixed_kernel_conv, fixed_kernel_operator, kernel_spectrum  # noqa: F401
 
 _CACHE_ENABLED = True
 
@@ -49,36 +23,46 @@ class CachedKernel(nn.Module):
 
     Subclasses implement `compute_kernel(length) -> (H, L)` tensor. `kernel(length)` returns it, cached
     while no gradient can flow to the parameters (eval mode and frozen parameters, as during an attack).
-    The cache key holds every parameter's identity, version counter and a checksum, so any update
-    (optimizer step, load_state_dict, copy_, writes through .data) invalidates it; train(),
-    load_state_dict and .to() clear it too.
+    The cache holds every parameter's identity and version counter, and a copy of its values compared
+    exactly at each call, so any update (optimizer step, load_state_dict, copy_, writes through .data)
+    invalidates it; train(), load_state_dict and .to() clear it too.
     """
 
     def __init__(self):
         super().__init__()
-        self._kernel_cache: tuple | None = None
+        self._kernel_cache: tuple | None = None  # (identity, parameter values, kernel)
 
     def compute_kernel(self, length: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def _cache_key(self, length: int) -> tuple:
-        # The checksums also catch writes through `.data`, which bypass the version counter.
-        params = list(self.parameters())
-        sums = torch.stack([torch.stack([p.detach().sum(), p.detach().abs().sum()]).double() for p in params])
-        return (length,) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params) + tuple(
-            sums.flatten().tolist())
+    @staticmethod
+    def _identity(length: int, params: list) -> tuple:
+        return (length,) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+
+    def _cached(self, length: int, params: list):
+        """The cached kernel if nothing changed, else None. The value comparison catches writes through
+        `.data`, which bypass the version counter; torch.equal is one op per parameter, with no reduction
+        to read back: this runs at every forward pass of an attack."""
+        if self._kernel_cache is None:
+            return None
+        identity, values, k = self._kernel_cache
+        if identity != self._identity(length, params):
+            return None
+        return k if all(torch.equal(p, saved) for p, saved in zip(params, values)) else None
 
     def kernel(self, length: int) -> torch.Tensor:
-        needs_param_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
+        params = list(self.parameters())
+        needs_param_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
         if not _CACHE_ENABLED or self.training or needs_param_grad:
             self._kernel_cache = None
             return self.compute_kernel(length)
-        key = self._cache_key(length)
-        if self._kernel_cache is not None and self._kernel_cache[0] == key:
-            return self._kernel_cache[1]
+        k = self._cached(length, params)
+        if k is not None:
+            return k
         with torch.no_grad():
             k = self.compute_kernel(length)
-        self._kernel_cache = (key, k)
+            values = [p.detach().clone() for p in params]
+        self._kernel_cache = (self._identity(length, params), values, k)
         return k
 
     def train(self, mode: bool = True):
@@ -180,8 +164,29 @@ def vandermonde_kernel(coeff: torch.Tensor, log_da: torch.Tensor, length: int) -
 
     The factor 2 adds the conjugate half of each mode pair. Writing l = m j + i with m = ceil(sqrt(L)),
     dA^l = dA^(m j) dA^i, so only H n (m + L/m) exponentials are needed and the sum over modes is a
-    batched (L/m, n) @ (n, m) matrix product, instead of H n L exponentials."""
+    batched (L/m, n) @ (n, m) matrix product, instead of H n L exponentials. The powers are formed in real
+    arithmetic, exp(l a) (cos l b, sin l b) for log dA = a + ib, and only the real part of the product is
+    computed: complex exp is not vectorised on CPU and costs several times exp, cos and sin together."""
     baby = max(1, math.isqrt(length - 1) + 1)  # ceil(sqrt(L))
+    giant = -(-length // baby)
+    dtype = log_da.real.dtype
+    steps = torch.arange(baby, device=coeff.device, dtype=dtype)  # (m,)
+    steps = torch.cat([steps, baby * torch.arange(giant, device=coeff.device, dtype=dtype)])  # (m + J,): i, then m j
+    growth = torch.exp(log_da.real.unsqueeze(-1) * steps)  # (H, n, m + J)
+    angle = log_da.imag.unsqueeze(-1) * steps  # (H, n, m + J)
+    power_re, power_im = growth * torch.cos(angle), growth * torch.sin(angle)  # dA^step, (H, n, m + J)
+    c_re, c_im = coeff.real.unsqueeze(-1), coeff.imag.unsqueeze(-1)  # (H, n, 1)
+    large_re = c_re * power_re[..., baby:] - c_im * power_im[..., baby:]  # (H, n, J): coeff dA^(m j)
+    large_im = c_re * power_im[..., baby:] + c_im * power_re[..., baby:]
+    # Re(large^T small) = large_re^T small_re - large_im^T small_im, one real batched product over 2n
+    left = torch.cat([large_re, -large_im], dim=1).transpose(-1, -2)  # (H, J, 2n)
+    right = torch.cat([power_re[..., :baby], power_im[..., :baby]], dim=1)  # (H, 2n, m)
+    return 2 * (left @ right).flatten(1)[:, :length]  # (H, L)
+
+
+def vandermonde_kernel_complex(coeff: torch.Tensor, log_da: torch.Tensor, length: int) -> torch.Tensor:
+    """Reference for `vandermonde_kernel`: the same baby-step giant-step product in complex arithmetic."""
+    baby = max(1, math.isqrt(length - 1) + 1)
     giant = -(-length // baby)
     steps = torch.arange(max(baby, giant), device=coeff.device, dtype=log_da.real.dtype)  # (max(m, J),)
     small = torch.exp(log_da.unsqueeze(-1) * steps[:baby])  # (H, n, m): dA^i
@@ -193,41 +198,3 @@ def vandermonde_kernel(coeff: torch.Tensor, log_da: torch.Tensor, length: int) -
 def complex_parameter(z: torch.Tensor) -> nn.Parameter:
     """A complex tensor as a parameter in the reference's real-view storage (..., 2), default float dtype."""
     return nn.Parameter(torch.view_as_real(z.resolve_conj()).to(torch.get_default_dtype()).clone())
-
-
-def kernel_spectrum(k: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """rfft of a kernel k (H, >= L) at the FFT size `fft_conv` uses for length L, and its conjugate
-    (the adjoint's spectrum): ((H, n/2+1), (H, n/2+1)), for `fixed_kernel_conv`."""
-    k_f = torch.fft.rfft(k[:, :length].detach(), n=_fft_size(2 * length))  # (H, n/2+1)
-    return k_f, k_f.conj().resolve_conj()
-
-
-def _spectral_conv(u: torch.Tensor, k_f: torch.Tensor) -> torch.Tensor:
-    length = u.shape[1]
-    n = _fft_size(2 * length)
-    if k_f.shape[-1] != n // 2 + 1:
-        raise ValueError(f"kernel spectrum has {k_f.shape[-1]} bins; sequences of length {length} need {n // 2 + 1}")
-    u_f = torch.fft.rfft(u.transpose(1, 2), n=n)  # (B, H, n/2+1)
-    y = torch.fft.irfft(u_f * k_f, n=n)[..., :length]  # (B, H, L)
-    return y.transpose(1, 2).contiguous()  # (B, L, H); see fft_conv
-
-
-class _FixedKernelConv(torch.autograd.Function):
-    """Causal convolution with a kernel that needs no gradient. Its adjoint is the correlation with the
-    same kernel (conjugate spectrum; zero padding to n >= 2L keeps it from wrapping), so the backward
-    costs one rfft + irfft instead of autograd's trip back through both transforms."""
-
-    @staticmethod
-    def forward(ctx, u, k_f, k_f_conj):
-        ctx.save_for_backward(k_f, k_f_conj)
-        return _spectral_conv(u, k_f)
-
-    @staticmethod
-    def backward(ctx, grad):
-        k_f, k_f_conj = ctx.saved_tensors
-        return _FixedKernelConv.apply(grad.contiguous(), k_f_conj, k_f), None, None
-
-
-def fixed_kernel_conv(u: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """`fft_conv(u, k)` for a constant kernel, `spectrum = kernel_spectrum(k, L)`; gradients reach u only."""
-    return _FixedKernelConv.apply(u, *spectrum)

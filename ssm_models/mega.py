@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ads import AdaptiveScaling
-from .kernels import CachedKernel, fft_conv, fixed_kernel_conv, kernel_spectrum
+from .kernels import CachedKernel, causal_conv, fixed_kernel_conv, fixed_kernel_operator
 from .registry import register_model
 
 
@@ -50,17 +50,17 @@ class MultiDimEMA(nn.Module):
         super().__init__()
         self.kernel = EMAKernel(d_model, ndim)
         self.omega = nn.Parameter(torch.randn(d_model))
-        self._spectrum: tuple | None = None  # (kernel tensor, its spectrum) while the cache returns the same kernel
+        self._operator: tuple | None = None  # (kernel tensor, its operator) while the cache returns the same kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel.kernel(x.shape[1])  # (H, L)
         if k.requires_grad:
-            y = fft_conv(x, k)  # (B, L, H)
-        else:  # fixed kernel (attack mode): reuse its spectrum, back-propagate to x only
-            if self._spectrum is None or self._spectrum[0] is not k:
-                self._spectrum = (k, kernel_spectrum(k, x.shape[1]))
-            y = fixed_kernel_conv(x, self._spectrum[1])  # (B, L, H)
-        return F.silu(y + x * self.omega)  # (B, L, H)
+            y = causal_conv(x, k)  # (B, L, H)
+        else:  # fixed kernel (attack mode): reuse its operator, back-propagate to x only
+            if self._operator is None or self._operator[0] is not k:
+                self._operator = (k, fixed_kernel_operator(k, x.shape[1]))
+            y = fixed_kernel_conv(x, self._operator[1])  # (B, L, H)
+        return F.silu(torch.addcmul(y, x, self.omega))  # (B, L, H)
 
 
 class GatedSoftmaxAttention(nn.Module):
@@ -80,8 +80,8 @@ class GatedSoftmaxAttention(nn.Module):
         return self.rel_pos_bias[pos[None, :] - pos[:, None] + self.max_positions - 1]  # (L, L)
 
     def _attend(self, q, k, v):
-        scores = torch.bmm(q * self.scaling, k.transpose(1, 2))  # (B, L, L)
-        scores.add_(self.position_bias(q.shape[1]))  # in place: bmm's backward does not need its output
+        # bias + scaling * q k^T in one call: no separate passes over q and over the (B, L, L) scores
+        scores = torch.baddbmm(self.position_bias(q.shape[1]), q, k.transpose(1, 2), alpha=self.scaling)  # (B, L, L)
         return torch.softmax(scores, dim=-1) @ v  # (B, L, V)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -145,7 +145,9 @@ class MegaBlock(nn.Module):
             mx = self.ads(mx)  # (B, L, H)
         u, zr, hx = self.mx_proj(mx).split([self.d_model, self.z_dim + self.hidden, self.d_model], dim=-1)
         z, r = F.silu(zr).split([self.z_dim, self.hidden], dim=-1)  # (B, L, Z), (B, L, V)
-        q, k = (z.unsqueeze(2) * self.gamma + self.beta).unbind(2)  # (B, L, Z) each
+        # two fused multiply-adds rather than one (B, L, 2, Z) tensor unbound: its backward would stack
+        q = torch.addcmul(self.beta[0], z, self.gamma[0])  # (B, L, Z)
+        k = torch.addcmul(self.beta[1], z, self.gamma[1])  # (B, L, Z)
         h = self.attn(q, k, v)  # (B, L, V)
         h = F.silu(hx + self.h_proj(h * r))  # (B, L, H)
         return self.gate(torch.sigmoid(u), h, x)  # (B, L, H)

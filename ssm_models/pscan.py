@@ -42,9 +42,11 @@ def _block_states(decay, h, dt, dtx, A, B, h_start):
     """Fill `decay` = exp(dt A) and `h` = states of one block (time-major buffers), starting after `h_start`."""
     torch.mul(dt[..., None], A, out=decay).exp_()  # (k, batch, E, N)
     torch.mul(dtx[..., None], B[:, :, None, :], out=h)  # (k, batch, E, N) inputs dt B x
-    h[0].addcmul_(decay[0], h_start)
-    for t in range(1, h.shape[0]):
-        h[t].addcmul_(decay[t], h[t - 1])
+    # unbind once: per-step indexing would add three view ops per step, which dominate at small batches
+    steps, decays = h.unbind(0), decay.unbind(0)  # (batch, E, N) views
+    steps[0].addcmul_(decays[0], h_start)
+    for t in range(1, len(steps)):
+        steps[t].addcmul_(decays[t], steps[t - 1])
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -109,9 +111,10 @@ class _BlockedSelectiveScan(torch.autograd.Function):
             h_start = starts[index]
             _block_states(d, hk, dt_tm[span], dtx_tm[span], A, B_tm[span], h_start)
             torch.mul(gy_tm[span, :, :, None], C_tm[span, :, None, :], out=gk)  # (k, batch, E, N)
-            gk[k - 1].add_(carry)
+            g_steps, d_steps = gk.unbind(0), d.unbind(0)  # (batch, E, N) views
+            g_steps[k - 1].add_(carry)
             for t in range(k - 2, -1, -1):
-                gk[t].addcmul_(d[t + 1], gk[t + 1])
+                g_steps[t].addcmul_(d_steps[t + 1], g_steps[t + 1])
             carry = d[0] * gk[0]
             # batched (row vector @ matrix) products, the fast layout for MKL: sums over E or N per (t, b)
             torch.bmm(_flat(gy_tm[span])[:, None, :], _flat(hk), out=_flat(grad_C[span])[:, None, :])

@@ -11,13 +11,13 @@ from .config import ConfigError
 from .kernels import (
     CachedKernel,
     as_complex,
+    causal_conv,
     complex_parameter,
     discretize_dense,
-    fft_conv,
     fixed_kernel_conv,
+    fixed_kernel_operator,
     hippo_legs_nplr,
     init_log_dt,
-    kernel_spectrum,
 )
 from .registry import register_model
 
@@ -111,16 +111,12 @@ class NPLRKernel(CachedKernel):
         v = rows[:, None] * cols[None, :]  # (2, 2, H, n): (C~B, C~p, p*B, p*p)
         # v/(a - b mu) + conj(v)/(a - b conj(mu)) = (a 2Re v - b 2Re(v conj mu)) / (a^2 - 2 Re(mu) ab + |mu|^2 b^2)
         coef = torch.cat([2 * v.real, 2 * (v * mu.conj()).real]).reshape(8, *mu.shape).transpose(0, 1)  # (H, 8, n)
-        angle = torch.arange(length // 2 + 1, dtype=torch.float64, device=mu.device) * (-2 * math.pi / length)  # (F,)
-        z = torch.polar(torch.ones_like(angle), angle)  # (F,) roots of unity, in float64 for exact nodes
-        a, bz = 1 - z, 1 + z  # (F,)
+        basis, a, bz = _unit_circle_terms(length, mu.real.dtype, mu.device)  # (3, 2F), (F,), (F,)
         # the pair denominator a^2 - 2 Re(mu) ab + |mu|^2 b^2 is a rank-3 product: one small real matmul
-        basis = torch.view_as_real(torch.stack([a * a, -2 * a * bz, bz * bz])).to(mu.real.dtype).flatten(-2)  # (3, 2F)
         weights = torch.stack([torch.ones_like(mu.real), mu.real, mu.real.square() + mu.imag.square()], -1)  # (H, n, 3)
         inv_den = torch.reciprocal(torch.view_as_complex((weights @ basis).unflatten(-1, (-1, 2))))  # (H, n, F)
         sums = coef @ torch.view_as_real(inv_den).flatten(-2)  # (H, 8, 2F)
         sums = torch.view_as_complex(sums.unflatten(-1, (-1, 2)))  # (H, 8, F)
-        a, bz = a.to(mu.dtype), bz.to(mu.dtype)
         s = a * sums[:, :4] - bz * sums[:, 4:]  # (H, 4, F)
         rank_one = bz * (dt[:, None] / 2)  # (H, F)
         k_hat = dt[:, None] * (s[:, 0] - rank_one * s[:, 1] * s[:, 2] / (1 + rank_one * s[:, 3]))  # (H, F)
@@ -138,6 +134,24 @@ class NPLRKernel(CachedKernel):
         x, (d_a, d_b, c) = state
         x = torch.einsum("hmn,bhn->bhm", d_a, x) + d_b * u.unsqueeze(-1).to(x.dtype)  # (B, H, N)
         return (x * c).sum(-1).real, (x, (d_a, d_b, c))  # (B, H)
+
+
+_UNIT_CIRCLE: dict[tuple, tuple] = {}
+
+
+def _unit_circle_terms(length: int, dtype: torch.dtype, device) -> tuple:
+    """Parameter-free terms of `cauchy_kernel` at the T-th roots of unity z_k = exp(-2 pi i k / T), k <= T/2,
+    computed once per (T, dtype, device) in float64 for exact nodes: the rank-3 basis (a^2, -2ab, b^2) of the
+    pair denominators with real and imaginary parts interleaved (3, 2F), and a = 1 - z, b = 1 + z (F,) complex."""
+    key = (length, dtype, str(device))
+    if key not in _UNIT_CIRCLE:
+        angle = torch.arange(length // 2 + 1, dtype=torch.float64, device=device) * (-2 * math.pi / length)  # (F,)
+        z = torch.polar(torch.ones_like(angle), angle)  # (F,)
+        a, b = 1 - z, 1 + z
+        basis = torch.view_as_real(torch.stack([a * a, -2 * a * b, b * b])).to(dtype).flatten(-2)  # (3, 2F)
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        _UNIT_CIRCLE[key] = (basis, a.to(cdtype), b.to(cdtype))
+    return _UNIT_CIRCLE[key]
 
 
 def impulse_response(c: torch.Tensor, d_a: torch.Tensor, d_b: torch.Tensor, length: int) -> torch.Tensor:
@@ -162,17 +176,17 @@ class ConvSSM(nn.Module):
         super().__init__()
         self.kernel = kernel
         self.D = nn.Parameter(torch.randn(1, d_model))  # (1, H), as in the reference
-        self._spectrum: tuple | None = None  # (kernel tensor, its spectrum)
+        self._operator: tuple | None = None  # (kernel tensor, its convolution operator)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         k = self.kernel.kernel(u.shape[1])  # (H, L)
         if k.requires_grad:  # training: gradients reach the kernel's parameters
-            return fft_conv(u, k) + u * self.D  # (B, L, H)
-        # constant kernel (e.g. cached during an attack): reuse its spectrum while the cache returns the
-        # very same tensor, and back-propagate to u with one correlation
-        if self._spectrum is None or self._spectrum[0] is not k:
-            self._spectrum = (k, kernel_spectrum(k, u.shape[1]))
-        return fixed_kernel_conv(u, self._spectrum[1]) + u * self.D  # (B, L, H)
+            return torch.addcmul(causal_conv(u, k), u, self.D)  # (B, L, H)
+        # constant kernel (e.g. cached during an attack): reuse its operator (Toeplitz matrices or spectrum)
+        # while the cache returns the very same tensor, and back-propagate to u with one correlation
+        if self._operator is None or self._operator[0] is not k:
+            self._operator = (k, fixed_kernel_operator(k, u.shape[1]))
+        return torch.addcmul(fixed_kernel_conv(u, self._operator[1]), u, self.D)  # (B, L, H)
 
     def initial_state(self, batch: int, device, dtype: torch.dtype):
         return self.kernel.initial_state(batch, device, dtype)

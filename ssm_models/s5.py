@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
+from .convolution import DIRECT_MAX_LENGTH, toeplitz_operator
 from .kernels import CachedKernel, as_complex, complex_parameter, diagonal_init, discretize_diagonal, init_log_dt
 from .registry import register_model
 from .s4 import LTIBlock
@@ -17,7 +18,9 @@ class S5Kernel(CachedKernel):
 
     Parameters: w = -exp(log_w_real) + i w_imag (n,), per-mode `log_dt` (n,), `B` (n, H, 2), `C` (H, n, 2).
     The system is not a set of per-channel convolutions, so `compute_kernel(L)` returns the parameter-only
-    part of the scan instead, (dA^(2^k) for the log2 L doubling levels, dB, C), cached like a kernel.
+    part of the scan instead, cached like a kernel: (operator, dB, C), the operator being per-mode Toeplitz
+    matrices of dA^(t-s) (real and imaginary parts) for short sequences, else dA^(2^k) for the log2 L
+    doubling levels.
     """
 
     def __init__(self, d_model: int, d_state: int, init: str = "legs", disc: str = "zoh",
@@ -42,9 +45,39 @@ class S5Kernel(CachedKernel):
 
     def compute_kernel(self, length: int):
         log_da, d_b, c = self.discretize()
+        if length <= DIRECT_MAX_LENGTH:
+            return mode_toeplitz(log_da, length), d_b, c  # ((n, L, L), (n, L, L)), (n, H), (H, n)
         levels = max(0, length - 1).bit_length()
         doublings = 2.0 ** torch.arange(levels, dtype=log_da.real.dtype, device=log_da.device)  # (levels,)
         return torch.exp(doublings.unsqueeze(-1) * log_da), d_b, c  # (levels, n), (n, H), (H, n)
+
+
+def mode_toeplitz(log_da: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of T[n, s, t] = dA_n^(t - s) for t >= s (0 below), each (n, L, L): the scan
+    x_t = dA x_{t-1} + v_t of each mode as one matrix product x = v @ T. Powers in real arithmetic
+    (exp(l a) (cos l b, sin l b) for log dA = a + ib): complex exp is not vectorised on CPU."""
+    steps = torch.arange(length, dtype=log_da.real.dtype, device=log_da.device)  # (L,)
+    growth = torch.exp(log_da.real.unsqueeze(-1) * steps)  # (n, L)
+    angle = log_da.imag.unsqueeze(-1) * steps  # (n, L)
+    return toeplitz_operator(growth * torch.cos(angle), length), toeplitz_operator(growth * torch.sin(angle), length)
+
+
+def toeplitz_scan(u: torch.Tensor, operator: tuple[torch.Tensor, torch.Tensor], d_b: torch.Tensor,
+                  c: torch.Tensor) -> torch.Tensor:
+    """2 Re(C x) for the scan of v = dB u, all as matrix products: u (B, L, H) -> (B, L, H).
+
+    The input projection reads u through a transposed view and writes the modes-major layout the per-mode
+    Toeplitz products need; the read-out reads the states back through a transposed view: no layout copies."""
+    batch, length, width = u.shape
+    n = d_b.shape[0]
+    op_re, op_im = operator  # (n, L, L) each
+    v = torch.mm(torch.cat([d_b.real, d_b.imag]), u.reshape(-1, width).t()).view(2, n, batch, length)  # (2, n, B, L)
+    v_re, v_im = v[0], v[1]  # (n, B, L) each
+    x_re = torch.baddbmm(torch.bmm(v_re, op_re), v_im, op_im, alpha=-1)  # (n, B, L): Re(v T)
+    x_im = torch.baddbmm(torch.bmm(v_re, op_im), v_im, op_re)  # (n, B, L): Im(v T)
+    y = torch.mm(x_re.reshape(n, -1).t(), c.real.t())  # (B*L, H): Re(x) C_re^T
+    y = torch.addmm(y, x_im.reshape(n, -1).t(), c.imag.t(), beta=2, alpha=-2)  # 2 Re(C x)
+    return y.view(batch, length, width)  # (B, L, H)
 
 
 def doubling_scan(inputs: torch.Tensor, powers: torch.Tensor) -> torch.Tensor:
@@ -82,8 +115,18 @@ class S5SSM(nn.Module):
         self.D = nn.Parameter(torch.randn(d_model))  # (H,)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        powers, d_b, c = self.kernel.kernel(u.shape[1])
-        x = doubling_scan(_project(u, d_b), powers)  # (B, L, n)
+        operator, d_b, c = self.kernel.kernel(u.shape[1])
+        if isinstance(operator, tuple):  # short sequences: per-mode Toeplitz products
+            return torch.addcmul(toeplitz_scan(u.contiguous(), operator, d_b, c), u, self.D)  # (B, L, H)
+        x = doubling_scan(_project(u, d_b), operator)  # (B, L, n)
+        return torch.addcmul(_read_out(x, c), u, self.D)  # (B, L, H)
+
+    def forward_doubling(self, u: torch.Tensor) -> torch.Tensor:
+        """The doubling scan at any length (the path of long sequences): a reference for the Toeplitz path."""
+        log_da, d_b, c = self.kernel.discretize()
+        levels = max(0, u.shape[1] - 1).bit_length()
+        doublings = 2.0 ** torch.arange(levels, dtype=log_da.real.dtype, device=log_da.device)  # (levels,)
+        x = doubling_scan(_project(u, d_b), torch.exp(doublings.unsqueeze(-1) * log_da))  # (B, L, n)
         return _read_out(x, c) + u * self.D  # (B, L, H)
 
     def forward_sequential(self, u: torch.Tensor) -> torch.Tensor:

@@ -48,6 +48,16 @@ class PatchTokens(nn.Module):
         self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The strided convolution as one matrix product over flattened patches: several times faster on a
+        CPU than the convolution primitive, forward and backward (same weights, same result)."""
+        b, c = x.shape[:2]
+        p, g = self.patch_size, x.shape[-1] // self.patch_size
+        patches = x[..., : g * p, : g * p].reshape(b, c, g, p, g, p).permute(0, 2, 4, 1, 3, 5)  # (B, g, g, C, p, p)
+        weight = self.proj.weight.reshape(self.proj.out_channels, -1)  # (H, C p p)
+        return F.linear(patches.reshape(b, g * g, c * p * p), weight, self.proj.bias)  # (B, L, H)
+
+    def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Reference path: the convolution itself."""
         z = self.proj(x)  # (B, H, S/p, S/p)
         return z.flatten(2).transpose(1, 2)  # (B, L, H)
 

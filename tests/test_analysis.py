@@ -1,8 +1,24 @@
 """Error-scaling analysis: definitions, change rates and token maps."""
 import torch
 
-from ssm_lab.analysis import component_chain, error_scaling, feature_kl, feature_mse, summarize_by_component
+from ssm_lab.analysis import (
+    component_chain,
+    error_scaling,
+    feature_kl,
+    feature_mse,
+    feature_relative_error,
+    summarize_by_component,
+)
 from ssm_models import create_model, probe_names
+
+
+def test_relative_error_ignores_a_common_rescaling_that_mse_sees():
+    clean, adv = torch.randn(3, 5, 4), torch.randn(3, 5, 4)  # (B, L, H)
+    rel = feature_relative_error(clean, adv)
+    assert torch.allclose(feature_relative_error(40 * clean, 40 * adv), rel)
+    assert torch.allclose(feature_mse(40 * clean, 40 * adv), 1600 * feature_mse(clean, adv))
+    expected = ((clean - adv) ** 2).sum(dim=(1, 2)) / (clean ** 2).sum(dim=(1, 2))  # (B,)
+    assert torch.allclose(rel, expected.double()) and (feature_relative_error(clean, clean) == 0).all()
 
 
 def test_kl_and_mse_are_zero_for_identical_and_positive_otherwise():

@@ -7,13 +7,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from gradio_client import Client
 from PIL import Image
 from test_app_handlers import make_checkpoints
+
+from benchmarks.app_process import stop, wait_until_serving
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,26 +41,13 @@ def running_app(checkpoints: Path, log_path: Path, **env_extra):
         proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"the app exited with code {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.perf_counter() - started > START_TIMEOUT_S:
-                    pytest.fail(f"the app did not answer within {START_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.2)
+            try:
+                wait_until_serving(proc, url, START_TIMEOUT_S, log_path)
+            except RuntimeError as error:
+                pytest.fail(str(error))
             yield url, time.perf_counter() - started
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 _SHARED: dict = {}

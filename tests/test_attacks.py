@@ -5,6 +5,7 @@ import copy
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -201,11 +202,16 @@ def test_eps_zero_returns_the_clean_images_without_attacking(mlp):
 def test_pgd_cost_is_exact_and_scales_with_images(mlp):
     x = images(7)
     y = labels_of(mlp, x)
-    atk = make_attack("pgd", mlp, eps=0.03, steps=10, batch_size=4)
-    result = atk.run(x, y)
-    cost = atk.cost(7)
+    unbreakable = make_attack("pgd", mlp, eps=1e-6, steps=10, batch_size=4)  # no image is fooled: the full bound
+    result = unbreakable.run(x, y)
+    cost = unbreakable.cost(7)
     assert (result.forward_calls, result.backward_calls) == (cost["forward"], cost["backward"]) == (1 + 7 * 11, 70)
     assert result.model_calls == 1 + 2 * 10 + 2  # batches of 4 + 3: one forward+backward per step, no extras
+    atk = make_attack("pgd", mlp, eps=0.3, steps=10, batch_size=4)  # images leave at their first success
+    result = atk.run(x, y, trace=True)
+    steps_taken = int(np.isfinite(result.trace["loss"][~result.trace["final"]]).sum())
+    assert 7 <= steps_taken < 70 and result.success.all()
+    assert (result.forward_calls, result.backward_calls) == (1 + steps_taken + 7, steps_taken)
     assert atk.cost(70)["backward"] == 10 * atk.cost(7)["backward"]
     aa = make_attack("autoattack", mlp).cost(10)
     assert aa["forward"] > 10 * (5000 + 9 * 100) and aa["backward"] > 10 * (100 + 9 * 100 + 9 * 100)
@@ -339,8 +345,13 @@ def test_progress_is_called_every_pgd_iteration(mlp):
     x = images(5)
     y = labels_of(mlp, x)
     seen = []
-    make_attack("pgd", mlp, eps=0.05, steps=6, batch_size=3).run(x, y, progress=lambda d, t, m: seen.append((d, t)))
+    make_attack("pgd", mlp, eps=1e-6, steps=6, batch_size=3).run(x, y, progress=lambda d, t, m: seen.append((d, t)))
     assert [d for d, _ in seen[:-1]] == list(range(1, 13)) and all(t == 12 for _, t in seen)
+    seen.clear()  # when every image of a batch is fooled early, progress skips that batch's remaining steps
+    result = make_attack("pgd", mlp, eps=0.3, steps=6, batch_size=3).run(
+        x, y, progress=lambda d, t, m: seen.append((d, t)))
+    done = [d for d, _ in seen]
+    assert result.backward_calls < 6 * 5 and done == sorted(done) and 12 in done and done[-1] == 12
 
 
 # ----- AutoAttack ---------------------------------------------------------------------------------------

@@ -73,3 +73,25 @@ def test_bad_arguments_fail_clearly(checkpoint, argv, message, capsys):
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_forwards_its_arguments_to_the_benchmark_suite(tmp_path, capsys):
+    out = tmp_path / "BENCHMARKS.md"
+    threads = torch.get_num_threads()
+    try:  # the suite sets the thread count for the whole process
+        assert main(["bench", "--quick", "--only", "s4-kernel", "--threads", "1", "--output", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = out.read_text(encoding="utf-8")
+    assert "## s4-kernel: " in text and "## throughput: " not in text  # only the section asked for
+    assert "Last run: `.venv/bin/python -m benchmarks --quick --only s4-kernel --threads 1 --output" in text
+    assert "quick mode" in text
+    with pytest.raises(SystemExit) as exc:  # the suite's own parser judges its options
+        main(["bench", "--only", "no-such-section"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_unknown_option_of_another_subcommand_is_still_refused(checkpoint, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", str(checkpoint), "--no-such-option"])
+    assert exc.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err

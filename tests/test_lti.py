@@ -6,7 +6,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from ssm_models import create_model, kernels, record
+from ssm_models import convolution, create_model, kernels, record
 from ssm_models.kernels import CachedKernel, hippo_legs_nplr
 from ssm_models.registry import arch_defaults
 from ssm_models.s4 import NPLRKernel
@@ -174,18 +174,71 @@ def test_vandermonde_kernel_matches_direct_powers():
         assert rel_err(kernels.vandermonde_kernel(coeff, log_da, length), direct) < 1e-12
 
 
-@pytest.mark.parametrize("length", [1, 7, 64, 99])
+def test_vandermonde_kernel_real_arithmetic_matches_complex_reference():
+    torch.manual_seed(5)
+    coeff = torch.randn(4, 6, dtype=torch.complex128, requires_grad=True)
+    log_da = torch.complex(-torch.rand(4, 6) * 0.2, torch.randn(4, 6) * 40).to(torch.complex128).requires_grad_()
+    for length in (1, 2, 49, 64, 300):
+        fast, slow = (f(coeff, log_da, length)
+                      for f in (kernels.vandermonde_kernel, kernels.vandermonde_kernel_complex))
+        assert rel_err(fast, slow) < 1e-12
+        g = torch.randn_like(fast)
+        for a, b in zip(torch.autograd.grad(fast, (coeff, log_da), g), torch.autograd.grad(slow, (coeff, log_da), g)):
+            assert (a - b).abs().max() <= 1e-12 * max(1.0, float(b.abs().max()))  # zero at length 1: dA^0 = 1
+
+
+# lengths on both sides of the Toeplitz / FFT switch, and odd ones
+CONV_LENGTHS = [1, 7, convolution.DIRECT_MAX_LENGTH, convolution.DIRECT_MAX_LENGTH + 1, 99]
+
+
+@pytest.mark.parametrize("length", CONV_LENGTHS)
+def test_fast_convolutions_match_fft_conv_values_and_gradients(length):
+    torch.manual_seed(6)
+    u = torch.randn(3, length, 5, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(5, length, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, length, 5, dtype=torch.float64)
+    y_ref = kernels.fft_conv(u, k)
+    grads_ref = torch.autograd.grad(y_ref, (u, k), g)
+    for conv in (convolution.causal_conv, convolution._ToeplitzConv.apply, convolution._SpectralConv.apply):
+        y = conv(u, k)
+        assert rel_err(y, y_ref) < 1e-12, conv
+        for a, b in zip(torch.autograd.grad(y, (u, k), g), grads_ref):
+            assert rel_err(a, b) < 1e-12, conv
+    (grad_u,) = torch.autograd.grad(convolution.causal_conv(u, k.detach()), u, g)  # no kernel gradient asked
+    assert rel_err(grad_u, grads_ref[0]) < 1e-12
+
+
+@pytest.mark.parametrize("length", CONV_LENGTHS)
 def test_fixed_kernel_conv_matches_fft_conv_values_and_gradients(length):
     torch.manual_seed(4)
     u = torch.randn(2, length, 3, dtype=torch.float64, requires_grad=True)
     k = torch.randn(3, length, dtype=torch.float64)
-    spectrum = kernels.kernel_spectrum(k, length)
-    y_ref, y = kernels.fft_conv(u, k), kernels.fixed_kernel_conv(u, spectrum)
-    assert torch.allclose(y, y_ref, atol=1e-12)
-    g = torch.randn_like(y)
-    assert torch.allclose(torch.autograd.grad(y, u, g)[0], torch.autograd.grad(y_ref, u, g)[0], atol=1e-12)
-    if length <= 7:  # twice differentiable (numerical second derivatives: small sizes only)
-        assert torch.autograd.gradgradcheck(lambda v: kernels.fixed_kernel_conv(v, spectrum), (u,))
+    y_ref = kernels.fft_conv(u, k)
+    g = torch.randn_like(y_ref)
+    (grad_ref,) = torch.autograd.grad(y_ref, u, g)
+    operators = [kernels.fixed_kernel_operator(k, length), kernels.kernel_spectrum(k, length)]
+    assert operators[0][0].is_complex() == (length > convolution.DIRECT_MAX_LENGTH)  # Toeplitz when short
+    for operator in operators:
+        y = kernels.fixed_kernel_conv(u, operator)
+        assert torch.allclose(y, y_ref, atol=1e-12)
+        assert torch.allclose(torch.autograd.grad(y, u, g)[0], grad_ref, atol=1e-12)
+        if length <= 7:  # twice differentiable (numerical second derivatives: small sizes only)
+            assert torch.autograd.gradgradcheck(lambda v, op=operator: kernels.fixed_kernel_conv(v, op), (u,))
+
+
+@pytest.mark.parametrize("length", [7, convolution.DIRECT_MAX_LENGTH, convolution.DIRECT_MAX_LENGTH + 1])
+def test_s5_toeplitz_path_matches_doubling_scan_and_recurrence(length):
+    ssm = make("s5", torch.float64).layers[0].mixer.ssm
+    with torch.no_grad():  # away from the initialisation, so every parameter matters
+        for p in ssm.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    u = torch.randn(3, length, 16, dtype=torch.float64, requires_grad=True)
+    fast, doubling = ssm(u), ssm.forward_doubling(u)
+    assert rel_err(fast, doubling) < 1e-12 and rel_err(fast, ssm.forward_sequential(u)) < 1e-12
+    g = torch.randn_like(fast)
+    params = [u, *ssm.parameters()]
+    for a, b in zip(torch.autograd.grad(fast, params, g), torch.autograd.grad(doubling, params, g)):
+        assert rel_err(a, b) < 1e-11
 
 
 # ----- the attack-mode kernel cache ------------------------------------------------------------------
@@ -226,6 +279,12 @@ def _write_through_data(model):
             p.data.add_(0.3)  # bypasses the version counter
 
 
+def _swap_through_data(model):
+    for name, p in model.named_parameters():
+        if name.endswith("kernel.log_dt"):
+            p.data[:2] = p.data[:2].flip(0).clone()  # same values, moved: sums and absolute sums do not change
+
+
 def _rebind_data(model):
     for name, p in model.named_parameters():
         if name.endswith("kernel.C"):
@@ -236,6 +295,7 @@ EVENTS = {
     "optimizer_step": _sgd_step,
     "load_state_dict": _load_other_weights,
     "data_write": _write_through_data,
+    "data_swap": _swap_through_data,
     "data_rebind": _rebind_data,
     "train_eval": lambda m: (m.train(), m.eval()),
     "double": lambda m: m.double(),

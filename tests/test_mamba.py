@@ -118,6 +118,21 @@ def test_ads_placement():
     assert "layers.0.ads" not in probe_names(make(ads="sigmoid", ads_position="residual"))
 
 
+@pytest.mark.parametrize("taps", [1, 3, 4])
+def test_causal_conv_equals_the_conv1d_module(taps):
+    torch.manual_seed(0)
+    block = MambaBlock(16, d_state=8, d_conv=taps).double()
+    with torch.no_grad():
+        block.conv1d.bias.normal_()  # zero-initialised otherwise
+    x = torch.randn(3, 20, 32, dtype=torch.float64, requires_grad=True)
+    fast, slow = block.causal_conv(x), block.causal_conv_reference(x)
+    assert rel_err(fast, slow) < 1e-14
+    g = torch.randn_like(fast)
+    inputs = (x, block.conv1d.weight, block.conv1d.bias)
+    for a, b in zip(torch.autograd.grad(fast, inputs, g), torch.autograd.grad(slow, inputs, g)):
+        assert rel_err(a, b) < 1e-14
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_classifier_parallel_scan_equals_sequential_scan(dtype):
     model = make(dtype)

@@ -96,6 +96,15 @@ def test_tokenizers_order_and_maps():
     assert m.shape == (2, 4, 4) and m[0, 0, 0] == 1.0 and m[0, 0, 3] == 0.0
     patch = PatchTokens(3, 5, 2)
     assert patch(x).shape == (2, 4, 5)
+    # the fast path (flattened patches times the weight matrix) is the strided convolution, values and gradients
+    images = torch.rand(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    coarse = PatchTokens(3, 5, 4).double()
+    fast, slow = coarse(images), coarse.forward_conv(images)
+    assert fast.shape == (2, 4, 5) and torch.allclose(fast, slow, atol=1e-13)
+    g = torch.randn_like(fast)
+    inputs = (images, coarse.proj.weight, coarse.proj.bias)
+    for a, b in zip(torch.autograd.grad(fast, inputs, g), torch.autograd.grad(slow, inputs, g)):
+        assert torch.allclose(a, b, atol=1e-13)
     assert patch.token_map(torch.arange(4.0).repeat(2, 1), 4, 3)[0, 3, 3] == 3.0
 
 

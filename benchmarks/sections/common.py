@@ -13,6 +13,7 @@ from ..results import Section
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_S4 = REPO / "checkpoints" / "mnist-s4-st"
+ROBUST_S4 = REPO / "checkpoints" / "mnist-s4-ads-pgdat"  # most images survive PGD: every step is spent
 # the shipped small S4 (patch tokens, L = 49): used when its checkpoint is missing
 SHIPPED_S4_CONFIG = dict(tokenizer="patch", patch_size=4, d_model=64, n_layers=2, d_state=32, dt_min=0.01,
                          dt_max=1.0, activation="gelu")
@@ -58,17 +59,17 @@ def own_labels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return model.eval()(x).argmax(dim=1)  # (N,)
 
 
-def shipped_s4(settings: Settings):
-    """(model, description): the shipped MNIST S4 checkpoint, else that configuration randomly initialised."""
+def shipped_s4(settings: Settings, checkpoint: Path = SHIPPED_S4):
+    """(model, description): a shipped MNIST S4 checkpoint, else that configuration randomly initialised."""
     from ssm_models import create_model
 
     if settings.quick:
         return create_model("s4", **{**SHIPPED_S4_CONFIG, **QUICK_CONFIG, "patch_size": 2}), "tiny random S4"
-    if (SHIPPED_S4 / "model.safetensors").exists():
+    if (checkpoint / "model.safetensors").exists():
         try:
             from ssm_models.hub import load_model
 
-            return load_model(str(SHIPPED_S4)), f"shipped checkpoint {SHIPPED_S4.relative_to(REPO)}"
+            return load_model(str(checkpoint)), f"shipped checkpoint {checkpoint.relative_to(REPO)}"
         except Exception as error:  # noqa: BLE001 - a checkpoint being rewritten must not stop the suite
             reason = f"checkpoint unreadable ({type(error).__name__}: {error})"
     else:

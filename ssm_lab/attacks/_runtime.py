@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from functools import partial
 from typing import Callable
 
@@ -65,14 +66,23 @@ def attack_mode(model: nn.Module):
     return frozen(model)
 
 
+# torch has one global stream per process: attacks drawing from it take turns, or two requests served side by side
+# would interleave their draws (and one's fork_rng exit would rewind the other's stream)
+GLOBAL_RNG_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
-def preserve_global_rng(device: torch.device, seed: int):
+def preserve_global_rng(device: torch.device, seed: int, uses_global: bool = True):
     """Seed the global streams for libraries that draw from them, and give the caller its own back afterwards.
 
     torchattacks and pyautoattack call torch.manual_seed and torch.cuda.manual_seed inside their attacks.
+    Attacks that draw only from their own generator (`uses_global=False`) leave the global streams alone.
     """
+    if not uses_global:
+        yield
+        return
     cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda_devices):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=cuda_devices):
         torch.default_generator.manual_seed(seed)
         if device.type == "cuda":
             torch.cuda.manual_seed(seed)

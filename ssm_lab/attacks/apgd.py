@@ -1,8 +1,6 @@
 """APGD-CE and APGD-T (Croce & Hein, 2020) through torchattacks, with AutoAttack's 100 iterations by default."""
 from __future__ import annotations
 
-import torchattacks
-
 from ._wrapped import TorchattacksAttack, check_targets, usable_targets
 from .base import MAX_RESTARTS, MAX_STEPS, check_number
 
@@ -30,6 +28,7 @@ class APGDCE(TorchattacksAttack):
                 "forward+backward per image (restarts only on unbroken images)")
 
     def _build(self, model, goal, n_classes, ctx):
+        import torchattacks  # imported on first use: it pulls in scipy.stats, a second of app start-up
         return torchattacks.APGD(model, norm=self.norm, eps=self.eps, steps=self.steps, n_restarts=self.restarts,
                                  seed=ctx.seed, loss="ce", eot_iter=1, rho=0.75)
 
@@ -56,6 +55,7 @@ class APGDT(TorchattacksAttack):
                 "(each target only on images still unbroken)")
 
     def _build(self, model, goal, n_classes, ctx):
+        import torchattacks
         targets = usable_targets(self.n_targets, n_classes, ctx)
         return torchattacks.APGDT(model, norm=self.norm, eps=self.eps, steps=self.steps, n_restarts=self.restarts,
                                   seed=ctx.seed, eot_iter=1, rho=0.75, n_classes=targets + 1)

@@ -120,6 +120,7 @@ class Attack:
     supports_targeted = False
     randomised = False  # the result depends on the seed
     owns_loop = False  # iterations are ours, so traces and progress are per iteration
+    uses_global_rng = True  # draws from torch's global stream (library attacks): such runs take turns across threads
     summary_text = ""
 
     def __init__(self, model: nn.Module, *, eps: float | None = None, norm: str = "Linf", seed: int | None = 0,
@@ -219,7 +220,8 @@ class Attack:
         seed = self.seed if self.seed is not None else secrets.randbits(62)
         n = len(x)
         recorder = TraceRecorder(n) if trace else None
-        with attack_mode(self.model), preserve_global_rng(x.device, seed), torch.enable_grad():
+        with attack_mode(self.model), preserve_global_rng(x.device, seed, self.uses_global_rng), \
+                torch.enable_grad():
             counted = CountingModel(self.model, cancel)
             counted.hook_backward = not self.owns_loop
             counted.armed = False  # set-up passes always run; cancel applies to the attack itself

@@ -1,8 +1,6 @@
 """Carlini-Wagner L2 (2017) through torchattacks.CW, then projected onto the L2 eps-ball."""
 from __future__ import annotations
 
-import torchattacks
-
 from ._wrapped import TorchattacksAttack
 from .base import MAX_STEPS, check_number
 
@@ -33,6 +31,7 @@ class CWL2(TorchattacksAttack):
         return n * self.steps, n * self.steps, f"CW-L2: up to {self.steps} forward+backward per image (stops early)"
 
     def _build(self, model, goal, n_classes, ctx):
+        import torchattacks  # imported on first use: it pulls in scipy.stats, a second of app start-up
         atk = torchattacks.CW(model, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr)
         if self.targeted:
             atk.set_mode_targeted_by_function(lambda images, labels: goal, quiet=True)

@@ -1,8 +1,6 @@
 """DeepFool (Moosavi-Dezfooli et al., 2016) through torchattacks, then projected onto the L2 eps-ball."""
 from __future__ import annotations
 
-import torchattacks
-
 from ._wrapped import TorchattacksAttack
 from .base import MAX_STEPS, check_number
 
@@ -30,4 +28,5 @@ class DeepFool(TorchattacksAttack):
                 "(one per class; stops when the label flips)")
 
     def _build(self, model, goal, n_classes, ctx):
+        import torchattacks  # imported on first use: it pulls in scipy.stats, a second of app start-up
         return torchattacks.DeepFool(model, steps=self.steps, overshoot=self.overshoot)

@@ -1,8 +1,6 @@
 """FAB-T (Croce & Hein, 2020): targeted minimal-perturbation attack through torchattacks.FAB (multi-targeted)."""
 from __future__ import annotations
 
-import torchattacks
-
 from ._wrapped import TorchattacksAttack, check_targets, usable_targets
 from .base import MAX_RESTARTS, MAX_STEPS, check_number
 
@@ -32,6 +30,7 @@ class FABT(TorchattacksAttack):
                 "(each target only on images still unbroken)")
 
     def _build(self, model, goal, n_classes, ctx):
+        import torchattacks  # imported on first use: it pulls in scipy.stats, a second of app start-up
         targets = usable_targets(self.n_targets, n_classes, ctx)
         return torchattacks.FAB(model, norm=self.norm, eps=self.eps, steps=self.steps, n_restarts=self.restarts,
                                 alpha_max=0.1, eta=1.05, beta=0.9, seed=ctx.seed, multi_targeted=True,

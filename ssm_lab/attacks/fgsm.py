@@ -17,6 +17,7 @@ class FGSM(Attack):
     norms = ("Linf", "L2")
     supports_targeted = True
     owns_loop = True
+    uses_global_rng = False
     summary_text = "Fast gradient sign method: a single gradient step of size eps."
 
     def __init__(self, model, eps: float | None = None, norm: str = "Linf", targeted: bool = False,

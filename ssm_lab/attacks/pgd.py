@@ -27,6 +27,7 @@ class PGD(Attack):
     supports_targeted = True
     randomised = True
     owns_loop = True
+    uses_global_rng = False  # random starts come from the run's own generator
     summary_text = "Projected gradient descent on the cross-entropy (own implementation)."
 
     def __init__(self, model, eps: float | None = None, norm: str = "Linf", steps: int = 10,
@@ -107,49 +108,54 @@ class PGD(Attack):
         return (x + direction * radius.view(-1, *([1] * (x.dim() - 1)))).clamp(0.0, 1.0)
 
     def _single_run(self, x, y, goal, ctx: RunContext, restart: int, index):
-        """One PGD trajectory; returns (per-image first successful iterate or last iterate, success mask)."""
+        """One PGD trajectory; returns (per-image first successful iterate or last iterate, success mask).
+
+        An image leaves the batch at its first successful iterate (the point it returns), so later steps only
+        spend passes on images still unbroken; the result is the same as stepping every image to the end."""
         view = (-1,) + (1,) * (x.dim() - 1)
         alpha, eps, targeted = self.step_size, self.eps, self.targeted
         if self.norm == "Linf":
             lower, upper = (x - eps).clamp(min=0.0), (x + eps).clamp(max=1.0)  # (B, C, S, S)
         x_adv = self._start(x, ctx.generator)  # (B, C, S, S)
         hit = torch.zeros(len(x), dtype=torch.bool, device=x.device)  # (B,)
-        hit_point = None  # first successful iterate of each image (rows of unbroken images are unused)
+        active = torch.arange(len(x), device=x.device)  # (b,) rows still unbroken
         where = f"pgd: batch from image {ctx.offset + 1}, restart {restart + 1}/{self.restarts}"
         for step in range(self.steps):
             if ctx.cancel_requested():
                 break
-            x_adv.requires_grad_(True)
+            if len(active) == 0:
+                ctx.advance(self.steps - step, f"{where}: every image fooled after {step} step(s)")
+                break
+            point = x_adv[active].requires_grad_(True)  # (b, C, S, S)
             try:
-                logits = ctx.model(x_adv)  # (B, classes)
+                logits = ctx.model(point)  # (b, classes)
             except Cancelled:
                 ctx.cancelled = True
-                x_adv = x_adv.detach()
                 break
-            (grad,) = torch.autograd.grad(ce_loss_sum(logits, goal, targeted), x_adv)
-            ctx.model.count_backward(len(x))
-            x_adv, logits = x_adv.detach(), logits.detach()
-            pred = logits.argmax(dim=1)
-            newly = (pred.eq(goal) if targeted else pred.ne(goal)) & ~hit  # (B,)
-            if bool(newly.any()):
-                hit_point = x_adv.clone() if hit_point is None else torch.where(newly.view(view), x_adv, hit_point)
-                hit |= newly
+            goal_a = goal[active]
+            (grad,) = torch.autograd.grad(ce_loss_sum(logits, goal_a, targeted), point)  # (b, C, S, S)
+            ctx.model.count_backward(len(active))
+            point, logits = point.detach(), logits.detach()
             if step == 0:
                 self._check_gradient(grad, ctx)
             if ctx.recorder is not None:
-                ctx.record(restart, step, logits, y, index)
-            # in place: the graph is gone and hit_point never aliases x_adv
+                ctx.record(restart, step, logits, y[active], active if index is None else index[active])
+            pred = logits.argmax(dim=1)
+            fooled = pred.eq(goal_a) if targeted else pred.ne(goal_a)  # (b,)
+            hit[active[fooled]] = True  # these rows of x_adv stay at their first successful iterate
+            keep = ~fooled
+            point, grad, active = point[keep], grad[keep], active[keep]
             if self.norm == "Linf":
-                x_adv.add_(grad.sign_(), alpha=alpha).clamp_(min=lower, max=upper)
+                point.add_(grad.sign_(), alpha=alpha).clamp_(min=lower[active], max=upper[active])
             else:
-                grad_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)  # (B, 1, 1, 1)
-                delta = x_adv.add_(grad.div_(grad_norm), alpha=alpha).sub_(x)  # (B, C, S, S)
+                x_a = x[active]  # (b, C, S, S)
+                grad_norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)  # (b, 1, 1, 1)
+                delta = point.add_(grad.div_(grad_norm), alpha=alpha).sub_(x_a)  # (b, C, S, S)
                 delta_norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
-                x_adv = delta.mul_((eps / delta_norm).clamp(max=1.0)).add_(x).clamp_(0.0, 1.0)
+                point = delta.mul_((eps / delta_norm).clamp(max=1.0)).add_(x_a).clamp_(0.0, 1.0)
+            x_adv[active] = point
             ctx.advance(1, f"{where}, step {step + 1}/{self.steps}")
-        if hit_point is None:
-            return x_adv, hit
-        return torch.where(hit.view(view), hit_point, x_adv), hit
+        return x_adv.detach(), hit
 
     @staticmethod
     def _check_gradient(grad: torch.Tensor, ctx: RunContext) -> None:

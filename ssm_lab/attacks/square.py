@@ -1,8 +1,6 @@
 """Square Attack (Andriushchenko et al., 2020): score-based random search, no gradients, via torchattacks."""
 from __future__ import annotations
 
-import torchattacks
-
 from ._wrapped import TorchattacksAttack
 from .base import MAX_QUERIES, MAX_RESTARTS, check_number
 
@@ -30,6 +28,7 @@ class Square(TorchattacksAttack):
                 "(images stop querying once broken)")
 
     def _build(self, model, goal, n_classes, ctx):
+        import torchattacks  # imported on first use: it pulls in scipy.stats, a second of app start-up
         return torchattacks.Square(model, norm=self.norm, eps=self.eps, n_queries=self.queries,
                                    n_restarts=self.restarts, p_init=self.p_init, loss="margin", resc_schedule=True,
                                    seed=ctx.seed)

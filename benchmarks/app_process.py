@@ -1,0 +1,34 @@
+"""A `python -m app` subprocess: wait until it serves HTTP, stop it; shared by the benchmarks and the server tests."""
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, timeout_s: float, log_path: Path | None = None,
+                       interval_s: float = 0.2) -> float:
+    """Poll `url` until it answers 200; seconds waited. RuntimeError (with the log's tail) if the app dies or stalls."""
+    started = time.perf_counter()
+    tail = (lambda: "\n" + log_path.read_text(errors="replace")[-3000:]) if log_path else (lambda: "")
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with code {proc.returncode}:{tail()}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
+            if response.status == 200:
+                return time.perf_counter() - started
+        if time.perf_counter() - started > timeout_s:
+            raise RuntimeError(f"the app did not answer within {timeout_s} s:{tail()}")
+        time.sleep(interval_s)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate, then kill if it has not exited within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

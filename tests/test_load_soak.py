@@ -1,0 +1,164 @@
+"""Reduced load and soak runs against a live app (the full ones: benchmarks/load_test.py and benchmarks/soak.py)."""
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from gradio_client import handle_file
+from gradio_client.utils import QueueError, Status
+from PIL import Image
+from test_app_handlers import make_checkpoints
+
+from app import gradio_patches
+from benchmarks import load_test, soak
+
+pytestmark = pytest.mark.e2e
+MODELS = ("mnist-s4-st", "mnist-s4-ads")
+# an upload has no label, so the attack's goal is to change the model's own prediction: with an eps of 1e-6 it
+# cannot, and PGD runs every one of its 3 x 200 steps, keeping the server busy for a while
+SLOW = dict(load_test.make_request(0, 0, MODELS), attack="PGD (Linf)", eps="0.000001", steps=200, restarts=3,
+            target="none", source="upload")
+
+
+@pytest.fixture(autouse=True)
+def client_temp_dir(tmp_path, monkeypatch):
+    """gradio_client leaves an empty folder in the temp dir for every file it downloads: keep them in tmp_path."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    make_checkpoints(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def busy_server(checkpoints, tmp_path_factory):
+    """2 requests computing and 1 waiting at most, so 4 users at once already meet a full queue."""
+    workdir = tmp_path_factory.mktemp("load")
+    with load_test.live_server(workdir / "server", checkpoints, SSM_LAB_MAX_CONCURRENCY="2",
+                               SSM_LAB_MAX_QUEUE_SIZE="1") as server:
+        yield server
+
+
+def test_concurrent_users_get_exactly_what_a_sequential_run_gives(busy_server, tmp_path):
+    report = load_test.run(busy_server, users=4, attacks=2, models=MODELS, quick=True, downloads=tmp_path)
+    assert report["errors"] == [] and report["replay_errors"] == []
+    assert report["completed"] == report["compared"] == 8
+    assert report["mismatches"] == []
+    assert report["rejected_then_completed"] == report["rejected_requests"]
+    assert all(load_test.QUEUE_FULL in message for message in report["rejection_messages"])
+    assert report["peak_mib"] >= report["baseline_mib"] > 0
+    text = load_test.markdown(report, "python -m benchmarks.load_test --quick", {})
+    assert "| results equal to the sequential replay, bit for bit | 8 / 8 |" in text
+
+
+def wait_for(job, codes, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while job.status().code not in codes:
+        assert time.monotonic() < deadline, f"job still {job.status().code} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_a_full_queue_refuses_clearly_and_a_later_retry_is_served(busy_server, tmp_path):
+    Image.fromarray(np.full((28, 28), 128, dtype=np.uint8)).save(tmp_path / "grey.png")
+    slow = dict(SLOW, upload=handle_file(str(tmp_path / "grey.png")))
+    clients = [load_test.client_for(busy_server, tmp_path / f"user-{i}") for i in range(4)]
+    running = [c.submit(**dict(slow, model=model), api_name="/attack") for c, model in zip(clients, MODELS)]
+    for job in running:
+        wait_for(job, (Status.PROCESSING, Status.ITERATING, Status.PROGRESS))
+    waiting = clients[2].submit(**slow, api_name="/attack")
+    wait_for(waiting, (Status.IN_QUEUE,))
+    with pytest.raises(QueueError, match="Queue is full! Please try again"):
+        clients[3].predict(**load_test.make_request(3, 0, MODELS), api_name="/attack")
+    assert all(job.status().code != Status.FINISHED for job in running)  # the refusal came while they computed
+    for job in running + [waiting]:
+        assert job.result(timeout=120)[-1]["results"]["success"] is False
+    clean, adv, *_ = clients[3].predict(**load_test.make_request(3, 0, MODELS), api_name="/attack")
+    assert adv and clean
+
+
+def test_soak_leaves_no_memory_fd_or_temp_file_growth(checkpoints, tmp_path):
+    age = 3
+    with load_test.live_server(tmp_path / "server", checkpoints, SSM_LAB_MAX_FILE_AGE=str(age)) as server:
+        report = soak.run(server, 60, MODELS, tmp_path / "client", soak.idle_seconds(age), warm_up=30)
+    assert report["unexpected"] == []
+    assert set(report["kinds"]) == set(soak.KINDS)
+    growth = soak.growth(report)
+    idle, ref = report["after_idle"], growth["ref"]
+    assert growth["rss"] < soak.RSS_GROWTH_LIMIT, growth
+    assert growth["fds"] <= 4 and idle.fds <= ref.fds + 4, (growth, idle)
+    # files were made along the way; after the idle period only the last attack's are left, no older file or folder
+    assert growth["temp_files_max"] > 0 and idle.temp_files > 0, (growth, idle)
+    assert idle.stale_files == idle.stale_dirs == 0, idle
+    assert soak.passed(report)
+
+
+def test_an_image_cached_by_many_requests_at_once_is_never_seen_half_written(tmp_path):
+    from gradio import processing_utils
+
+    gradio_patches.atomic_image_cache()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    expected = processing_utils.encode_pil_to_bytes(image, "png")
+    path = processing_utils.save_pil_to_cache(image, str(tmp_path), format="png")
+    seen, stop = set(), threading.Event()
+
+    def write():
+        for _ in range(50):
+            assert processing_utils.save_pil_to_cache(image, str(tmp_path), format="png") == path
+
+    def read():
+        while not stop.is_set():
+            with open(path, "rb") as f:
+                seen.add(f.read() == expected)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    writers = [threading.Thread(target=write) for _ in range(3)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert seen == {True}
+    assert sorted(p.name for p in (tmp_path / Path(path).parent.name).iterdir()) == ["image.png"]  # no staging left
+
+
+def test_the_cache_clean_up_survives_files_added_while_it_runs(tmp_path):
+    from gradio import route_utils
+
+    gradio_patches.surviving_cache_cleanup()
+    old, young = tmp_path / "old.png", tmp_path / "young.png"
+    for path in (old, young):
+        path.write_bytes(b"x")
+    files = {str(old), str(young), str(tmp_path / "already-gone.png")}
+    files |= {str(tmp_path / f"missing-{i}") for i in range(2000)}
+    blocks = SimpleNamespace(blocks={}, temp_file_sets=[files])
+    stop = threading.Event()
+
+    def add():  # a request thread caching new outputs during the passes
+        for i in range(200_000):
+            if stop.is_set():
+                break
+            files.add(str(tmp_path / f"new-{i}"))
+
+    adder = threading.Thread(target=add)
+    adder.start()
+    try:
+        for _ in range(5):
+            route_utils.delete_files_created_by_app(blocks, age=3600)
+    finally:
+        stop.set()
+        adder.join()
+    assert old.exists() and young.exists()  # both younger than an hour
+    assert not any("missing" in f or "already-gone" in f for f in files)  # forgotten, not kept for ever
+    time.sleep(1.1)
+    route_utils.delete_files_created_by_app(blocks, age=1)
+    assert not old.exists() and not young.exists()
