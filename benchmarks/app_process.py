@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_until_serving(proc: subprocess.Popen, url: str, timeout_s: float, log_path: Path | None = None,

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.app_process import stop, wait_until_serving
+from benchmarks.app_process import free_port, stop, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
@@ -31,12 +30,6 @@ QUEUE_FULL = "Queue is full"  # what gradio_client raises (QueueError) when the 
 
 
 # ----- the live server and what /proc says about it --------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Server:
     url: str

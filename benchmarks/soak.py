@@ -37,20 +37,21 @@ class Sample:
     stale_dirs: int = 0
 
 
-def open_fds(pid: int) -> int:
+def _proc_entries(pid: int, folder: str) -> int:
+    """Entries of /proc/<p>/<folder> summed over the process tree (fd: open files, task: threads)."""
     total = 0
     for p in process_tree(pid):
         with contextlib.suppress(OSError):
-            total += len(os.listdir(f"/proc/{p}/fd"))
+            total += len(os.listdir(f"/proc/{p}/{folder}"))
     return total
+
+
+def open_fds(pid: int) -> int:
+    return _proc_entries(pid, "fd")
 
 
 def thread_count(pid: int) -> int:
-    total = 0
-    for p in process_tree(pid):
-        with contextlib.suppress(OSError):
-            total += len(os.listdir(f"/proc/{p}/task"))
-    return total
+    return _proc_entries(pid, "task")
 
 
 def temp_usage(server: Server, before: float = 0.0) -> tuple[int, int, float, int, int]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,11 @@ from gradio_client import Client
 from PIL import Image
 from test_app_handlers import make_checkpoints
 
-from benchmarks.app_process import stop, wait_until_serving
+from benchmarks.app_process import free_port, stop, wait_until_serving
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 120  # generous: CI machines are shared; the measured start time is printed
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..app_process import stop, wait_until_serving
+from ..app_process import free_port, stop, wait_until_serving
 from ..harness import Timing, measure_interleaved
 from ..results import Row, Target
 from .common import REPO, Settings, Stopwatch, new_section
@@ -52,12 +51,6 @@ class Start:
     ready_cpu_s: float | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -82,7 +75,7 @@ def _server_env(settings: Settings) -> dict:
 @contextlib.contextmanager
 def running(command: list[str], env: dict, log_path: Path):
     """Start `command + [port]`, wait for its first HTTP 200; yields (url, process, Start)."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "wb") as log:
         started = time.perf_counter()
