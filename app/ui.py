@@ -39,6 +39,12 @@ def _attack_controls():
     return attack, eps, eps_note, steps, step_size, restarts, target, seed
 
 
+def model_picker() -> gr.Dropdown:
+    """Several models by name. Custom values are allowed so that API clients need no `/startup` first (a
+    CheckboxGroup would refuse every name its session has not been offered); the handlers check each name."""
+    return gr.Dropdown([], multiselect=True, allow_custom_value=True, label="models")
+
+
 def build_demo() -> gr.Blocks:
     gradio_patches.apply()
     cache = (cleanup_period(LIMITS.file_age), LIMITS.file_age)  # gradio's copies of outputs and uploads
@@ -108,7 +114,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Compare", id="compare"):
                 gr.Markdown("Attack the image chosen on the Attack tab with the attack settings of the Attack tab on "
                             f"up to {LIMITS.compare_models} models, side by side.")
-                compare_models = gr.CheckboxGroup([], label="models")
+                compare_models = model_picker()
                 with gr.Row():
                     compare_btn = gr.Button("Attack on every model", variant="primary")
                     compare_cancel = gr.Button("Cancel", variant="stop")
@@ -151,7 +157,7 @@ def build_demo() -> gr.Blocks:
                             eval_json = gr.JSON(label="report")
                 gr.Markdown("### Accuracy vs eps")
                 with gr.Row():
-                    curve_models = gr.CheckboxGroup([], label="models")
+                    curve_models = model_picker()
                     curve_attack = gr.Dropdown(LINF_ATTACKS, value="PGD (Linf)", label="attack (Linf)")
                     curve_eps = gr.Textbox(value="0, 0.05, 0.1, 0.2, 0.3", label="eps values",
                                            info=f"comma-separated, at most {LIMITS.eps_points}")

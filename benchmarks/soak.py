@@ -139,7 +139,7 @@ def run(server: Server, count: int, models: tuple[str, ...], client_dir: Path, i
     client = client_for(server, client_dir / "downloads")
     folder = client_dir / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    client.predict(api_name="/startup")  # as the page does: it fills the model menus that /compare etc. check
+    client.predict(api_name="/startup")  # as the page does on load
     samples = [sample(server, 0)]
     kinds: dict[str, list[int]] = {}  # kind -> [sent, failed as expected, failed unexpectedly]
     unexpected, seconds = [], []

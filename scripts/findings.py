@@ -56,6 +56,99 @@ def measure(path: Path, x, y, eps: float) -> dict:
             "best_epoch": best.config.meta.get("best_epoch"), "epochs": best.config.meta.get("epochs_trained")}
 
 
+def save_png(figure, path: Path, **size) -> None:
+    """plotly's PNG export through kaleido, which starts a headless browser per call; on a busy machine that page
+    sometimes is not ready in time (`kaleido_scopes is not defined`), so try again a couple of times."""
+    for attempt in range(3):
+        try:
+            figure.write_image(path, **size)
+            return
+        except Exception:  # noqa: BLE001 - kaleido raises its own JavaScript error types
+            if attempt == 2:
+                raise
+
+
+def card_table() -> list[str]:
+    """Every shipped checkpoint's card metrics (from its metrics.json) and training wall time."""
+    lines = ["## Shipped checkpoints", "",
+             "Card metrics: clean accuracy on the full official test set; PGD-10 on 1,000 and AutoAttack standard on "
+             "200 stratified test images (seed 0), Linf, at the dataset's threat model (MNIST 0.3, CIFAR-10 8/255).",
+             "", "| checkpoint | clean | PGD-10 | AutoAttack | epochs (best) | training wall time |",
+             "|---|---|---|---|---|---|"]
+    for path in sorted(CK.iterdir()):
+        if not (path / "metrics.json").exists():
+            continue
+        metrics = json.loads((path / "metrics.json").read_text())
+        meta = json.loads((path / "config.json").read_text()).get("meta", {})
+        eps = 0.3 if metrics["dataset"] == "mnist" else 8 / 255
+        pgd = next((v for v in metrics["pgd10"].values() if abs(v["eps"] - eps) < 1e-9), None)
+        aa = next((v for v in metrics["autoattack"].values() if abs(v["eps"] - eps) < 1e-9), None)
+        wall = meta.get("train_wall_time_s")
+        lines.append(f"| {path.name} | {pct(metrics['clean'])} | {pct(pgd)} | {pct(aa)} | "
+                     f"{meta.get('epochs_trained')} ({meta.get('best_epoch')}) | "
+                     f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} |")
+    return lines + [""]
+
+
+def best(entry: dict | None) -> float | None:
+    return entry["best"]["accuracy"] if entry else None
+
+
+def overfit_gap(entry: dict) -> float:
+    return entry["best"]["accuracy"] - (entry["last"] or entry["best"])["accuracy"]
+
+
+def claims(results: dict) -> list[str]:
+    """The paper's MNIST claims, answered from this run's numbers, whichever way they fall."""
+    lines = ["### What the numbers say", ""]
+    gains = {}
+    for arch in PURE + ("mega",):
+        st, at = results.get(arch, {}).get("st"), results.get(arch, {}).get("pgdat")
+        if st and at:
+            gains[arch] = best(at) - best(st)
+            lines.append(f"- {arch}: PGD-AT raises PGD-10 accuracy from {pct(st['best'])} to {pct(at['best'])} "
+                         f"({gains[arch]:+.1%}; AutoAttack {pct(at['aa'])}); clean {pct(st['clean'])} -> "
+                         f"{pct(at['clean'])}; best - last {overfit_gap(at):+.1%}.")
+        else:
+            lines.append(f"- {arch}: n/a (a checkpoint is missing).")
+    for method in METHODS[2:]:
+        other = results.get("s4", {}).get(method)
+        if other:
+            lines.append(f"- s4 with {method}: PGD-10 {pct(other['best'])}, clean {pct(other['clean'])} (PGD-AT: "
+                         f"{pct(results['s4']['pgdat']['best']) if 'pgdat' in results.get('s4', {}) else 'n/a'}).")
+    pure = {a: g for a, g in gains.items() if a in PURE}
+    if pure and "mega" in gains:
+        more = gains["mega"] > max(pure.values())
+        lines.append(f"- **Do pure SSMs gain little, and Mega more?** Largest pure-SSM gain {max(pure.values()):+.1%} "
+                     f"({max(pure, key=pure.get)}), Mega {gains['mega']:+.1%}: Mega gains "
+                     f"{'more' if more else 'no more'} than every pure SSM here. Mega's best - last gap is "
+                     f"{overfit_gap(results['mega']['pgdat']):+.1%} (the paper reports robust overfitting for it).")
+    for base, method in (("s4", "pgdat"), ("dss", "pgdat"), ("s4", "freeat")):
+        plain, ads = results.get(base, {}).get(method), results.get(f"{base}-ads", {}).get(method)
+        if plain and ads:
+            lines.append(f"- **AdS on {base}** under {method}: PGD-10 {pct(ads['best'])} vs {pct(plain['best'])} "
+                         f"without AdS ({best(ads) - best(plain):+.1%}); AutoAttack (card) {pct(ads['aa'])} vs "
+                         f"{pct(plain['aa'])}; clean {pct(ads['clean'])} vs "
+                         f"{pct(plain['clean'])}; best - last gap {overfit_gap(ads):+.1%} (without AdS "
+                         f"{overfit_gap(plain):+.1%}).")
+    return lines + [""]
+
+
+def cifar_claims(results: dict) -> list[str]:
+    s4 = results.get("s4", {})
+    ads = results.get("s4-ads", {}).get("freeat")
+    if not (s4.get("st") and s4.get("freeat")):
+        return []
+    lines = ["### What the CIFAR-10 numbers say", "",
+             f"- s4: FreeAT raises PGD-10 accuracy from {pct(s4['st']['best'])} to {pct(s4['freeat']['best'])}, "
+             f"clean {pct(s4['st']['clean'])} -> {pct(s4['freeat']['clean'])}."]
+    if ads:
+        lines.append(f"- s4 + AdS under FreeAT: PGD-10 {pct(ads['best'])} vs {pct(s4['freeat']['best'])} without; "
+                     f"clean {pct(ads['clean'])} vs {pct(s4['freeat']['clean'])}; best - last "
+                     f"{overfit_gap(ads):+.1%}.")
+    return lines + [""]
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n-pgd", type=int, default=1000)
@@ -63,6 +156,8 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     FIG.mkdir(parents=True, exist_ok=True)
+    for stale in FIG.glob("curves-*.png"):  # one per shipped checkpoint, written below
+        stale.unlink()
     test = load_dataset("mnist", "test")
     train = load_dataset("mnist", "train")
     x, y = test.tensors(sample_indices(test, a.n_pgd, 0))
@@ -73,59 +168,47 @@ def main() -> None:
         return path if (path / "model.safetensors").exists() else None
 
     lines = ["# The paper's findings, checked with our checkpoints", "",
-             "Generated by `python scripts/findings.py` from the shipped MNIST checkpoints (`checkpoints/`). "
+             "Generated by `python scripts/findings.py` from the shipped checkpoints (`checkpoints/`). "
              f"Robust accuracy: PGD-10 (step eps/4, random start) at Linf eps = {eps} on {len(y)} test images "
              f"(stratified, seed 0) from {test.source}; brackets are 95% Wilson intervals. Card metrics "
              "(AutoAttack) come from each checkpoint's metrics.json where measured.", ""]
 
+    lines += card_table()
+
     # 1 + 2 + 3: ST vs AT (and the other methods), best vs last
-    rows, results = [], {}
-    for arch in ("s4", "dss", "s5", "mamba", "mega", "s4-ads", "dss-ads"):
-        entry = {}
-        for method in METHODS:
-            path = ck(f"mnist-{arch}-{method}")
-            if path is None:
-                continue
-            entry[method] = measure(path, x, y, eps)
-            e = entry[method]
-            gap = (e["best"]["accuracy"] - e["last"]["accuracy"]) if e["last"] else None
-            rows.append(f"| {arch} | {method} | {pct(e['clean'])} | {pct(e['best'])} | {pct(e['last'])} | "
-                        f"{'n/a' if gap is None else f'{gap:+.1%}'} | {pct(e['aa'])} | "
-                        f"{e['best_epoch']}/{e['epochs']} |")
-            if (path / "curves.json").exists():
-                curves = json.loads((path / "curves.json").read_text())
-                training_curves_figure(curves, f"{arch} {method}").write_image(
-                    FIG / f"curves-{arch}-{method}.png", width=900, height=360)
-        results[arch] = entry
-    lines += ["## Robustness from adversarial training, best vs last", "",
-              "| model | training | clean | PGD-10 (best) | PGD-10 (last) | best - last | AutoAttack (card) | "
-              "best epoch / epochs |", "|---|---|---|---|---|---|---|---|", *rows, ""]
-
-    def gain(arch):
-        e = results.get(arch, {})
-        if "st" in e and "pgdat" in e:
-            return e["pgdat"]["best"]["accuracy"] - e["st"]["best"]["accuracy"]
-        return None
-
-    lines += ["### What the numbers say", ""]
-    for arch in PURE + ("mega",):
-        g = gain(arch)
-        lines.append(f"- {arch}: PGD-AT changes PGD-10 accuracy by "
-                     f"{'n/a (checkpoint missing)' if g is None else f'{g:+.1%}'} over standard training.")
-    mega = results.get("mega", {}).get("pgdat")
-    if mega:
-        pure = [results[a]["pgdat"]["best"]["accuracy"] for a in PURE if "pgdat" in results.get(a, {})]
-        gap = mega["best"]["accuracy"] - (mega["last"] or mega["best"])["accuracy"]
-        lines.append(f"- mega (attention) under PGD-AT: {pct(mega['best'])} against "
-                     f"{', '.join(f'{v:.1%}' for v in pure) or 'no'} for the pure SSMs; best - last gap {gap:+.1%} "
-                     f"(best epoch {mega['best_epoch']} of {mega['epochs']}).")
-    for base in ("s4", "dss"):
-        plain, ads = results.get(base, {}).get("pgdat"), results.get(f"{base}-ads", {}).get("pgdat")
-        if plain and ads:
-            gap = (ads["best"]["accuracy"] - (ads["last"] or ads["best"])["accuracy"])
-            lines.append(f"- {base} + AdS under PGD-AT: {pct(ads['best'])} vs {pct(plain['best'])} without AdS; "
-                         f"best - last gap {gap:+.1%}.")
-    lines.append("")
+    results = {}
+    for dataset, eps_d, archs in (("mnist", eps, ("s4", "dss", "s5", "mamba", "mega", "s4-ads", "dss-ads")),
+                                  ("cifar10", 8 / 255, ("s4", "mamba", "s4-ads"))):
+        if dataset == "cifar10":
+            test_d = load_dataset("cifar10", "test")
+            xd, yd = test_d.tensors(sample_indices(test_d, a.n_pgd, 0))
+            lines += ["## CIFAR-10 at eps = 8/255", "", f"PGD-10 on {len(yd)} test images (stratified, seed 0) from "
+                      f"{test_d.source}; otherwise as above.", ""]
+        else:
+            xd, yd = x, y
+            lines += ["## Robustness from adversarial training, best vs last", ""]
+        rows, results[dataset] = [], {}
+        for arch in archs:
+            entry = {}
+            for method in METHODS:
+                path = ck(f"{dataset}-{arch}-{method}")
+                if path is None:
+                    continue
+                entry[method] = e = measure(path, xd, yd, eps_d)
+                gap = (e["best"]["accuracy"] - e["last"]["accuracy"]) if e["last"] else None
+                rows.append(f"| {arch} | {method} | {pct(e['clean'])} | {pct(e['best'])} | {pct(e['last'])} | "
+                            f"{'n/a' if gap is None else f'{gap:+.1%}'} | {pct(e['aa'])} | "
+                            f"{e['best_epoch']}/{e['epochs']} |")
+                if (path / "curves.json").exists():
+                    curves = json.loads((path / "curves.json").read_text())
+                    save_png(training_curves_figure(curves, f"{dataset} {arch} {method}"),
+                             FIG / f"curves-{path.name}.png", width=900, height=360)
+            results[dataset][arch] = entry
+        lines += ["| model | training | clean | PGD-10 (best) | PGD-10 (last) | best - last | AutoAttack (card) | "
+                  "best epoch / epochs |", "|---|---|---|---|---|---|---|---|", *rows, ""]
+        if dataset == "mnist":
+            lines += claims(results["mnist"])
+    lines += cifar_claims(results["cifar10"])
 
     # 4: error scaling
     analyses = {}
@@ -141,8 +224,8 @@ def main() -> None:
             analyses[f"{name.removeprefix('mnist-')} ({split})"] = error_scaling(model, xs, adv)
     if analyses:
         for metric in ("mse", "kl", "rel"):
-            component_bars_figure(analyses, metric).write_image(FIG / f"error-scaling-{metric}.png",
-                                                                width=1000, height=420)
+            save_png(component_bars_figure(analyses, metric), FIG / f"error-scaling-{metric}.png",
+                     width=1000, height=420)
         lines += ["## Component error scaling", "",
                   f"Change rate (after - before) / before of the clean-vs-adversarial error for each component, "
                   f"mean over layers, PGD-10 at eps {eps} on {a.n_analysis} training and {a.n_analysis} test "

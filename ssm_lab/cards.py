@@ -57,6 +57,19 @@ def _pct(e: dict) -> str:
     return f"{e['accuracy']:.2%} [{e['ci95'][0]:.1%}, {e['ci95'][1]:.1%}] (n={e['n']})"
 
 
+def training_attack(method: str, tc: dict, tm: dict) -> str:
+    """The adversary each training method ran, in the method's own terms."""
+    eps, step, steps = tm.get("eps"), tc.get("step_size") or tm.get("step_size"), tc.get("attack_steps")
+    if method == "freeat":
+        return (f"Linf eps {eps:.4g}; m = {tc.get('replays')} replays of each minibatch, each an FGSM step of size "
+                "eps on the perturbation carried between minibatches")
+    if method == "yopo":
+        return (f"Linf eps {eps:.4g}, step {step:.4g}; YOPO-{tc.get('yopo_outer')}-{tc.get('yopo_inner')} "
+                "(outer full backward passes, inner first-layer updates), random start")
+    pgd = f"PGD-{steps} Linf eps {eps:.4g}, step {step:.4g}, random start"
+    return f"{pgd} on the KL term, beta {tc.get('beta'):g}" if method == "trades" else f"{pgd} on the CE loss"
+
+
 def card_description(meta: dict, metrics: dict) -> str:
     """Human summary at the top of the model card: results with n and intervals, then how it was trained."""
     rows = [f"| clean, full test set | {_pct(metrics['clean'])} |"]
@@ -78,9 +91,10 @@ def card_description(meta: dict, metrics: dict) -> str:
         f" augmentation: {'random shifts' if tc.get('augment') else 'none'}, seed {tc.get('seed')}",
     ]
     if meta.get("method") != "st":
-        step = tc.get("step_size") or tm.get("step_size")
-        training.append(f"- training attack: Linf eps {tm.get('eps')}, step {step},"
-                        f" {tc.get('attack_steps')} steps")
+        training.append(f"- training attack: {training_attack(meta.get('method'), tc, tm)}")
+        if tc.get("eps_warmup_epochs"):
+            training.append(f"- eps (and step) ramped linearly from 0 over the first {tc['eps_warmup_epochs']:g} "
+                            "epochs")
     return "\n".join([
         "## Results", "", f"Test data: {metrics['test_source']}. 95% Wilson intervals; PGD and AutoAttack on fixed "
         f"stratified samples (seed {metrics['seed']}).", "", "| evaluation | accuracy |", "|---|---|", *rows, "",

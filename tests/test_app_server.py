@@ -108,6 +108,17 @@ def test_invalid_parameters_come_back_as_clear_errors(client, change, message):
         client.predict(**{**ATTACK, **change}, api_name="/attack")
 
 
+def test_multi_model_endpoints_need_no_startup(server):
+    fresh = Client(server[0], verbose=False)  # a new session: /startup never ran, the menus were never filled
+    figure, curves = fresh.predict(models=["mnist-s4-st", "mnist-s4-ads"], dataset="MNIST", n=4,
+                                   attack="FGSM", eps_values="0, 0.3", steps=1, restarts=1, seed=0,
+                                   api_name="/eps_curves")
+    assert set(curves["curves"]) == {"mnist-s4-st", "mnist-s4-ads"}
+    with pytest.raises(Exception, match="no-such-model"):
+        fresh.predict(models=["no-such-model"], dataset="MNIST", n=4, attack="FGSM", eps_values="0, 0.3", steps=1,
+                      restarts=1, seed=0, api_name="/eps_curves")
+
+
 def test_cost_and_preview_endpoints(client):
     cost = client.predict(model="mnist-s4-st", attack="FGSM", eps="0.1", steps=1, step_size=0, restarts=1,
                           target="none", seed=0, api_name="/cost")
