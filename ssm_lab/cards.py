@@ -90,6 +90,9 @@ def card_description(meta: dict, metrics: dict) -> str:
         f"batch {tc.get('batch_size')},"
         f" augmentation: {'random shifts' if tc.get('augment') else 'none'}, seed {tc.get('seed')}",
     ]
+    if tc.get("train_limit"):
+        training.append(f"- trained on a stratified seeded sample of {tc['train_limit']:,} training images (a CPU "
+                        "budget), not the whole training split")
     if meta.get("method") != "st":
         training.append(f"- training attack: {training_attack(meta.get('method'), tc, tm)}")
         if tc.get("eps_warmup_epochs"):
