@@ -22,7 +22,8 @@ from ssm_lab.attacks import make_attack  # noqa: E402
 from ssm_lab.data import load_dataset, sample_indices  # noqa: E402
 from ssm_lab.evaluate import accuracy_entry, predict  # noqa: E402
 from ssm_lab.plots import component_bars_figure, training_curves_figure  # noqa: E402
-from ssm_models.hub import load_model  # noqa: E402
+from ssm_lab.train import DEFAULT_THREAT  # noqa: E402
+from ssm_models.hub import list_checkpoints, load_model  # noqa: E402
 
 CK = ROOT / "checkpoints"
 DOCS = ROOT / "docs"
@@ -45,15 +46,20 @@ def pgd10(model, x, y, eps: float, seed: int = 0) -> dict:
 METHODS = ("st", "pgdat", "trades", "freeat", "yopo")
 
 
+def at_eps(entries: dict, eps: float) -> dict | None:
+    """The metrics.json entry (keyed by an eps label) measured at `eps`."""
+    return next((v for v in entries.values() if abs(v.get("eps", -1) - eps) < 1e-9), None)
+
+
 def measure(path: Path, x, y, eps: float) -> dict:
     """Clean and PGD-10 accuracy of the best and last weights, plus the card's AutoAttack entry."""
-    best = load_model(path)
+    chosen = load_model(path)  # the best-validation weights
     metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
-    return {"clean": accuracy_entry(int((predict(best, x) == y).sum()), len(y)),
-            "best": pgd10(best, x, y, eps),
+    return {"clean": accuracy_entry(int((predict(chosen, x) == y).sum()), len(y)),
+            "best": pgd10(chosen, x, y, eps),
             "last": pgd10(load_model(path / "last"), x, y, eps) if (path / "last").exists() else None,
-            "aa": next((v for v in metrics.get("autoattack", {}).values() if v.get("eps") == eps), None),
-            "best_epoch": best.config.meta.get("best_epoch"), "epochs": best.config.meta.get("epochs_trained")}
+            "aa": at_eps(metrics.get("autoattack", {}), eps),
+            "best_epoch": chosen.config.meta.get("best_epoch"), "epochs": chosen.config.meta.get("epochs_trained")}
 
 
 def save_png(figure, path: Path, **size) -> None:
@@ -75,16 +81,15 @@ def card_table() -> list[str]:
              "200 stratified test images (seed 0), Linf, at the dataset's threat model (MNIST 0.3, CIFAR-10 8/255).",
              "", "| checkpoint | clean | PGD-10 | AutoAttack | epochs (best) | training wall time |",
              "|---|---|---|---|---|---|"]
-    for path in sorted(CK.iterdir()):
-        if not (path / "metrics.json").exists():
+    for entry in list_checkpoints(CK):
+        metrics = entry["metrics"]
+        if not metrics or entry["name"].endswith("/last"):
             continue
-        metrics = json.loads((path / "metrics.json").read_text())
-        meta = json.loads((path / "config.json").read_text()).get("meta", {})
-        eps = 0.3 if metrics["dataset"] == "mnist" else 8 / 255
-        pgd = next((v for v in metrics["pgd10"].values() if abs(v["eps"] - eps) < 1e-9), None)
-        aa = next((v for v in metrics["autoattack"].values() if abs(v["eps"] - eps) < 1e-9), None)
+        meta = entry["config"].get("meta") or {}
+        eps = DEFAULT_THREAT[metrics["dataset"]][0]
         wall = meta.get("train_wall_time_s")
-        lines.append(f"| {path.name} | {pct(metrics['clean'])} | {pct(pgd)} | {pct(aa)} | "
+        lines.append(f"| {entry['name']} | {pct(metrics['clean'])} | {pct(at_eps(metrics['pgd10'], eps))} | "
+                     f"{pct(at_eps(metrics['autoattack'], eps))} | "
                      f"{meta.get('epochs_trained')} ({meta.get('best_epoch')}) | "
                      f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} |")
     return lines + [""]
@@ -96,6 +101,14 @@ def best(entry: dict | None) -> float | None:
 
 def overfit_gap(entry: dict) -> float:
     return entry["best"]["accuracy"] - (entry["last"] or entry["best"])["accuracy"]
+
+
+def ads_line(base: str, method: str, plain: dict, ads: dict) -> str:
+    """AdS against the same architecture and training method without it."""
+    return (f"- **AdS on {base}** under {method}: PGD-10 {pct(ads['best'])} vs {pct(plain['best'])} without AdS "
+            f"({best(ads) - best(plain):+.1%}); AutoAttack (card) {pct(ads['aa'])} vs {pct(plain['aa'])}; clean "
+            f"{pct(ads['clean'])} vs {pct(plain['clean'])}; best - last gap {overfit_gap(ads):+.1%} (without AdS "
+            f"{overfit_gap(plain):+.1%}).")
 
 
 def claims(results: dict) -> list[str]:
@@ -126,11 +139,7 @@ def claims(results: dict) -> list[str]:
     for base, method in (("s4", "pgdat"), ("dss", "pgdat"), ("s4", "freeat")):
         plain, ads = results.get(base, {}).get(method), results.get(f"{base}-ads", {}).get(method)
         if plain and ads:
-            lines.append(f"- **AdS on {base}** under {method}: PGD-10 {pct(ads['best'])} vs {pct(plain['best'])} "
-                         f"without AdS ({best(ads) - best(plain):+.1%}); AutoAttack (card) {pct(ads['aa'])} vs "
-                         f"{pct(plain['aa'])}; clean {pct(ads['clean'])} vs "
-                         f"{pct(plain['clean'])}; best - last gap {overfit_gap(ads):+.1%} (without AdS "
-                         f"{overfit_gap(plain):+.1%}).")
+            lines.append(ads_line(base, method, plain, ads))
     return lines + [""]
 
 
@@ -143,9 +152,7 @@ def cifar_claims(results: dict) -> list[str]:
              f"- s4: FreeAT raises PGD-10 accuracy from {pct(s4['st']['best'])} to {pct(s4['freeat']['best'])}, "
              f"clean {pct(s4['st']['clean'])} -> {pct(s4['freeat']['clean'])}."]
     if ads:
-        lines.append(f"- s4 + AdS under FreeAT: PGD-10 {pct(ads['best'])} vs {pct(s4['freeat']['best'])} without; "
-                     f"clean {pct(ads['clean'])} vs {pct(s4['freeat']['clean'])}; best - last "
-                     f"{overfit_gap(ads):+.1%}.")
+        lines.append(ads_line("s4", "freeat", s4["freeat"], ads))
     return lines + [""]
 
 
@@ -160,8 +167,7 @@ def main() -> None:
         stale.unlink()
     test = load_dataset("mnist", "test")
     train = load_dataset("mnist", "train")
-    x, y = test.tensors(sample_indices(test, a.n_pgd, 0))
-    eps = 0.3
+    eps = DEFAULT_THREAT["mnist"][0]
 
     def ck(name):
         path = CK / name
@@ -169,7 +175,7 @@ def main() -> None:
 
     lines = ["# The paper's findings, checked with our checkpoints", "",
              "Generated by `python scripts/findings.py` from the shipped checkpoints (`checkpoints/`). "
-             f"Robust accuracy: PGD-10 (step eps/4, random start) at Linf eps = {eps} on {len(y)} test images "
+             f"Robust accuracy: PGD-10 (step eps/4, random start) at Linf eps = {eps} on {a.n_pgd} test images "
              f"(stratified, seed 0) from {test.source}; brackets are 95% Wilson intervals. Card metrics "
              "(AutoAttack) come from each checkpoint's metrics.json where measured.", ""]
 
@@ -177,16 +183,14 @@ def main() -> None:
 
     # 1 + 2 + 3: ST vs AT (and the other methods), best vs last
     results = {}
-    for dataset, eps_d, archs in (("mnist", eps, ("s4", "dss", "s5", "mamba", "mega", "s4-ads", "dss-ads")),
-                                  ("cifar10", 8 / 255, ("s4", "mamba", "s4-ads"))):
-        if dataset == "cifar10":
-            test_d = load_dataset("cifar10", "test")
-            xd, yd = test_d.tensors(sample_indices(test_d, a.n_pgd, 0))
-            lines += ["## CIFAR-10 at eps = 8/255", "", f"PGD-10 on {len(yd)} test images (stratified, seed 0) from "
-                      f"{test_d.source}; otherwise as above.", ""]
-        else:
-            xd, yd = x, y
-            lines += ["## Robustness from adversarial training, best vs last", ""]
+    for dataset, archs in (("mnist", ("s4", "dss", "s5", "mamba", "mega", "s4-ads", "dss-ads")),
+                           ("cifar10", ("s4", "mamba", "s4-ads"))):
+        eps_d = DEFAULT_THREAT[dataset][0]
+        test_d = test if dataset == "mnist" else load_dataset(dataset, "test")
+        xd, yd = test_d.tensors(sample_indices(test_d, a.n_pgd, 0))
+        lines += (["## Robustness from adversarial training, best vs last", ""] if dataset == "mnist" else
+                  ["## CIFAR-10 at eps = 8/255", "", f"PGD-10 on {len(yd)} test images (stratified, seed 0) from "
+                   f"{test_d.source}; otherwise as above.", ""])
         rows, results[dataset] = [], {}
         for arch in archs:
             entry = {}

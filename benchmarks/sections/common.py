@@ -19,6 +19,9 @@ SHIPPED_S4_CONFIG = dict(tokenizer="patch", patch_size=4, d_model=64, n_layers=2
                          dt_max=1.0, activation="gelu")
 QUICK_CONFIG = dict(d_model=8, n_layers=1, d_state=4, image_size=8)
 
+# an L-inf radius of a quarter of one grey level: no image flips, so every step of every attack is spent
+UNBREAKABLE_EPS = 1 / 1020
+
 
 @dataclass
 class Settings:

@@ -8,14 +8,12 @@ from ssm_lab.attacks import make_attack
 
 from ..harness import measure
 from ..results import Row, Target, memory_text
-from .common import QUICK_CONFIG, Settings, Stopwatch, new_section
+from .common import QUICK_CONFIG, UNBREAKABLE_EPS, Settings, Stopwatch, new_section
 
 KEY = "shipped"
 TITLE = "Shipped checkpoints: single-image PGD-10 latency, and AutoAttack on one image with the default checkpoint"
 PGD_TARGETS = {"mnist": 0.15, "cifar10": 0.5}  # seconds for PGD-10 on one image
 AUTOATTACK_TARGET = 10.0  # seconds for AutoAttack standard on one MNIST image, default checkpoint
-# an L-inf radius of a quarter of one grey level: no image flips, so every step of every attack is spent
-UNBREAKABLE_EPS = 1 / 1020
 DEFAULT_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
 SEARCH = 32  # test images searched for the first one the model classifies correctly
 
