@@ -8,6 +8,8 @@ import os
 import sys
 import threading
 
+from ssm_lab.allocator import keep_freed_memory
+
 TRUE = ("1", "true", "yes", "on")
 
 
@@ -78,6 +80,7 @@ def prepare_process() -> None:
     # gradio's usage telemetry is opt-in here (as in the Dockerfile): no calls home, and a second less start-up
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     skip_gradio_stub_writing()
+    keep_freed_memory()  # ctypes only: torch is not loaded by it
 
 
 WARM_UP_AFTER_S = 5.0

@@ -213,6 +213,7 @@ class Machine:
     python: str
     load_average_start: list[float]
     started_utc: str
+    allocator: str
     packages: dict = field(default_factory=dict)
     load_average_end: list[float] = field(default_factory=list)
 
@@ -220,11 +221,11 @@ class Machine:
         return dict(self.__dict__)
 
 
-def machine_info() -> Machine:
+def machine_info(allocator: str) -> Machine:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return Machine(
         cpu=cpu_model(), cpu_flags=cpu_flags(), logical_cores=os.cpu_count() or 1, usable_cores=usable,
         torch_version=torch.__version__, torch_threads=torch.get_num_threads(), python=platform.python_version(),
         load_average_start=load_average(),
-        started_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        started_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), allocator=allocator,
         packages={p: package_version(p) for p in ("mambapy", "torchattacks", "pyautoattack", "numpy")})

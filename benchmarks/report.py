@@ -78,6 +78,8 @@ def render(machine: dict, sections: list[Section], regressions: list[Regression]
         f"| cores | {machine.get('logical_cores')} logical, {machine.get('usable_cores')} usable by this process |",
         f"| torch | {machine.get('torch_version')}, {machine.get('torch_threads')} thread(s) "
         "(`torch.set_num_threads`) |",
+        f"| memory allocator | {machine.get('allocator', 'C library defaults (not recorded)')} "
+        "(`ssm_lab.allocator.keep_freed_memory`, as `ssm-lab` and the app run) |",
         f"| python | {machine.get('python')} |",
         f"| load average (1/5/15 min) | {load_start} at the start, {load_end} at the end |",
         f"| started | {machine.get('started_utc')} |",

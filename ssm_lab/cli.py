@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .allocator import keep_freed_memory
+
 
 class CLIError(Exception):
     """A user-facing error: printed without a traceback, exit code 2."""
@@ -312,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "bench":

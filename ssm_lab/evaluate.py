@@ -104,7 +104,7 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
     t0 = time.time()
     clean_pred = predict(model, x, batch_size)
     clean_ok = clean_pred == y
-    state = _load_state(state_path, n, eps, attacks, seed)
+    state = _shared_state(state_path, n, eps, attacks, seed)
     results = {}
     for spec in attacks:
         spec = dict(spec)
@@ -219,6 +219,24 @@ def model_info(report: dict) -> dict:
         "reported": None,
         "additional_data": False,
     }
+
+
+def _shared_state(path, n, eps, attacks, seed) -> dict:
+    """The resume state, read by rank 0 and handed to every rank. A rank that reached this point late must not
+    read the file itself: rank 0 may already have saved its first batches there, and the late rank would then
+    shard a shorter to-do list than rank 0 and attack other batches (seen under load: half the points lost)."""
+    if distributed.world_size() == 1:
+        return _load_state(path, n, eps, attacks, seed)
+    loaded = None
+    if distributed.is_main():
+        try:
+            loaded = _load_state(path, n, eps, attacks, seed)
+        except ValueError as exc:  # every rank raises it, rather than the others waiting forever
+            loaded = exc
+    loaded = distributed.broadcast_object(loaded)
+    if isinstance(loaded, Exception):
+        raise loaded
+    return loaded
 
 
 def _load_state(path, n, eps, attacks, seed) -> dict:

@@ -22,12 +22,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], late_rank: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", PYTHONPATH=str(ROOT))
     # `--` keeps torchrun's own parser away from our options (it would read `--n` as an abbreviation of its own)
+    entry = [str(ROOT / "tests" / "late_rank_cli.py"), "--"] if late_rank else ["-m", "ssm_lab.cli", "--"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "ssm_lab.cli", "--", *args]
+           *entry, *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -72,7 +73,9 @@ def test_two_process_training_then_evaluation_matches_one_process(tmp_path):
     # 4 batches of 10 points, 2 per rank; every batch is the one the single process attacks
     common = [str(out / "last"), "--n", "40", "--attack", "fgsm", "--attack", "pgd", "--steps", "2",
               "--eps", "0.03", "--batch-size", "10"]
-    _torchrun(["evaluate", *common, "--out", str(tmp_path / "ddp.json"), "--state", str(tmp_path / "state.json")])
+    # rank 1 arrives late, after rank 0 has saved batches to the state file: it must still get the same batches
+    _torchrun(["evaluate", *common, "--out", str(tmp_path / "ddp.json"), "--state", str(tmp_path / "state.json")],
+              late_rank=True)
     assert main(["evaluate", *common, "--out", str(tmp_path / "single.json")]) == 0
     ddp, single = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("ddp", "single"))
     assert ddp["clean"] == single["clean"] and ddp["clean"]["correct"] > 0
