@@ -126,10 +126,12 @@ def measure(fn: Callable[[], object], repeats: int, warmup: int = 1, memory: boo
 
 
 def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                        memory: bool = True) -> dict[str, Timing]:
+                        memory: bool = True, settle: int = 0) -> dict[str, Timing]:
     """Like `measure` for several contenders, but run in turns (A B C, B C A, C A B, ...) so that load changes
     on the shared machine hit all of them alike and their ratios stay fair. Memory is sampled during the first
-    warm-up run of each (none without warm-up)."""
+    warm-up run of each (none without warm-up). With `settle`, each timed call follows that many untimed calls
+    of the same contender, so it finds caches as back-to-back use leaves them (a training loop), not as the
+    previous contender did (a 2048x2048 matmul sweeps 48 MB through them)."""
     names = list(fns)
     peaks: dict[str, float | None] = {name: None for name in names}
     for name in names:
@@ -144,6 +146,8 @@ def measure_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warm
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
+            for _ in range(settle):
+                fns[name]()
             elapsed, cpu_seconds = _timed(fns[name])  # never sampled for memory: the sampler costs a little
             samples[name].append(elapsed)
             cpu[name].append(cpu_seconds)

@@ -13,7 +13,7 @@ import torch
 # does not put the repository root on sys.path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import cpu_model, measure  # noqa: E402
+from benchmarks.harness import cpu_model, measure, measure_interleaved  # noqa: E402
 from benchmarks.naive_cauchy import naive_nplr_kernel  # noqa: E402
 from benchmarks.report import DATA_OPEN, parse_previous  # noqa: E402
 from benchmarks.results import Row, Section, Target, compare_sections  # noqa: E402
@@ -135,6 +135,15 @@ def test_measure_reports_median_of_the_timed_runs_only():
     timing = measure(lambda: calls.append(1), repeats=3, warmup=2)
     assert len(calls) == 5 and timing.repeats == 3 and len(timing.cpu_samples) == 3
     assert timing.median == sorted(timing.samples)[1]
+
+
+def test_interleaved_turns_settle_each_contender_before_its_timed_call():
+    order = []
+    timings = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=2,
+                                  warmup=1, memory=False, settle=1)
+    # warm-ups a, b; turn 1: a (settle) a (timed) b b; turn 2 starts with b
+    assert order == ["a", "b", "a", "a", "b", "b", "b", "b", "a", "a"]
+    assert all(t.repeats == 2 for t in timings.values())
 
 
 def test_naive_cauchy_peer_computes_the_same_kernel():

@@ -95,7 +95,7 @@ def measure_model(setting: Setting, arch: str, config: dict, matmul) -> dict:
     flops_train = count_flops(train_step, model, setting.batch, backward=True)
     replay, replay_flops = matmul_replay(train_step)
     timings = measure_interleaved({"forward": forward, "train": train_step, "products": replay, "matmul": matmul},
-                                  setting.repeats)
+                                  setting.repeats, settle=1)
     return dict(model=model, flops_forward=flops_forward, flops_train=flops_train, timings=timings,
                 replay_gflops=replay_flops / timings["products"].median / 1e9)
 
@@ -170,7 +170,9 @@ def _notes(configurations: list[Setting], size: int, settings: Settings) -> list
         "products, already counted), with the backward at twice the forward. Other elementwise work (norms, "
         "activations, gates, softmax) is not counted: GFLOP/s understates the arithmetic done.",
         f"Peer: `torch.matmul` of two {size}x{size} float32 matrices (2 n^3 FLOPs), timed in turns with the "
-        "model's two passes so that load changes hit both; same thread count. Target (shipped configurations, "
+        "model's two passes so that load changes hit both; same thread count. In each turn every contender runs "
+        "once untimed and then once timed, so that a timed training step finds the caches as the step before it "
+        "left them, as in a training loop, not swept by the matmul. Target (shipped configurations, "
         f"fwd+bwd): at least {FRACTION_TARGET:.0%} of its GFLOP/s.",
         "'Its products alone': the matrix products one training step dispatches, recorded with their shapes, strides "
         "and dtypes and replayed on fresh tensors with nothing else running (timed in the same turns), and their "
