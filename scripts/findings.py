@@ -75,21 +75,28 @@ def save_png(figure, path: Path, **size) -> None:
                 raise
 
 
-def card_table() -> list[str]:
+def shipped_cards() -> list[tuple[str, dict, dict, float]]:
+    """(name, metrics.json, config meta, the dataset's threat-model eps) of every shipped checkpoint with card
+    metrics, read once for the tables below."""
+    cards = []
+    for entry in list_checkpoints(CK):
+        metrics = entry["metrics"]
+        if metrics and not entry["name"].endswith("/last"):
+            cards.append((entry["name"], metrics, entry["config"].get("meta") or {},
+                          DEFAULT_THREAT[metrics["dataset"]][0]))
+    return cards
+
+
+def card_table(cards) -> list[str]:
     """Every shipped checkpoint's card metrics (from its metrics.json) and training wall time."""
     lines = ["## Shipped checkpoints", "",
              "Card metrics: clean accuracy on the full official test set; PGD-10 on 1,000 and AutoAttack standard on "
              "200 stratified test images (seed 0), Linf, at the dataset's threat model (MNIST 0.3, CIFAR-10 8/255).",
              "", "| checkpoint | clean | PGD-10 | AutoAttack | epochs (best) | training wall time |",
              "|---|---|---|---|---|---|"]
-    for entry in list_checkpoints(CK):
-        metrics = entry["metrics"]
-        if not metrics or entry["name"].endswith("/last"):
-            continue
-        meta = entry["config"].get("meta") or {}
-        eps = DEFAULT_THREAT[metrics["dataset"]][0]
+    for name, metrics, meta, eps in cards:
         wall = meta.get("train_wall_time_s")
-        lines.append(f"| {entry['name']} | {pct(metrics['clean'])} | {pct(at_eps(metrics['pgd10'], eps))} | "
+        lines.append(f"| {name} | {pct(metrics['clean'])} | {pct(at_eps(metrics['pgd10'], eps))} | "
                      f"{pct(at_eps(metrics['autoattack'], eps))} | "
                      f"{meta.get('epochs_trained')} ({meta.get('best_epoch')}) | "
                      f"{'n/a' if wall is None else f'{wall / 60:.1f} min'} |")
@@ -99,19 +106,15 @@ def card_table() -> list[str]:
 SQUARE_FLAG = re.compile(r"Square Attack has decreased the robust accuracy of ([0-9.]+)%")
 
 
-def masking_table() -> list[str]:
+def masking_table(cards) -> list[str]:
     """AutoAttack's own reliability check, read from the cards: what Square (no gradients) still found after the
     three gradient attacks. A large share means the gradient attacks were misled, so PGD overstates robustness."""
     rows = []
-    for entry in list_checkpoints(CK):
-        metrics = entry["metrics"]
-        if not metrics or entry["name"].endswith("/last"):
-            continue
-        eps = DEFAULT_THREAT[metrics["dataset"]][0]
+    for name, metrics, _, eps in cards:
         aa = at_eps(metrics.get("autoattack", {}), eps)
         drops = [float(m.group(1)) for flag in (aa or {}).get("flags", []) if (m := SQUARE_FLAG.search(flag))]
-        if aa and drops:
-            rows.append((max(drops), entry["name"], pct(at_eps(metrics["pgd10"], eps)), pct(aa)))
+        if drops:
+            rows.append((max(drops), name, pct(at_eps(metrics["pgd10"], eps)), pct(aa)))
     if not rows:
         return []
     rows.sort(reverse=True)
@@ -217,8 +220,9 @@ def main() -> None:
              f"(stratified, seed 0) from {test.source}; brackets are 95% Wilson intervals. Card metrics "
              "(AutoAttack) come from each checkpoint's metrics.json where measured.", ""]
 
-    lines += card_table()
-    lines += masking_table()
+    cards = shipped_cards()
+    lines += card_table(cards)
+    lines += masking_table(cards)
 
     # 1 + 2 + 3: ST vs AT (and the other methods), best vs last
     results = {}
