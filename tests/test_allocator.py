@@ -22,11 +22,12 @@ def step():
     F.cross_entropy(model(x), y).backward()
 for _ in range(10):
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+faults = []
+for _ in range(15):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
-print(json.dumps({"allocator": result, "faults_per_step": faults}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"allocator": result, "faults_per_step": sorted(faults)[len(faults) // 2]}))
 """
 
 
@@ -47,7 +48,8 @@ def test_training_steps_reuse_freed_memory_unless_opted_out():
         return
     assert tuned["allocator"].startswith("glibc malloc keeping freed memory"), tuned
     assert "SSM_LAB_SYSTEM_MALLOC" in default["allocator"]
-    # the C library's defaults: ~1,100 faults per step of this model; tuned: none once warm
+    # median over 15 steps: now and then one step still grows the heap (196-784 faults), which says nothing
+    # about reuse. The C library's defaults: a median of ~2,000 faults per step of this model; tuned: 0.
     assert tuned["faults_per_step"] < 50, tuned
     assert default["faults_per_step"] > 10 * max(tuned["faults_per_step"], 1), (tuned, default)
 
