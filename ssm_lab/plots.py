@@ -103,8 +103,8 @@ def transfer_figure(transfer: dict) -> go.Figure:
                                text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}"))
     fig.update_layout(title=f"Transfer: accuracy of target (column) on examples crafted on source (row), "
                             f"n={transfer['n']}, eps={transfer['eps_label']}",
-                      xaxis_title="target", yaxis_title="source", height=420)
-    return fig
+                      xaxis_title="target", yaxis_title="source", yaxis_autorange="reversed", height=420)
+    return fig  # first source on top, as in a printed matrix: the white-box cells run down the diagonal
 
 
 def confusion_figure(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str]) -> go.Figure:

@@ -279,7 +279,8 @@ def test_transfer_matrix_and_dataset_mismatch():
     figure, result = C.transfer(["mnist-s4-st", "mnist-s4-ads"], "MNIST", 6, "FGSM", "0.3", 1, 1, 0, progress=quiet)
     assert result["models"] == ["mnist-s4-st", "mnist-s4-ads"] and len(result["matrix"]) == 2
     assert all(cell["n"] == 6 for row in result["matrix"] for cell in row)
-    assert isinstance(figure, go.Figure)
+    assert isinstance(figure, go.Figure) and figure.layout.yaxis.autorange == "reversed"  # white-box on the diagonal
+    assert list(figure.data[0].y) == list(figure.data[0].x) == result["models"]
     with pytest.raises(gr.Error, match="one dataset"):
         C.transfer(["mnist-s4-st", "cifar-dss-st"], "MNIST", 4, "FGSM", "0.3", 1, 1, 0)
 
