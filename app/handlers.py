@@ -145,7 +145,21 @@ def estimate_cost(model_name, attack, eps, steps, step_size, restarts, target, s
     return cost_text(cost, model)
 
 
-def summary_markdown(res: dict, classes: list[str], params: dict, attack: str) -> str:
+def stop_line(res: dict, params: dict) -> str:
+    """Where PGD stopped: it returns each image's first successful iterate, so a short, flat trace is expected."""
+    from ssm_lab.single import first_success
+
+    steps, restarts = params["steps"], params.get("restarts", 1)
+    hit = first_success(res["trace"], res["label"], params.get("target") if params.get("targeted") else None)
+    if hit is None:
+        return f"- iterations: all {steps} steps" + (f" in each of {restarts} restarts" if restarts > 1 else "")
+    restart, step = hit
+    where = "the random start (iterate 0)" if step == 0 and params.get("random_start", True) else f"iterate {step}"
+    return (f"- iterations: fooled at {where} of {steps}" + (f", restart {restart + 1}" if restarts > 1 else "")
+            + "; PGD returns that first successful point, so the attack trace ends there")
+
+
+def summary_markdown(res: dict, classes: list[str], params: dict, attack: str, attack_id: str = "") -> str:
     from ssm_lab.evaluate import eps_label
 
     def name(i: int) -> str:
@@ -166,6 +180,8 @@ def summary_markdown(res: dict, classes: list[str], params: dict, attack: str) -
              f"{params['norm']} eps = {eps_label(params['eps'])}",
              f"- survives 8-bit PNG: {png}",
              f"- {res['seconds']:.2f} s, seed {params['seed']}"]
+    if attack_id == "pgd" and res["trace"] and not res["cancelled"]:
+        lines.insert(-1, stop_line(res, params))
     if res["flags"]:
         lines.append("- flags: " + "; ".join(res["flags"]))
     return "\n".join(lines)
@@ -204,9 +220,10 @@ def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, 
     card["model"] = public_model_info(card["model"], model_name)
     paths = save_artefacts(res, card, new_run_dir())
     params["seed"] = seed_value
-    figures = (plots.topk_figure(classes, res["p_clean"], res["p_adv"]), plots.trace_figure(res["trace"]),
+    figures = (plots.topk_figure(classes, res["p_clean"], res["p_adv"]),
+               plots.trace_figure(res["trace"], params.get("steps")),
                plots.error_scaling_figure(analysis, "Error scaling for this image"),
                plots.token_error_figure(analysis["token_error_maps"], model.config.image_size))
     return (inputs.display(x), inputs.display(res["adv"]), perturbation_image(res["delta"]),
-            summary_markdown(res, classes, params, attack), *figures,
+            summary_markdown(res, classes, params, attack, name), *figures,
             [str(paths["png"]), str(paths["npy"]), str(paths["card"])], card)

@@ -45,7 +45,9 @@ attack: a model that resists FGSM may still fall to an iterative attack. Its tra
 Projected Gradient Descent (Madry et al., 2018) repeats small signed gradient steps from a random point of the ball
 and projects back into the ball after each step. More steps and random restarts make it stronger. PGD-10 (ten steps)
 is the attack the paper uses to pick checkpoints and to train adversarially (PGD-AT). The trace shows the loss rising
-and the margin (true-class logit minus the best other logit) falling below zero when the attack succeeds.
+and the margin (true-class logit minus the best other logit) falling below zero when the attack succeeds. PGD
+returns each image's first iterate that fools the model, so its trace stops there: against an undefended model
+it often ends at iterate 0 or 1, the random start or one step after it.
 """, Preset("PGD (Linf)", "0.3", steps=40, restarts=2, index=2, prefer={"dataset": "mnist", "method": "pgd-at"}),
            "Run PGD-40 with 2 restarts on an adversarially trained model"),
     Lesson("autoattack", "AutoAttack: the reliable yardstick", """
@@ -77,8 +79,10 @@ Compare tab: look at the change rate of the `ads` component in the error-scaling
 - **Clean / adversarial / perturbation**: the perturbation is amplified to full range; red pixels got brighter, blue
   darker, white did not change. All images are served as lossless PNG.
 - **Class probabilities**: top classes before (clean) and after (adversarial) the attack.
-- **Attack trace**: per iteration, the loss (rises), the margin (true logit minus best other; below 0 means fooled)
-  and the probability of the true class.
+- **Attack trace**: per iterate (0 is PGD's random start; `r2:3` is restart 2, iterate 3; `end` the point a
+  restart returned; `returned` the attack's result), the loss (rises), the margin (true logit minus best other;
+  below 0 means fooled) and the probability of the true class. PGD stops at the first iterate that fools the
+  model, and the summary says where.
 - **Error scaling**: top, the mean squared error (MSE) and the KL divergence between clean and adversarial features
   at every probe, from the embedding to the logits (log scale); bottom, each component's change rate
   (after - before) / before: above 0 the component amplifies the attack's effect, below 0 it damps it.

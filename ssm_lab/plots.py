@@ -23,14 +23,28 @@ def topk_figure(classes: Sequence[str], p_clean: np.ndarray, p_adv: np.ndarray, 
     return fig
 
 
-def trace_figure(trace: dict) -> go.Figure:
+def iterate_labels(trace: dict, steps: int | None = None) -> list[str]:
+    """x labels of a trace's rows: the iterate ("r2:3" = restart 2, iterate 3; "r1:end" = the point restart 1
+    returned, compared across restarts when `steps` is given) and "returned" for the attack's result."""
+    rows = list(zip(trace.get("restart", []), trace.get("step", []), trace.get("final", [])))
+    several = len({int(r) for r, _, final in rows if not final}) > 1
+    labels = []
+    for restart, step, final in rows:
+        iterate = "end" if steps is not None and int(step) == steps else str(int(step))
+        labels.append("returned" if final else f"r{int(restart) + 1}:{iterate}" if several else iterate)
+    return labels
+
+
+def trace_figure(trace: dict, steps: int | None = None) -> go.Figure:
     """Per-iteration loss, margin and true-class probability of one image's attack."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "margin (true - best other)", "p(true class)"))
+    labels = iterate_labels(trace, steps)
     for col, key in enumerate(("loss", "margin", "p_true"), start=1):
         values = trace.get(key)
         if values is not None:
-            fig.add_trace(go.Scatter(y=list(values), mode="lines+markers", name=key, showlegend=False), 1, col)
-    fig.update_xaxes(title_text="iteration")
+            fig.add_trace(go.Scatter(x=labels, y=list(values), mode="lines+markers", name=key, showlegend=False),
+                          1, col)
+    fig.update_xaxes(title_text="iterate", type="category")
     fig.update_layout(height=300, margin=dict(t=40, b=40, l=40, r=10))
     return fig
 

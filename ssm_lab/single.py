@@ -31,6 +31,17 @@ def _first_image_trace(trace) -> dict:
     return out
 
 
+def first_success(trace: dict, label: int, target: int | None = None) -> tuple[int, int] | None:
+    """(restart, iterate) where an own-loop attack such as PGD first fooled the model, from image 0's trace; None
+    when no traced iterate fooled it. The attack returns that point, so its trace ends there (iterate 0 is the
+    random start)."""
+    rows = zip(trace.get("restart", []), trace.get("step", []), trace.get("final", []), trace.get("pred", []))
+    for restart, step, final, pred in rows:
+        if not final and pred >= 0 and (pred == target if target is not None else pred != label):
+            return int(restart), int(step)
+    return None
+
+
 def attack_single(model, x: torch.Tensor, label: int | None, attack: str, *, seed: int = 0, progress=None,
                   cancel=None, **params) -> dict:
     """x: (1, C, S, S) in [0, 1]. label None means "the model's clean prediction" (an unlabelled upload)."""

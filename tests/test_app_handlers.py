@@ -377,3 +377,22 @@ def test_command_line_and_environment(monkeypatch):
     assert torch_threads() == 1
     monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "2")
     assert torch_threads() == 2
+
+
+def test_summary_says_where_pgd_stopped_and_the_trace_ends_there():
+    seen = set()
+    for eps in ("0.3", "0.02", "1/255"):
+        out = attack(eps=eps, steps=5)
+        summary, trace = out[3], out[5]
+        rows = len(trace.data[0].y)  # traced iterates, then the returned point
+        line = next(text for text in summary.splitlines() if text.startswith("- iterations:"))
+        if "all 5 steps" in line:
+            assert rows == 5 + 1, (line, rows)
+            seen.add("all")
+        else:
+            step = 0 if "random start" in line else int(line.split("iterate ")[1].split(" ")[0])
+            assert rows == step + 2 and "ends there" in line, (line, rows)
+            assert trace.data[0].y[step] == trace.data[0].y[-1]  # the returned point is that iterate
+            assert list(trace.data[0].x) == [str(i) for i in range(step + 1)] + ["returned"]
+            seen.add("early")
+    assert seen == {"all", "early"}  # both wordings are exercised
