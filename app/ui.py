@@ -120,8 +120,8 @@ def build_demo() -> gr.Blocks:
                     compare_cancel = gr.Button("Cancel", variant="stop")
                 compare_status = gr.Markdown()
                 compare_gallery = gr.Gallery(label="adversarial images and perturbations", columns=4, format="png",
-                                             height=320)
-                compare_table = gr.Dataframe(interactive=False, label="results")
+                                             height=320, elem_id="compare-gallery")
+                compare_table = gr.Dataframe(interactive=False, label="results", elem_id="compare-table")
                 compare_plot = gr.Plot(label="error-scaling change rate per component (MSE)")
                 gr.Markdown("### Transfer matrix\nAdversarial examples crafted on each model (rows), accuracy of "
                             "each model (columns) on them. Uses the attack, eps, steps and seed above.")
@@ -148,9 +148,9 @@ def build_demo() -> gr.Blocks:
                     eval_btn = gr.Button("Evaluate robust accuracy", variant="primary")
                     eval_cancel = gr.Button("Cancel", variant="stop")
                 eval_status = gr.Markdown()
-                eval_report = gr.Markdown()
+                eval_report = gr.Markdown(elem_id="eval-report")
                 with gr.Row():
-                    confusion_plot = gr.Plot(label="confusion matrix under the last attack")
+                    confusion_plot = gr.Plot(label="confusion matrix under the last attack", elem_id="confusion-plot")
                     with gr.Column():
                         eval_file = gr.File(label="full report (JSON)", interactive=False)
                         with gr.Accordion("Report (JSON)", open=False):
@@ -162,7 +162,7 @@ def build_demo() -> gr.Blocks:
                     curve_eps = gr.Textbox(value="0, 0.05, 0.1, 0.2, 0.3", label="eps values",
                                            info=f"comma-separated, at most {LIMITS.eps_points}")
                 curve_btn = gr.Button("Plot accuracy vs eps (same images and settings as above)")
-                curve_plot = gr.Plot(label="accuracy vs eps")
+                curve_plot = gr.Plot(label="accuracy vs eps", elem_id="curve-plot")
                 with gr.Accordion("Curves (JSON)", open=False):
                     curve_json = gr.JSON(label="curves")
 

@@ -49,3 +49,37 @@ def test_pgd_attack_in_the_browser(server):  # noqa: F811
             assert not page_errors, page_errors
         finally:
             browser.close()
+
+
+def test_compare_and_evaluate_tabs_in_the_browser(server):  # noqa: F811
+    url = server[0]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page_errors = []
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.goto(url)
+            expect(page.get_by_text("trained with").first).to_be_visible(timeout=WAIT_MS)
+
+            page.get_by_role("tab", name="Compare").click()
+            page.get_by_role("button", name="Attack on every model").click()
+            # two preselected models: an adversarial image and a perturbation each
+            expect(page.locator("#compare-gallery img")).to_have_count(4, timeout=WAIT_MS)
+            expect(page.locator("#compare-table")).to_contain_text("mnist-s4-st", timeout=WAIT_MS)
+
+            page.get_by_role("tab", name="Evaluate").click()
+            page.get_by_role("button", name="Evaluate robust accuracy").click()
+            report = page.locator("#eval-report")
+            expect(report).to_contain_text("worst case over the attacks", timeout=WAIT_MS)
+            expect(report).to_contain_text("95% CI")
+            expect(page.locator("#confusion-plot .js-plotly-plot").first).to_be_visible(timeout=WAIT_MS)
+            page.get_by_role("button", name="Plot accuracy vs eps (same images and settings as above)").click()
+            curves = page.locator("#curve-plot .js-plotly-plot").first
+            expect(curves).to_be_visible(timeout=WAIT_MS)
+            expect(curves).to_contain_text("Robust accuracy vs eps (n=64")
+            page.screenshot(path=str(ARTIFACTS / "app_compare_evaluate.png"), full_page=True)
+            assert page.locator(".toast-body.error").count() == 0
+            assert not page_errors, page_errors
+        finally:
+            browser.close()
