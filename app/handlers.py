@@ -7,6 +7,8 @@ import weakref
 
 import numpy as np
 
+from ssm_lab.catalogue import catalogue_rows
+
 from . import inputs
 from .attack_menu import attack_settings, class_list, default_eps, eps_string
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
@@ -16,7 +18,6 @@ from .models import (
     MODELS,
     card_markdown,
     catalogue,
-    catalogue_rows,
     default_checkpoint,
     resolve_source,
     training_curves,

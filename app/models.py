@@ -8,11 +8,9 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from .limits import LIMITS, LimitError
+from ssm_lab.catalogue import ARCH_NAMES, DATASET_NAMES, METHOD_NAMES, headline_metrics
 
-ARCH_NAMES = {"s4": "S4", "dss": "DSS", "s5": "S5", "mega": "Mega", "mamba": "Mamba"}
-METHOD_NAMES = {"st": "standard", "pgd-at": "PGD-AT", "trades": "TRADES", "freeat": "FreeAT", "yopo": "YOPO"}
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+from .limits import LIMITS, LimitError
 
 
 def checkpoint_root() -> Path:
@@ -24,65 +22,18 @@ def checkpoint_root() -> Path:
     return Path(SHIPPED_ROOT)
 
 
-SIDE_METRICS = ("clean_on_sample", "ci95")  # numbers that qualify another one, not headline accuracies
-
-
-def _leaves(values, path: tuple = ()):
-    """(path, leaf) pairs of nested dicts, and of lists of dicts such as an evaluation's `attacks`."""
-    if isinstance(values, list) and values and all(isinstance(v, dict) for v in values):
-        values = {str(v.get("attack") or v.get("name") or i): v for i, v in enumerate(values)}
-    if isinstance(values, dict):
-        for key, value in values.items():
-            yield from _leaves(value, path + (str(key),))
-    else:
-        yield path, values
-
-
-def headline_metrics(metrics: dict | None) -> dict[str, float]:
-    """Accuracies of a metrics.json by a short name: {'clean': 0.98, 'pgd10 0.3': 0.41, 'autoattack 0.3': 0.35}."""
-    out = {}
-    for path, value in _leaves(metrics or {}):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            continue
-        if not path or "acc" not in path[-1].lower() or any(part in SIDE_METRICS for part in path):
-            continue
-        name = " ".join(p for p in path if p not in ("accuracy", "attacks"))  # 'attacks' only groups entries
-        out[name or path[-1]] = float(value)
-    return out
-
-
-def describe_entry(entry: dict) -> dict:
-    """One list_checkpoints() entry -> dataset, arch, method, AdS and a one-line label for the model menu."""
-    cfg = entry["config"]
-    meta = cfg.get("meta") or {}
-    dataset = str(meta.get("dataset", "unknown"))
-    method = str(meta.get("method", "unknown"))
-    ads = f"AdS ({cfg['ads']})" if cfg.get("ads") else "no AdS"
-    numbers = headline_metrics(entry.get("metrics"))
-    shown = ", ".join(f"{k} {v:.1%}" for k, v in list(numbers.items())[:3])
-    label = (f"{DATASET_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
-             f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "")
-             + f"  ({entry['name']})")
-    return {"name": entry["name"], "path": entry["path"], "dataset": dataset, "arch": cfg["arch"], "method": method,
-            "ads": cfg.get("ads"), "label": label, "metrics": entry.get("metrics"), "config": cfg}
-
-
 CATALOGUE_TTL_S = 30.0  # cards and menus re-read the checkpoint folder at most this often
 _catalogue_cache: dict = {"root": None, "time": 0.0, "entries": []}
 
 
 def catalogue() -> list[dict]:
     """Shipped checkpoints with weights, grouped by dataset, architecture, training method and AdS."""
-    from ssm_models.hub import list_checkpoints
+    from ssm_lab.catalogue import catalogue_entries
 
     root, now = checkpoint_root(), time.monotonic()
     if _catalogue_cache["root"] == root and now - _catalogue_cache["time"] < CATALOGUE_TTL_S:
         return list(_catalogue_cache["entries"])
-    # `<name>/last` folders are the training run's final epoch kept beside the selected best one: not a model to offer
-    entries = [describe_entry(e) for e in list_checkpoints(root)
-               if e.get("has_weights", True) and not e["name"].endswith("/last")]
-    entries.sort(key=lambda e: (e["dataset"], e["arch"], e["method"] != "st", e["method"], e["ads"] is not None,
-                                e["name"]))
+    entries = catalogue_entries(root)
     _catalogue_cache.update(root=root, time=now, entries=entries)
     return list(entries)
 
@@ -95,19 +46,6 @@ def default_checkpoint(entries: list[dict] | None = None) -> str | None:
             if (wanted[0] is None or e["dataset"] == wanted[0]) and (wanted[1] is None or e["method"] == wanted[1]):
                 return e["name"]
     return None
-
-
-def catalogue_rows(entries: list[dict]) -> tuple[list[str], list[list]]:
-    """Headers and rows for the model table (metrics as columns)."""
-    metric_keys = list(dict.fromkeys(k for e in entries for k in headline_metrics(e["metrics"])))
-    headers = ["name", "dataset", "arch", "method", "AdS"] + metric_keys
-    rows = []
-    for e in entries:
-        numbers = headline_metrics(e["metrics"])
-        rows.append([e["name"], e["dataset"], ARCH_NAMES.get(e["arch"], e["arch"]), METHOD_NAMES.get(e["method"],
-                     e["method"]), e["ads"] or "-"] + [round(numbers[k], 4) if k in numbers else None
-                                                       for k in metric_keys])
-    return headers, rows
 
 
 def resolve_source(name: str) -> str:

@@ -20,11 +20,12 @@ import torch  # noqa: E402
 
 from ssm_lab.analysis import error_scaling, summarize_by_component  # noqa: E402
 from ssm_lab.attacks import make_attack  # noqa: E402
+from ssm_lab.catalogue import at_eps, catalogue_entries  # noqa: E402
 from ssm_lab.data import load_dataset, sample_indices  # noqa: E402
 from ssm_lab.evaluate import accuracy_entry, predict  # noqa: E402
 from ssm_lab.plots import component_bars_figure, training_curves_figure  # noqa: E402
 from ssm_lab.train import DEFAULT_THREAT  # noqa: E402
-from ssm_models.hub import list_checkpoints, load_model  # noqa: E402
+from ssm_models.hub import load_model  # noqa: E402
 
 CK = ROOT / "checkpoints"
 DOCS = ROOT / "docs"
@@ -45,11 +46,6 @@ def pgd10(model, x, y, eps: float, seed: int = 0) -> dict:
 
 
 METHODS = ("st", "pgdat", "trades", "freeat", "yopo")
-
-
-def at_eps(entries: dict, eps: float) -> dict | None:
-    """The metrics.json entry (keyed by an eps label) measured at `eps`."""
-    return next((v for v in entries.values() if abs(v.get("eps", -1) - eps) < 1e-9), None)
 
 
 def measure(path: Path, x, y, eps: float) -> dict:
@@ -77,14 +73,9 @@ def save_png(figure, path: Path, **size) -> None:
 
 def shipped_cards() -> list[tuple[str, dict, dict, float]]:
     """(name, metrics.json, config meta, the dataset's threat-model eps) of every shipped checkpoint with card
-    metrics, read once for the tables below."""
-    cards = []
-    for entry in list_checkpoints(CK):
-        metrics = entry["metrics"]
-        if metrics and not entry["name"].endswith("/last"):
-            cards.append((entry["name"], metrics, entry["config"].get("meta") or {},
-                          DEFAULT_THREAT[metrics["dataset"]][0]))
-    return cards
+    metrics, by name, read once for the tables below."""
+    return [(e["name"], e["metrics"], e["meta"], e["threat_eps"])
+            for e in sorted(catalogue_entries(CK), key=lambda e: e["name"]) if e["metrics"]]
 
 
 def card_table(cards) -> list[str]:

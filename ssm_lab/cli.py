@@ -167,11 +167,19 @@ def cmd_report(a) -> None:
 
 def cmd_list(a) -> None:
     from ssm_models import list_models
-    from ssm_models.hub import list_checkpoints
+
+    from .catalogue import catalogue_entries, threat_model_rows
 
     print("architectures:", ", ".join(list_models()))
-    for ck in list_checkpoints():
-        print(ck["name"])
+    entries = catalogue_entries(a.root)
+    if not entries:
+        print(f"no checkpoints with weights under {a.root or 'the shipped checkpoints/'}")
+        return
+    headers, rows = threat_model_rows(entries)
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    print("checkpoints (card metrics; PGD-10 and AutoAttack at the dataset's threat model, Linf):")
+    for row in [headers, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 def cmd_serve(a) -> None:
@@ -304,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--share", action="store_true")
     s.set_defaults(func=cmd_serve)
 
-    li = sub.add_parser("list", help="architectures and shipped checkpoints")
+    li = sub.add_parser("list", help="architectures, and checkpoints with their card metrics")
+    li.add_argument("--root", help="a directory of checkpoints (default: the shipped checkpoints/)")
     li.set_defaults(func=cmd_list)
 
     # every argument after `bench` goes to the suite's own parser (`ssm-lab bench --help` shows its options)

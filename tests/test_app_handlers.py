@@ -76,7 +76,7 @@ def test_startup_lists_checkpoints_grouped_with_card_metrics():
 
 
 def test_card_metrics_are_read_from_evaluation_reports_and_flat_files():
-    from app.models import headline_metrics
+    from ssm_lab.catalogue import headline_metrics
 
     report = {"n": 100, "clean": {"accuracy": 0.98, "ci95": [0.9, 1.0]},
               "attacks": [{"attack": "pgd", "accuracy": 0.4}, {"attack": "autoattack", "accuracy": 0.3}]}

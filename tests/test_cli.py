@@ -95,3 +95,27 @@ def test_unknown_option_of_another_subcommand_is_still_refused(checkpoint, capsy
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", str(checkpoint), "--no-such-option"])
     assert exc.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_list_shows_each_checkpoint_with_its_card_metrics_at_the_threat_model(checkpoint, tmp_path, capsys):
+    root = tmp_path / "root"
+    save_pretrained(create_model("s4", d_model=16, d_state=8, n_layers=1, image_size=28, tokenizer="patch",
+                                 patch_size=4, meta={"dataset": "mnist", "method": "pgd-at"}), root / "robust",
+                    card={"metrics": {"dataset": "mnist", "clean": {"accuracy": 0.91, "n": 10000},
+                                      "pgd10": {"0.1": {"accuracy": 0.8, "n": 1000, "eps": 0.1},
+                                                "0.3": {"accuracy": 0.42, "n": 1000, "eps": 0.3}},
+                                      "autoattack": {"0.3": {"accuracy": 0.25, "n": 200, "eps": 0.3}}}})
+    save_pretrained(create_model("s4", d_model=16, d_state=8, n_layers=1, image_size=28, tokenizer="patch",
+                                 patch_size=4, meta={"dataset": "mnist", "method": "pgd-at"}), root / "robust" / "last")
+    save_pretrained(create_model("s4", d_model=16, d_state=8, n_layers=1, image_size=28,
+                                 meta={"dataset": "mnist", "method": "st"}), root / "plain")
+    assert main(["list", "--root", str(root)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("architectures: ") and "mamba" in out[0]
+    rows = {line.split()[0]: line.split() for line in out[3:]}
+    assert set(rows) == {"plain", "robust"}  # the run's last epoch (robust/last) is not a model to offer
+    assert rows["robust"][1:] == ["MNIST", "S4", "PGD-AT", "-", "91.0%", "(n=10,000)", "42.0%", "(n=1,000)", "25.0%",
+                                  "(n=200)", "0.3"]  # 0.3, not the 0.1 entry: MNIST's threat model
+    assert rows["plain"][1:] == ["MNIST", "S4", "standard", "-", "-", "-", "-", "0.3"]
+    assert main(["list", "--root", str(tmp_path / "empty")]) == 0
+    assert "no checkpoints with weights" in capsys.readouterr().out
