@@ -136,6 +136,9 @@ def cmd_evaluate(a) -> None:
 def cmd_attack(a) -> None:
     from .single import attack_image_file
 
+    if len(a.attack) > 1:
+        raise CLIError(f"attack runs one attack on one image, got --attack {' --attack '.join(a.attack)}; use "
+                       "evaluate to compare several attacks on a test set")
     norm = a.norm or ("L2" if a.attack[0] in ("cw-l2", "deepfool") else "Linf")
     card = attack_image_file(_load(a.checkpoint), a.image, a.attack[0], out_dir=a.out_dir, eps=a.eps, norm=norm,
                              steps=a.steps, step_size=a.step_size, restarts=a.restarts, target=a.target, seed=a.seed,
@@ -220,96 +223,116 @@ def _write_json(obj: dict, path: str | None) -> None:
         print(text)
 
 
+class DEFAULTS(argparse.HelpFormatter):
+    """Help texts end with "(default: X)" where X is set and the text does not already say its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if not unset and "default" not in text and not action.required:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssm-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model")
-    t.add_argument("--arch", required=True)
-    t.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
-    t.add_argument("--method", default="st", choices=["st", "pgd-at", "trades", "freeat", "yopo"])
-    t.add_argument("--epochs", type=_positive_int, default=10)
-    t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--eps", type=_eps)
-    t.add_argument("--step-size", type=_eps)
-    t.add_argument("--attack-steps", type=_positive_int, default=10)
-    t.add_argument("--beta", type=float, default=6.0)
-    t.add_argument("--replays", type=_positive_int, default=4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--d-model", type=_positive_int)
-    t.add_argument("--n-layers", type=_positive_int)
-    t.add_argument("--d-state", type=_positive_int)
-    t.add_argument("--tokenizer", choices=["pixel", "patch", "paper"])
-    t.add_argument("--patch-size", type=_positive_int)
-    t.add_argument("--ads", choices=["relu", "sigmoid", "tanh"])
-    t.add_argument("--ads-bias", action="store_true")
-    t.add_argument("--no-augment", action="store_true")
-    t.add_argument("--data-dir")
+    t = sub.add_parser("train", help="train a model", formatter_class=DEFAULTS)
+    t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
+    t.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"], help="training set")
+    t.add_argument("--method", default="st", choices=["st", "pgd-at", "trades", "freeat", "yopo"],
+                   help="standard training, or an adversarial-training method")
+    t.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training set")
+    t.add_argument("--batch-size", type=_positive_int, default=64, help="images per step")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine schedule)")
+    t.add_argument("--eps", type=_eps, help="training budget, a number or k/255 (default: MNIST 0.3, CIFAR-10 8/255)")
+    t.add_argument("--step-size", type=_eps, help="attack step size (default: MNIST 0.04, CIFAR-10 2/255)")
+    t.add_argument("--attack-steps", type=_positive_int, default=10, help="PGD steps of the training attack")
+    t.add_argument("--beta", type=float, default=6.0, help="TRADES trade-off between clean and robust loss")
+    t.add_argument("--replays", type=_positive_int, default=4, help="FreeAT: times each minibatch is replayed")
+    t.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and attacks")
+    t.add_argument("--d-model", type=_positive_int, help="width (default: the architecture's)")
+    t.add_argument("--n-layers", type=_positive_int, help="depth (default: the architecture's)")
+    t.add_argument("--d-state", type=_positive_int, help="state size (default: the architecture's)")
+    t.add_argument("--tokenizer", choices=["pixel", "patch", "paper"], help="how an image becomes a sequence")
+    t.add_argument("--patch-size", type=_positive_int, help="side of a patch token (patch tokenizer)")
+    t.add_argument("--ads", choices=["relu", "sigmoid", "tanh"], help="add Adaptive Scaling with this activation")
+    t.add_argument("--ads-bias", action="store_true", help="AdS with biases and the additive branch")
+    t.add_argument("--no-augment", action="store_true", help="no random shifts (and, on CIFAR-10, flips)")
+    t.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
+                   "../shared/data, else fallbacks)")
     t.add_argument("--train-limit", type=_positive_int, help=argparse.SUPPRESS)  # smoke runs: first N images only
     t.add_argument("--curve-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--val-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
-    t.add_argument("--out", required=True)
+    t.add_argument("--out", required=True, help="checkpoint directory to write (resumes a run found there)")
     t.set_defaults(func=cmd_train)
 
     def attack_args(q, many: bool):
         q.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
-        q.add_argument("--attack", action="append" if many else "store", default=None,
-                       help="fgsm, pgd, apgd-ce, apgd-t, fab-t, square, cw-l2, deepfool, autoattack")
-        q.add_argument("--eps", type=_eps, default=None)
+        q.add_argument("--attack", action="append", default=None,
+                       help="fgsm, pgd, apgd-ce, apgd-t, fab-t, square, cw-l2, deepfool, autoattack (default: pgd)"
+                       + ("; repeat it for several" if many else ""))
+        q.add_argument("--eps", type=_eps, default=None,
+                       help="budget, a number or k/255 (default: the threat model of the dataset or the checkpoint)")
         q.add_argument("--norm", default=None, choices=["Linf", "L2"], help="default Linf (L2 for cw-l2, deepfool)")
-        q.add_argument("--steps", type=_positive_int)
-        q.add_argument("--step-size", type=_eps)
-        q.add_argument("--restarts", type=_positive_int)
-        q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"])
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--data-dir")
+        q.add_argument("--steps", type=_positive_int, help="iterations (default: the attack's own, e.g. PGD 10, "
+                       "APGD 100)")
+        q.add_argument("--step-size", type=_eps, help="PGD step size (default 2.5 * eps / steps)")
+        q.add_argument("--restarts", type=_positive_int, help="random restarts of PGD and APGD (default 1)")
+        q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
+                       help="AutoAttack version")
+        q.add_argument("--seed", type=int, default=0, help="seed of random starts and sampling")
+        q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
+                       "../shared/data, else fallbacks)")
 
-    e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set")
+    e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set", formatter_class=DEFAULTS)
     attack_args(e, many=True)
-    e.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
-    e.add_argument("--n", type=_positive_int, default=1000)
-    e.add_argument("--batch-size", type=_positive_int, default=100)
+    e.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"], help="test set")
+    e.add_argument("--n", type=_positive_int, default=1000, help="test images (a stratified seeded sample)")
+    e.add_argument("--batch-size", type=_positive_int, default=100, help="images per attack batch")
     e.add_argument("--state", help="resume file for long runs")
-    e.add_argument("--out")
+    e.add_argument("--out", help="report JSON (default: print it)")
     e.set_defaults(func=cmd_evaluate)
 
-    at = sub.add_parser("attack", help="attack one image file")
-    attack_args(at, many=True)
-    at.add_argument("--image", required=True)
-    at.add_argument("--target", type=int)
-    at.add_argument("--out-dir", required=True)
+    at = sub.add_parser("attack", help="attack one image file", formatter_class=DEFAULTS)
+    attack_args(at, many=False)
+    at.add_argument("--image", required=True, help="any image file Pillow reads (PNG, JPEG, ...), up to 20 MB and 40 "
+                    "megapixels; converted and resized to the model's input")
+    at.add_argument("--target", type=int, help="class index for a targeted attack (FGSM, PGD, CW)")
+    at.add_argument("--out-dir", required=True, help="where the adversarial PNG, the lossless NPY and the run card go")
     at.set_defaults(func=cmd_attack)
 
-    an = sub.add_parser("analyze", help="per-layer, per-component error scaling")
-    an.add_argument("checkpoint")
-    an.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
-    an.add_argument("--n", type=_positive_int, default=256)
-    an.add_argument("--eps", type=_eps)
-    an.add_argument("--steps", type=_positive_int, default=10)
-    an.add_argument("--seed", type=int, default=0)
-    an.add_argument("--data-dir")
-    an.add_argument("--out")
+    an = sub.add_parser("analyze", help="per-layer, per-component error scaling", formatter_class=DEFAULTS)
+    an.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
+    an.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"], help="test and training set")
+    an.add_argument("--n", type=_positive_int, default=256, help="images per split")
+    an.add_argument("--eps", type=_eps, help="PGD budget (default: the checkpoint's threat model, else 0.1)")
+    an.add_argument("--steps", type=_positive_int, default=10, help="PGD steps")
+    an.add_argument("--seed", type=int, default=0, help="seed of sampling and random starts")
+    an.add_argument("--data-dir", help="folder holding mnist/ and cifar10/")
+    an.add_argument("--out", help="analysis JSON (default: print it)")
     an.set_defaults(func=cmd_analyze)
 
     r = sub.add_parser("report", help="self-contained HTML report from evaluate/analyze JSON files")
-    r.add_argument("inputs", nargs="+")
-    r.add_argument("--html", required=True)
+    r.add_argument("inputs", nargs="+", help="JSON files written by evaluate or analyze")
+    r.add_argument("--html", required=True, help="the HTML file to write")
     r.set_defaults(func=cmd_report)
 
     ir = sub.add_parser("import-reference", help="convert a state_dict saved by the paper's code")
-    ir.add_argument("path")
-    ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"])
-    ir.add_argument("--dataset", required=True, choices=["mnist", "cifar10"])
+    ir.add_argument("path", help="the reference code's state_dict (.pt; read with torch.load(weights_only=True))")
+    ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"],
+                    help="the reference model: SSM mode='nplr' (s4) or 'diag' (dss), S6_SSM (mamba), S5_SSM (s5)")
+    ir.add_argument("--dataset", required=True, choices=["mnist", "cifar10"], help="the dataset it was trained on")
     ir.add_argument("--ads", choices=["relu", "sigmoid", "tanh"],
                     help="activation of the file's AdSS module (the reference does not store it)")
-    ir.add_argument("--out", required=True)
+    ir.add_argument("--out", required=True, help="checkpoint directory to write")
     ir.set_defaults(func=cmd_import_reference)
 
-    s = sub.add_parser("serve", help="start the web app")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=7860)
-    s.add_argument("--share", action="store_true")
+    s = sub.add_parser("serve", help="start the web app", formatter_class=DEFAULTS)
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for every one)")
+    s.add_argument("--port", type=int, default=7860, help="port")
+    s.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
     s.set_defaults(func=cmd_serve)
 
     li = sub.add_parser("list", help="architectures, and checkpoints with their card metrics")

@@ -64,6 +64,8 @@ def test_analyze_and_report(checkpoint, tmp_path):
     (["evaluate", "{ck}", "--attack", "telepathy", "--n", "5"], "unknown attack"),
     (["evaluate", "/no/such/dir"], "error"),
     (["attack", "{ck}", "--image", "/no/such.png", "--out-dir", "x"], "no such image"),
+    (["attack", "{ck}", "--image", "x.png", "--out-dir", "x", "--attack", "pgd", "--attack", "fgsm"],
+     "one attack on one image, got --attack pgd --attack fgsm; use evaluate"),
 ])
 def test_bad_arguments_fail_clearly(checkpoint, argv, message, capsys):
     argv = [a.replace("{ck}", str(checkpoint)) for a in argv]
@@ -73,6 +75,24 @@ def test_bad_arguments_fail_clearly(checkpoint, argv, message, capsys):
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_every_option_is_explained_and_no_help_says_default_none(capsys):
+    import argparse
+
+    from ssm_lab.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command, parser in commands.items():
+        if command == "bench":  # forwards everything to `python -m benchmarks`, which explains its own options
+            continue
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help and action.help.strip(), (command, action.dest)
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "(default: None)" not in text and "(default: False)" not in text, command
 
 
 def test_bench_forwards_its_arguments_to_the_benchmark_suite(tmp_path, capsys):
