@@ -59,7 +59,7 @@ def compare_models(model_names, source, dataset, index, upload, sketch, attack, 
             gallery.append((perturbation_image(res["delta"]), f"{name}: perturbation (amplified)"))
             rows.append([name, classes[res["label"]], classes[res["pred_clean"]], round(float(res["p_clean"].max()), 4),
                          classes[res["pred_adv"]], round(float(res["p_adv"].max()), 4), bool(res["success"]),
-                         bool(res["survives_png"]), round(res["linf"], 4), round(res["l2"], 4), res["seconds"]])
+                         res["survives_png"], round(res["linf"], 4), round(res["l2"], 4), res["seconds"]])
     headers = ["model", "label", "clean pred", "clean conf", "adv pred", "adv conf", "fooled", "survives PNG",
                "Linf", "L2", "seconds"]
     figure = plots.component_bars_figure(analyses, "mse") if analyses else None

@@ -169,7 +169,8 @@ def summary_markdown(res: dict, classes: list[str], params: dict, attack: str, a
     verdict = "**the attack succeeded**" if res["success"] else "**the attack failed** (the model resisted)"
     if res["cancelled"]:
         verdict += "; cancelled: showing the best point found before the cancel"
-    png = ("yes: saved as an 8-bit PNG it still fools the model" if res["survives_png"] else
+    png = ("n/a: the attack did not succeed" if res["survives_png"] is None else
+           "yes: saved as an 8-bit PNG it still fools the model" if res["survives_png"] else
            f"no: rounded to 8 bits the model predicts **{name(res['pred_png'])}**")
     if res["label_given"] and res["pred_clean"] != res["label"]:
         verdict += "; note: the clean image was already misclassified"

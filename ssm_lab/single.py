@@ -58,13 +58,18 @@ def attack_single(model, x: torch.Tensor, label: int | None, attack: str, *, see
     p_png = probabilities(model, quantized)
     delta = adv - x
     flat = delta.flatten()
+
+    def achieved(p: np.ndarray) -> bool:
+        """The attack's goal, untargeted (any other class) or targeted (that class)."""
+        return int(np.argmax(p)) == params["target"] if params.get("targeted") else int(np.argmax(p)) != y_true
+
     return {
         "x": x, "adv": adv, "delta": delta, "label": y_true, "label_given": label is not None,
         "p_clean": p_clean, "p_adv": p_adv,
         "pred_clean": int(np.argmax(p_clean)), "pred_adv": int(np.argmax(p_adv)), "pred_png": int(np.argmax(p_png)),
-        "success": int(np.argmax(p_adv)) != y_true if not params.get("targeted") else
-        int(np.argmax(p_adv)) == params.get("target"),
-        "survives_png": int(np.argmax(p_png)) != y_true,
+        "success": achieved(p_adv),
+        # None when the attack failed: there is nothing to survive the rounding
+        "survives_png": achieved(p_png) if achieved(p_adv) else None,
         "linf": float(flat.abs().max()), "l2": float(flat.norm()),
         "trace": _first_image_trace(getattr(result, "trace", None)),
         "cost": cost, "seconds": round(elapsed, 3), "cancelled": bool(getattr(result, "cancelled", False)),
@@ -84,7 +89,7 @@ def run_card(model, res: dict, attack: str, params: dict, seed: int, checkpoint:
             "label": name(res["label"]), "label_source": "given" if res["label_given"] else "clean prediction",
             "clean_prediction": name(res["pred_clean"]), "clean_confidence": float(res["p_clean"].max()),
             "adversarial_prediction": name(res["pred_adv"]), "adversarial_confidence": float(res["p_adv"].max()),
-            "success": bool(res["success"]), "survives_8bit_png": bool(res["survives_png"]),
+            "success": bool(res["success"]), "survives_8bit_png": res["survives_png"],
             "prediction_after_8bit_png": name(res["pred_png"]),
             "linf": res["linf"], "l2": res["l2"], "seconds": res["seconds"], "cancelled": res["cancelled"],
             "cost": res["cost"], "flags": res["flags"],

@@ -386,6 +386,9 @@ def test_summary_says_where_pgd_stopped_and_the_trace_ends_there():
         summary, trace = out[3], out[5]
         rows = len(trace.data[0].y)  # traced iterates, then the returned point
         line = next(text for text in summary.splitlines() if text.startswith("- iterations:"))
+        png = next(text for text in summary.splitlines() if text.startswith("- survives 8-bit PNG:"))
+        assert ("n/a: the attack did not succeed" in png) == ("the attack failed" in summary), (summary, png)
+        seen.add("failed" if "the attack failed" in summary else "succeeded")
         if "all 5 steps" in line:
             assert rows == 5 + 1, (line, rows)
             seen.add("all")
@@ -395,4 +398,4 @@ def test_summary_says_where_pgd_stopped_and_the_trace_ends_there():
             assert trace.data[0].y[step] == trace.data[0].y[-1]  # the returned point is that iterate
             assert list(trace.data[0].x) == [str(i) for i in range(step + 1)] + ["returned"]
             seen.add("early")
-    assert seen == {"all", "early"}  # both wordings are exercised
+    assert seen == {"all", "early", "failed", "succeeded"}  # every wording is exercised
