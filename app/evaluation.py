@@ -3,11 +3,28 @@ from __future__ import annotations
 
 import json
 
+import gradio as gr
+
 from .attack_menu import ATTACK_MENU
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .compare import check_fits, chosen_models, sample_test_images, spec_cost, spec_for
+from .handlers import select_model
 from .limits import LimitError, check_passes, parse_eps, parse_eps_list
 from .models import MODELS
+
+# default eps grids of the accuracy-vs-eps plot, up to about the dataset's threat model and past it
+CURVE_EPS = {"MNIST": "0, 0.05, 0.1, 0.2, 0.3", "CIFAR-10": "0, 2/255, 4/255, 8/255, 16/255"}
+
+
+def follow_model(name: str, current_dataset: str):
+    """Evaluate tab, a model was picked: the test set follows it, and so do both eps fields when the dataset changes
+    (0.3 means nothing on CIFAR-10, 8/255 little on MNIST). Returns updates for (test set, eps, curve eps)."""
+    if not name:
+        return gr.update(), gr.update(), gr.update()
+    _, eps_value, _, dataset, _ = select_model(name)
+    if dataset == current_dataset:
+        return dataset, gr.update(), gr.update()
+    return dataset, eps_value, CURVE_EPS.get(dataset, gr.update())
 
 
 def _pct(entry: dict) -> str:

@@ -159,7 +159,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     curve_models = model_picker()
                     curve_attack = gr.Dropdown(LINF_ATTACKS, value="PGD (Linf)", label="attack (Linf)")
-                    curve_eps = gr.Textbox(value="0, 0.05, 0.1, 0.2, 0.3", label="eps values",
+                    curve_eps = gr.Textbox(value=E.CURVE_EPS["MNIST"], label="eps values",
                                            info=f"comma-separated, at most {LIMITS.eps_points}")
                 curve_btn = gr.Button("Plot accuracy vs eps (same images and settings as above)")
                 curve_plot = gr.Plot(label="accuracy vs eps", elem_id="curve-plot")
@@ -291,7 +291,7 @@ def build_demo() -> gr.Blocks:
         def cancel_evaluate(request: gr.Request):
             return cancel_job("evaluate", request)
 
-        eval_model.change(lambda name: H.select_model(name)[3] if name else gr.update(), eval_model, eval_dataset,
+        eval_model.change(E.follow_model, [eval_model, eval_dataset], [eval_dataset, eval_eps, curve_eps],
                           api_name=False)
         evaluate_inputs = [eval_model, eval_dataset, eval_n, eval_attacks, eval_eps, eval_steps, eval_restarts,
                            eval_seed]

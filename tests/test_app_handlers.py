@@ -399,3 +399,12 @@ def test_summary_says_where_pgd_stopped_and_the_trace_ends_there():
             assert list(trace.data[0].x) == [str(i) for i in range(step + 1)] + ["returned"]
             seen.add("early")
     assert seen == {"all", "early", "failed", "succeeded"}  # every wording is exercised
+
+
+def test_evaluate_tab_budgets_follow_the_model_across_datasets():
+    assert E.follow_model("cifar-dss-st", "MNIST") == ("CIFAR-10", "8/255", E.CURVE_EPS["CIFAR-10"])
+    dataset, eps, curve = E.follow_model("mnist-s4-ads", "CIFAR-10")
+    assert (dataset, eps, curve) == ("MNIST", "0.3", E.CURVE_EPS["MNIST"])
+    dataset, eps, curve = E.follow_model("mnist-s4-st", "MNIST")  # same dataset: what the user typed stays
+    assert dataset == "MNIST" and eps == curve == gr.update()
+    assert all(len(limits.parse_eps_list(text)) == 5 for text in E.CURVE_EPS.values())  # valid defaults
