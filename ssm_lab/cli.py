@@ -35,10 +35,29 @@ def _eps(text: str) -> float:
     return value
 
 
+DATASET_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
 def _load(checkpoint: str):
     from ssm_models.hub import load_model, resolve_checkpoint
 
     return load_model(resolve_checkpoint(checkpoint))
+
+
+def _dataset_for(model, requested: str | None, checkpoint: str) -> str:
+    """The dataset to test on: the one asked for, else the one the checkpoint states (MNIST if it states none).
+    A dataset whose images the model cannot take is refused here, naming the one it can."""
+    from .attacks.base import model_image_shape
+
+    stated = (model.config.meta or {}).get("dataset")
+    name = requested or (stated if stated in DATASET_SHAPES else "mnist")
+    expected = model_image_shape(model)
+    if expected is not None and DATASET_SHAPES[name] != expected:
+        fits = [d for d, shape in DATASET_SHAPES.items() if shape == expected]
+        hint = f"; use --dataset {fits[0]}" if fits else ""
+        raise CLIError(f"{checkpoint} takes {'x'.join(map(str, expected))} images, {name} has "
+                       f"{'x'.join(map(str, DATASET_SHAPES[name]))}{hint}")
+    return name
 
 
 def _dataset_tensors(name: str, split: str, n: int, seed: int, data_dir: str | None):
@@ -113,12 +132,13 @@ def cmd_evaluate(a) -> None:
     from .train import DEFAULT_THREAT
 
     model = _load(a.checkpoint)
-    _, x, y, info = _dataset_tensors(a.dataset, "test", a.n, a.seed, a.data_dir)
+    dataset = _dataset_for(model, a.dataset, a.checkpoint)
+    _, x, y, info = _dataset_tensors(dataset, "test", a.n, a.seed, a.data_dir)
     distributed.init()  # under torchrun every rank attacks its share of the batches; rank 0 writes the report
     main = distributed.is_main()
     try:
         bar, update = _progress_bar("evaluate") if main else (None, None)
-        eps = a.eps if a.eps is not None else DEFAULT_THREAT[a.dataset][0]
+        eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
         report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf", batch_size=a.batch_size,
                           seed=a.seed,
                           progress=update, state_path=a.state, data_info=info)
@@ -151,10 +171,11 @@ def cmd_analyze(a) -> None:
     from .attacks import make_attack
 
     model = _load(a.checkpoint)
+    dataset = _dataset_for(model, a.dataset, a.checkpoint)
     eps = a.eps if a.eps is not None else model.config.meta.get("threat_model", {}).get("eps", 0.1)
     out = {"checkpoint": a.checkpoint, "eps": eps, "attack": f"pgd-{a.steps}", "splits": {}}
     for split in ("train", "test"):
-        _, x, y, info = _dataset_tensors(a.dataset, split, a.n, a.seed, a.data_dir)
+        _, x, y, info = _dataset_tensors(dataset, split, a.n, a.seed, a.data_dir)
         adv = make_attack("pgd", model, eps=eps, steps=a.steps, seed=a.seed).run(x, y).adv
         out["splits"][split] = {**error_scaling(model, x, adv), "data": info}
     _write_json(out, a.out)
@@ -288,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set", formatter_class=DEFAULTS)
     attack_args(e, many=True)
-    e.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"], help="test set")
+    e.add_argument("--dataset", choices=["mnist", "cifar10"], help="test set (default: the checkpoint's own)")
     e.add_argument("--n", type=_positive_int, default=1000, help="test images (a stratified seeded sample)")
     e.add_argument("--batch-size", type=_positive_int, default=100, help="images per attack batch")
     e.add_argument("--state", help="resume file for long runs")
@@ -305,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="per-layer, per-component error scaling", formatter_class=DEFAULTS)
     an.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
-    an.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"], help="test and training set")
+    an.add_argument("--dataset", choices=["mnist", "cifar10"],
+                    help="test and training set (default: the checkpoint's own)")
     an.add_argument("--n", type=_positive_int, default=256, help="images per split")
     an.add_argument("--eps", type=_eps, help="PGD budget (default: the checkpoint's threat model, else 0.1)")
     an.add_argument("--steps", type=_positive_int, default=10, help="PGD steps")

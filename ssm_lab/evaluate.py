@@ -15,7 +15,7 @@ import torch
 
 from . import distributed
 from .attacks import AttackParamError, make_attack
-from .attacks.base import check_number
+from .attacks.base import check_number, model_image_shape
 
 Progress = Callable[[int, int, str], None]
 
@@ -101,6 +101,9 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
         raise AttackParamError("x holds no images; evaluate needs at least one")
     batch_size = check_number("batch_size", batch_size, integer=True, positive=True)
     checks = check_number("checks", checks, lo=0, integer=True)
+    expected = model_image_shape(model)
+    if expected is not None and tuple(x.shape[1:]) != expected:  # before the clean pass fails on it, unexplained
+        raise AttackParamError(f"the model expects images of shape {expected}, got {tuple(x.shape[1:])}")
     t0 = time.time()
     clean_pred = predict(model, x, batch_size)
     clean_ok = clean_pred == y

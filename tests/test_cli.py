@@ -63,6 +63,9 @@ def test_analyze_and_report(checkpoint, tmp_path):
     (["evaluate", "{ck}", "--eps", "nan"], "eps must be finite"),
     (["evaluate", "{ck}", "--attack", "telepathy", "--n", "5"], "unknown attack"),
     (["evaluate", "/no/such/dir"], "error"),
+    (["evaluate", "{ck}", "--dataset", "cifar10", "--n", "4"], "takes 1x28x28 images, cifar10 has 3x32x32; use "
+                                                                "--dataset mnist"),
+    (["analyze", "{ck}", "--dataset", "cifar10", "--n", "4"], "takes 1x28x28 images"),
     (["attack", "{ck}", "--image", "/no/such.png", "--out-dir", "x"], "no such image"),
     (["attack", "{ck}", "--image", "x.png", "--out-dir", "x", "--attack", "pgd", "--attack", "fgsm"],
      "one attack on one image, got --attack pgd --attack fgsm; use evaluate"),

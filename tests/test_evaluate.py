@@ -100,3 +100,12 @@ def test_mamba_reports_get_the_scan_check():
     rep = evaluate(model, x, torch.zeros(4, dtype=torch.long), [{"name": "fgsm"}], eps=0.05, checks=2)
     assert [c["check"] for c in rep["gradient_checks"]] == ["float32 vs float64", "parallel scan vs sequential"]
     assert all(c["agree"] for c in rep["gradient_checks"])
+
+
+def test_images_of_the_wrong_shape_are_refused_before_any_pass(tiny):
+    from ssm_lab.attacks import AttackParamError
+
+    model = tiny[0]
+    x, y = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)  # CIFAR-10 images for a 1x8x8 model
+    with pytest.raises(AttackParamError, match=r"expects images of shape \(1, 8, 8\), got \(3, 32, 32\)"):
+        evaluate(model, x, y, [{"name": "fgsm"}], eps=0.1)

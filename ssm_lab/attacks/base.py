@@ -36,6 +36,14 @@ DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5}  # RobustBench's CIFAR-10 threat mode
 NORMS = ("Linf", "L2")
 
 
+def model_image_shape(model) -> tuple[int, int, int] | None:
+    """(C, S, S) from the model's config (an SSMClassifier's), None for a model that does not state it."""
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "in_channels") and hasattr(cfg, "image_size"):
+        return (cfg.in_channels, cfg.image_size, cfg.image_size)
+    return None
+
+
 class AttackParamError(ValueError):
     """An attack parameter or input that cannot be used; the message names the parameter and the limit."""
 
@@ -161,10 +169,7 @@ class Attack:
                                    f"the [0, 1] box for these images")
 
     def _configured_image_shape(self) -> tuple[int, ...] | None:
-        cfg = getattr(self.model, "config", None)
-        if cfg is not None and hasattr(cfg, "in_channels") and hasattr(cfg, "image_size"):
-            return (cfg.in_channels, cfg.image_size, cfg.image_size)
-        return None
+        return model_image_shape(self.model)
 
     def n_classes_hint(self, exact: bool = False) -> int | None:
         """Classes of the model without running it: config, a `num_classes` attribute, or the last Linear."""
