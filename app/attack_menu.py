@@ -63,14 +63,9 @@ def attack_settings(attack: str, model, *, eps, steps, step_size=None, restarts=
 
 def class_list(model) -> list[str]:
     """Class names of the model's dataset (digits for MNIST, CIFAR-10 names), else '0', '1', ..."""
-    from ssm_lab.data import dataset_info
+    from ssm_lab.data import model_classes
 
-    meta = model.config.meta or {}
-    try:
-        names = list(dataset_info(str(meta.get("dataset"))).classes)
-    except ValueError:
-        names = []
-    return names if len(names) == model.config.num_classes else [str(i) for i in range(model.config.num_classes)]
+    return model_classes(model)
 
 
 def default_eps(model) -> float:

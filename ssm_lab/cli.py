@@ -35,9 +35,6 @@ def _eps(text: str) -> float:
     return value
 
 
-DATASET_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-
-
 def _load(checkpoint: str):
     from ssm_models.hub import load_model, resolve_checkpoint
 
@@ -48,15 +45,17 @@ def _dataset_for(model, requested: str | None, checkpoint: str) -> str:
     """The dataset to test on: the one asked for, else the one the checkpoint states (MNIST if it states none).
     A dataset whose images the model cannot take is refused here, naming the one it can."""
     from .attacks.base import model_image_shape
+    from .data import dataset_info
 
+    shapes = {key: (info.channels, info.image_size, info.image_size) for key, info in dataset_info().items()}
     stated = (model.config.meta or {}).get("dataset")
-    name = requested or (stated if stated in DATASET_SHAPES else "mnist")
+    name = requested or (stated if stated in shapes else "mnist")
     expected = model_image_shape(model)
-    if expected is not None and DATASET_SHAPES[name] != expected:
-        fits = [d for d, shape in DATASET_SHAPES.items() if shape == expected]
+    if expected is not None and shapes[name] != expected:
+        fits = [d for d, shape in shapes.items() if shape == expected]
         hint = f"; use --dataset {fits[0]}" if fits else ""
         raise CLIError(f"{checkpoint} takes {'x'.join(map(str, expected))} images, {name} has "
-                       f"{'x'.join(map(str, DATASET_SHAPES[name]))}{hint}")
+                       f"{'x'.join(map(str, shapes[name]))}{hint}")
     return name
 
 

@@ -35,8 +35,23 @@ __all__ = [
     "dataset_info",
     "load_dataset",
     "load_folder",
+    "model_classes",
     "sample_indices",
 ]
+
+
+def model_classes(model) -> list[str]:
+    """Class names of the dataset a model states it was trained on (digits for MNIST, CIFAR-10's names), else
+    '0', '1', ... (also when the count does not match the model's classes)."""
+    cfg = model.config
+    meta = cfg.meta or {}
+    names = list(meta.get("classes") or [])
+    if not names:
+        try:
+            names = list(dataset_info(str(meta.get("dataset"))).classes)
+        except ValueError:
+            names = []
+    return [str(n) for n in names] if len(names) == cfg.num_classes else [str(i) for i in range(cfg.num_classes)]
 
 
 def load_dataset(name: str, split: str, *, data_dir=None, n: int | None = None, seed: int = 0,

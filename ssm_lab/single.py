@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from .attacks import make_attack
+from .data import model_classes
 from .evaluate import eps_label, model_identity, versions
 from .images import load_image, to_tensor
 
@@ -121,6 +122,6 @@ def attack_image_file(model, image: str, attack: str, *, out_dir: str, seed: int
     if target is not None:
         params.update(targeted=True, target=target)
     res = attack_single(model, x, None, attack, seed=seed, **params)
-    card = run_card(model, res, attack, params, seed, checkpoint, cfg.meta.get("classes"))
+    card = run_card(model, res, attack, params, seed, checkpoint, model_classes(model))
     save_artefacts(res, card, out_dir)
     return card

@@ -142,3 +142,27 @@ def test_list_shows_each_checkpoint_with_its_card_metrics_at_the_threat_model(ch
     assert rows["plain"][1:] == ["MNIST", "S4", "standard", "-", "-", "-", "-", "0.3"]
     assert main(["list", "--root", str(tmp_path / "empty")]) == 0
     assert "no checkpoints with weights" in capsys.readouterr().out
+
+
+def test_attack_names_cifar10_classes_and_evaluate_uses_the_checkpoint_dataset(tmp_path, capsys):
+    from ssm_lab.data import dataset_info, model_classes
+
+    CIFAR10_CLASSES = dataset_info("cifar10").classes
+
+    torch.manual_seed(0)
+    path = tmp_path / "cifar"
+    model = create_model("s4", d_model=16, d_state=8, n_layers=1, image_size=32, in_channels=3, tokenizer="patch",
+                         patch_size=8, meta={"dataset": "cifar10", "method": "st"})
+    save_pretrained(model, path)
+    assert model_classes(model) == list(CIFAR10_CLASSES)
+    assert model_classes(create_model("s4", d_model=16, d_state=8, n_layers=1, image_size=8, num_classes=3)) == [
+        "0", "1", "2"]
+    img = tmp_path / "grey.png"
+    Image.fromarray(np.full((20, 20), 90, dtype=np.uint8)).save(img)  # greyscale, any size: converted to 3x32x32
+    assert main(["attack", str(path), "--image", str(img), "--attack", "fgsm", "--out-dir", str(tmp_path / "o")]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["label"] in CIFAR10_CLASSES and results["adversarial_prediction"] in CIFAR10_CLASSES
+    out = tmp_path / "report.json"
+    assert main(["evaluate", str(path), "--attack", "fgsm", "--n", "10", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["data"]["dataset"] == "cifar10" and report["threat_model"]["eps_label"] == "8/255"
