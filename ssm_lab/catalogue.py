@@ -36,10 +36,12 @@ def headline_metrics(metrics: dict | None) -> dict[str, float]:
     return out
 
 
-def at_eps(entries: dict | None, eps: float) -> dict | None:
+def at_eps(entries, eps: float) -> dict | None:
     """The metrics.json entry (keyed by an eps label) measured at `eps`."""
-    return next((v for v in (entries or {}).values() if isinstance(v, dict)
-                 and abs(v.get("eps", -1) - eps) < 1e-9), None)
+    if not isinstance(entries, dict):
+        return None
+    return next((v for v in entries.values() if isinstance(v, dict) and isinstance(v.get("eps"), (int, float))
+                 and abs(v["eps"] - eps) < 1e-9), None)
 
 
 def describe_entry(entry: dict) -> dict:
@@ -90,13 +92,16 @@ def catalogue_rows(entries: list[dict]) -> tuple[list[str], list[list]]:
 
 def threat_model_rows(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
     """A compact table: clean accuracy, and PGD-10 and AutoAttack at each dataset's threat model, with their n."""
-    def shown(entry: dict | None) -> str:
-        return "-" if not entry else f"{entry['accuracy']:.1%} (n={entry['n']:,})"
+    def shown(entry) -> str:  # metrics.json files of other tools may lack any of these fields
+        if not isinstance(entry, dict) or not isinstance(entry.get("accuracy"), (int, float)):
+            return "-"
+        n = entry.get("n")
+        return f"{entry['accuracy']:.1%}" + (f" (n={n:,})" if isinstance(n, int) else "")
 
     headers = ["checkpoint", "dataset", "arch", "method", "AdS", "clean", "PGD-10", "AutoAttack", "eps"]
     rows = []
     for e in entries:
-        metrics, eps = e["metrics"] or {}, e["threat_eps"]
+        metrics, eps = e["metrics"] if isinstance(e["metrics"], dict) else {}, e["threat_eps"]
         rows.append([e["name"], DATASET_NAMES.get(e["dataset"], e["dataset"]), ARCH_NAMES.get(e["arch"], e["arch"]),
                      METHOD_NAMES.get(e["method"], e["method"]), e["ads"] or "-", shown(metrics.get("clean")),
                      shown(at_eps(metrics.get("pgd10"), eps) if eps else None),

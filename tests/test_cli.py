@@ -132,11 +132,16 @@ def test_list_shows_each_checkpoint_with_its_card_metrics_at_the_threat_model(ch
                                  patch_size=4, meta={"dataset": "mnist", "method": "pgd-at"}), root / "robust" / "last")
     save_pretrained(create_model("s4", d_model=16, d_state=8, n_layers=1, image_size=28,
                                  meta={"dataset": "mnist", "method": "st"}), root / "plain")
+    save_pretrained(create_model("s4", d_model=16, d_state=8, n_layers=1, image_size=28,
+                                 meta={"dataset": "mnist", "method": "st"}), root / "odd")
+    (root / "odd" / "metrics.json").write_text(json.dumps({  # another tool's fields: no n, eps as text, a list
+        "clean": {"accuracy": 0.5}, "pgd10": {"0.3": {"accuracy": 0.1, "eps": "0.3"}}, "autoattack": [1, 2]}))
     assert main(["list", "--root", str(root)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("architectures: ") and "mamba" in out[0]
     rows = {line.split()[0]: line.split() for line in out[3:]}
-    assert set(rows) == {"plain", "robust"}  # the run's last epoch (robust/last) is not a model to offer
+    assert set(rows) == {"odd", "plain", "robust"}  # the run's last epoch (robust/last) is not a model to offer
+    assert rows["odd"][1:] == ["MNIST", "S4", "standard", "-", "50.0%", "-", "-", "0.3"]
     assert rows["robust"][1:] == ["MNIST", "S4", "PGD-AT", "-", "91.0%", "(n=10,000)", "42.0%", "(n=1,000)", "25.0%",
                                   "(n=200)", "0.3"]  # 0.3, not the 0.1 entry: MNIST's threat model
     assert rows["plain"][1:] == ["MNIST", "S4", "standard", "-", "-", "-", "-", "0.3"]
