@@ -203,7 +203,7 @@ def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, 
     (top-k, trace, error scaling, error along the sequence), the download paths and the run card."""
     from ssm_lab import plots
     from ssm_lab.analysis import error_scaling
-    from ssm_lab.attacks import make_attack
+    from ssm_lab.attacks import list_attacks, make_attack
     from ssm_lab.single import attack_single, run_card, save_artefacts
 
     model = MODELS.get(model_name)
@@ -223,7 +223,7 @@ def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, 
     paths = save_artefacts(res, card, new_run_dir())
     params["seed"] = seed_value
     figures = (plots.topk_figure(classes, res["p_clean"], res["p_adv"]),
-               plots.trace_figure(res["trace"], params.get("steps")),
+               plots.trace_figure(res["trace"], params.get("steps"), list_attacks()[name]["traces_iterations"]),
                plots.error_scaling_figure(analysis, "Error scaling for this image"),
                plots.token_error_figure(analysis["token_error_maps"], model.config.image_size))
     return (inputs.display(x), inputs.display(res["adv"]), perturbation_image(res["delta"]),

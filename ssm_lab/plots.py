@@ -23,10 +23,13 @@ def topk_figure(classes: Sequence[str], p_clean: np.ndarray, p_adv: np.ndarray, 
     return fig
 
 
-def iterate_labels(trace: dict, steps: int | None = None) -> list[str]:
+def iterate_labels(trace: dict, steps: int | None = None, iterates: bool = True) -> list[str]:
     """x labels of a trace's rows: the iterate ("r2:3" = restart 2, iterate 3; "r1:end" = the point restart 1
-    returned, compared across restarts when `steps` is given) and "returned" for the attack's result."""
+    returned, compared across restarts when `steps` is given) and "returned" for the attack's result. Attacks
+    run inside a library (`iterates=False`) trace only their clean start and their result."""
     rows = list(zip(trace.get("restart", []), trace.get("step", []), trace.get("final", [])))
+    if not iterates:
+        return ["returned" if final else "clean" for _, _, final in rows]
     several = len({int(r) for r, _, final in rows if not final}) > 1
     labels = []
     for restart, step, final in rows:
@@ -35,10 +38,10 @@ def iterate_labels(trace: dict, steps: int | None = None) -> list[str]:
     return labels
 
 
-def trace_figure(trace: dict, steps: int | None = None) -> go.Figure:
+def trace_figure(trace: dict, steps: int | None = None, iterates: bool = True) -> go.Figure:
     """Per-iteration loss, margin and true-class probability of one image's attack."""
     fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "margin (true - best other)", "p(true class)"))
-    labels = iterate_labels(trace, steps)
+    labels = iterate_labels(trace, steps, iterates)
     for col, key in enumerate(("loss", "margin", "p_true"), start=1):
         values = trace.get(key)
         if values is not None:

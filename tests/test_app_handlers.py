@@ -408,3 +408,8 @@ def test_evaluate_tab_budgets_follow_the_model_across_datasets():
     dataset, eps, curve = E.follow_model("mnist-s4-st", "MNIST")  # same dataset: what the user typed stays
     assert dataset == "MNIST" and eps == curve == gr.update()
     assert all(len(limits.parse_eps_list(text)) == 5 for text in E.CURVE_EPS.values())  # valid defaults
+
+
+def test_a_library_attack_traces_its_clean_start_and_its_result():
+    trace = attack(attack="APGD-CE", steps=3)[5]
+    assert list(trace.data[0].x) == ["clean", "returned"]
