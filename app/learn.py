@@ -80,7 +80,8 @@ Compare tab: look at the change rate of the `ads` component in the error-scaling
   darker, white did not change. All images are served as lossless PNG.
 - **Class probabilities**: top classes before (clean) and after (adversarial) the attack.
 - **Attack trace**: per iterate (0 is PGD's random start; `r2:3` is restart 2, iterate 3; `end` the point a
-  restart returned; `returned` the attack's result), the loss (rises), the margin (true logit minus best other;
+  restart returned; `returned` the attack's result; attacks run inside a library show only `clean` and
+  `returned`), the loss (rises), the margin (true logit minus best other;
   below 0 means fooled) and the probability of the true class. PGD stops at the first iterate that fools the
   model, and the summary says where.
 - **Error scaling**: top, the mean squared error (MSE) and the KL divergence between clean and adversarial features
