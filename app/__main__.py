@@ -9,6 +9,7 @@ import sys
 import threading
 
 from ssm_lab.allocator import keep_freed_memory
+from ssm_lab.threads import torch_threads
 
 TRUE = ("1", "true", "yes", "on")
 
@@ -34,14 +35,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 < args.port < 65536:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
     return args
-
-
-def torch_threads() -> int:
-    """Threads per request: 1 unless SSM_LAB_TORCH_THREADS says otherwise. Requests run side by side (one per
-    core) and batch-1 attacks on small models are dominated by thread hand-offs: on a busy 2-core machine PGD ran
-    about 10x faster with 1 thread than with 2."""
-    raw = os.environ.get("SSM_LAB_TORCH_THREADS", "").strip()
-    return max(1, int(raw)) if raw.isdigit() else 1
 
 
 class _NoGradioStubs(importlib.abc.MetaPathFinder):

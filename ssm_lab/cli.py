@@ -254,9 +254,17 @@ class DEFAULTS(argparse.HelpFormatter):
         return text
 
 
+COMPUTE_COMMANDS = ("train", "evaluate", "attack", "analyze", "import-reference")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssm-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    def threads_arg(q):
+        q.add_argument("--threads", type=_positive_int, help="torch threads (default: $SSM_LAB_TORCH_THREADS, else "
+                       "1: small-batch attacks slow down up to 14x with more threads than idle cores; under "
+                       "torchrun, one per process)")
 
     t = sub.add_parser("train", help="train a model", formatter_class=DEFAULTS)
     t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
@@ -286,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--curve-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--val-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--out", required=True, help="checkpoint directory to write (resumes a run found there)")
+    threads_arg(t)
     t.set_defaults(func=cmd_train)
 
     def attack_args(q, many: bool):
@@ -313,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive_int, default=100, help="images per attack batch")
     e.add_argument("--state", help="resume file for long runs")
     e.add_argument("--out", help="report JSON (default: print it)")
+    threads_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
     at = sub.add_parser("attack", help="attack one image file", formatter_class=DEFAULTS)
@@ -321,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "megapixels; converted and resized to the model's input")
     at.add_argument("--target", type=int, help="class index for a targeted attack (FGSM, PGD, CW)")
     at.add_argument("--out-dir", required=True, help="where the adversarial PNG, the lossless NPY and the run card go")
+    threads_arg(at)
     at.set_defaults(func=cmd_attack)
 
     an = sub.add_parser("analyze", help="per-layer, per-component error scaling", formatter_class=DEFAULTS)
@@ -333,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--seed", type=int, default=0, help="seed of sampling and random starts")
     an.add_argument("--data-dir", help="folder holding mnist/ and cifar10/")
     an.add_argument("--out", help="analysis JSON (default: print it)")
+    threads_arg(an)
     an.set_defaults(func=cmd_analyze)
 
     r = sub.add_parser("report", help="self-contained HTML report from evaluate/analyze JSON files")
@@ -348,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--ads", choices=["relu", "sigmoid", "tanh"],
                     help="activation of the file's AdSS module (the reference does not store it)")
     ir.add_argument("--out", required=True, help="checkpoint directory to write")
+    threads_arg(ir)
     ir.set_defaults(func=cmd_import_reference)
 
     s = sub.add_parser("serve", help="start the web app", formatter_class=DEFAULTS)
@@ -378,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in COMPUTE_COMMANDS:
+        import torch
+
+        from .threads import torch_threads
+
+        torch.set_num_threads(torch_threads(args.threads))
     if getattr(args, "attack", "absent") is None:
         args.attack = ["pgd"]
     elif isinstance(getattr(args, "attack", None), str):

@@ -358,7 +358,8 @@ def test_presets_fill_the_attack_tab_with_a_matching_model():
 
 
 def test_command_line_and_environment(monkeypatch):
-    from app.__main__ import parse_args, torch_threads
+    from app.__main__ import parse_args
+    from ssm_lab.threads import torch_threads
 
     for name in ("SSM_LAB_HOST", "SSM_LAB_PORT", "SSM_LAB_SHARE", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
         monkeypatch.delenv(name, raising=False)

@@ -171,3 +171,18 @@ def test_attack_names_cifar10_classes_and_evaluate_uses_the_checkpoint_dataset(t
     assert main(["evaluate", str(path), "--attack", "fgsm", "--n", "10", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["data"]["dataset"] == "cifar10" and report["threat_model"]["eps_label"] == "8/255"
+
+
+def test_compute_commands_set_torch_threads(checkpoint, tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("SSM_LAB_TORCH_THREADS", raising=False)
+    argv = ["evaluate", str(checkpoint), "--attack", "fgsm", "--n", "4", "--out", str(tmp_path / "r.json")]
+    try:
+        torch.set_num_threads(2)
+        assert main(argv) == 0 and torch.get_num_threads() == 1  # the default, whatever torch had
+        assert main(argv + ["--threads", "2"]) == 0 and torch.get_num_threads() == 2
+        monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "2")
+        torch.set_num_threads(1)
+        assert main(argv) == 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
