@@ -33,14 +33,14 @@ def _pct(entry: dict) -> str:
 
 
 def report_markdown(report: dict, model_name: str) -> str:
+    from ssm_lab.evaluate import attack_label
+
     tm = report["threat_model"]
     lines = [f"**{model_name}** on {report['n']} test images ({report['data'].get('source', '')}), "
              f"{tm['norm']} eps = {tm['eps_label']}, seed {report['seed']}, {report['seconds']} s",
              "", "| | robust accuracy |", "|---|---|", f"| clean | {_pct(report['clean'])} |"]
     for entry in report["attacks"]:
-        params = ", ".join(f"{k}={v}" for k, v in entry["params"].items())
-        note = "" if entry["complete"] else " (cancelled: partial)"
-        lines.append(f"| {entry['attack']}{f' ({params})' if params else ''}{note} | {_pct(entry)} |")
+        lines.append(f"| {attack_label(entry)} | {_pct(entry)} |")
     if report.get("worst_case"):
         lines.append(f"| worst case over the attacks | {_pct(report['worst_case'])} |")
     flags = sorted({f for entry in report["attacks"] for f in entry.get("flags", [])})

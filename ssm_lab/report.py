@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import plotly.io as pio
 
+from .evaluate import attack_label, eps_label
 from .plots import error_scaling_figure, training_curves_figure
 
 
@@ -23,15 +23,18 @@ def _kind(doc: dict) -> str:
 
 def _evaluation_table(doc: dict) -> str:
     tm = doc["threat_model"]
-    rows = [("clean", doc["clean"])] + [(f"{a['attack']} {json.dumps(a['params'])}", a) for a in doc["attacks"]]
+    rows = [("clean", doc["clean"])] + [(attack_label(a), a) for a in doc["attacks"]]
     if doc.get("worst_case"):
         rows.append(("worst case over attacks", doc["worst_case"]))
     body = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{e['accuracy']:.2%}</td><td>{e['ci95'][0]:.2%} - {e['ci95'][1]:.2%}</td>"
         f"<td>{e['n']}</td></tr>" for name, e in rows)
-    model = html.escape(json.dumps(doc.get("model", {}).get("source", doc.get("model", {}).get("arch", ""))))
-    return (f"<h2>Evaluation: {model}</h2><p>threat model {tm['norm']}, eps = {tm['eps']:.6g} ({tm['eps_label']}), "
-            f"n = {doc['n']}, seed {doc['seed']}, {doc['seconds']} s</p>"
+    model = doc.get("model") or {}
+    name = html.escape(str(model.get("source") or model.get("arch") or "model"))
+    data = doc.get("data") or {}
+    source = f" of {html.escape(str(data['source']))}" if data.get("source") else ""
+    return (f"<h2>Evaluation: {name}</h2><p>threat model {tm['norm']}, eps = {tm['eps']:.6g} ({tm['eps_label']}), "
+            f"n = {doc['n']} test images{source}, seed {doc['seed']}, {doc['seconds']} s</p>"
             f"<table><tr><th>metric</th><th>accuracy</th><th>95% Wilson interval</th><th>n</th></tr>{body}</table>")
 
 
@@ -45,9 +48,10 @@ def write_html_report(docs: list[dict], path: str | Path) -> Path:
             continue
         figures = []
         if kind == "analysis":
+            parts.append(f"<h2>Error scaling: {html.escape(str(doc.get('checkpoint', 'model')))}</h2>")
             for split, analysis in doc["splits"].items():
                 figures.append(error_scaling_figure(
-                    analysis, f"Error scaling on {split} (n={analysis['n']}, {doc['attack']}, eps={doc['eps']:.4g})"))
+                    analysis, f"{split} split: n={analysis['n']}, {doc['attack']}, eps={eps_label(doc['eps'])}"))
         else:
             figures.append(training_curves_figure(doc))
         for fig in figures:

@@ -54,7 +54,13 @@ def test_analyze_and_report(checkpoint, tmp_path):
     assert main(["analyze", str(checkpoint), "--n", "8", "--steps", "2", "--eps", "0.1", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert set(doc["splits"]) == {"train", "test"} and doc["splits"]["test"]["n"] == 8
-    assert main(["report", str(out), "--html", str(tmp_path / "a.html")]) == 0
+    evaluation = tmp_path / "evaluation.json"
+    assert main(["evaluate", str(checkpoint), "--attack", "fgsm", "--attack", "pgd", "--steps", "2", "--n", "4",
+                 "--out", str(evaluation)]) == 0
+    assert main(["report", str(out), str(evaluation), "--html", str(tmp_path / "a.html")]) == 0
+    page = (tmp_path / "a.html").read_text()
+    assert f"<h2>Error scaling: {checkpoint}</h2>" in page and "test split: n=8, pgd-2, eps=0.1 (~25.5" in page
+    assert "<td>fgsm</td>" in page and "<td>pgd (steps=2)</td>" in page and "{}" not in page.split("<h2>")[-1]
 
 
 @pytest.mark.parametrize("argv, message", [
