@@ -414,3 +414,13 @@ def test_evaluate_tab_budgets_follow_the_model_across_datasets():
 def test_a_library_attack_traces_its_clean_start_and_its_result():
     trace = attack(attack="APGD-CE", steps=3)[5]
     assert list(trace.data[0].x) == ["clean", "returned"]
+
+
+def test_trace_labels_with_restarts():
+    from ssm_lab.plots import iterate_labels
+
+    # restart 1 stopped after iterate 1 (its point compared at "end"), restart 2 ran iterates 0-2; then the result
+    trace = {"restart": [0, 0, 0, 1, 1, 1, 1, 0], "step": [0, 1, 3, 0, 1, 2, 3, 0],
+             "final": [False] * 7 + [True]}
+    assert iterate_labels(trace, steps=3) == ["r1:0", "r1:1", "r1:end", "r2:0", "r2:1", "r2:2", "r2:end", "returned"]
+    assert iterate_labels(trace, steps=3, iterates=False) == ["clean"] * 7 + ["returned"]
