@@ -261,10 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssm-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def threads_arg(q):
-        q.add_argument("--threads", type=_positive_int, help="torch threads (default: $SSM_LAB_TORCH_THREADS, else "
-                       "1: small-batch attacks slow down up to 14x with more threads than idle cores; under "
-                       "torchrun, one per process)")
+    def threads_arg(q, training: bool = False):
+        fallback = ("torch's own, one per core (under torchrun, one per process)" if training else
+                    "1: small-batch attacks slowed down 14x with more threads than idle cores")
+        q.add_argument("--threads", type=_positive_int,
+                       help=f"torch threads (default: $SSM_LAB_TORCH_THREADS, else {fallback})")
 
     t = sub.add_parser("train", help="train a model", formatter_class=DEFAULTS)
     t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
@@ -294,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--curve-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--val-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--out", required=True, help="checkpoint directory to write (resumes a run found there)")
-    threads_arg(t)
+    threads_arg(t, training=True)
     t.set_defaults(func=cmd_train)
 
     def attack_args(q, many: bool):
@@ -396,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
 
         from .threads import torch_threads
 
-        torch.set_num_threads(torch_threads(args.threads))
+        threads = torch_threads(args.threads, default=None if args.command == "train" else 1)
+        if threads is not None:
+            torch.set_num_threads(threads)
     if getattr(args, "attack", "absent") is None:
         args.attack = ["pgd"]
     elif isinstance(getattr(args, "attack", None), str):

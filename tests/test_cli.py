@@ -192,3 +192,14 @@ def test_compute_commands_set_torch_threads(checkpoint, tmp_path, monkeypatch):
         assert main(argv) == 0 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_train_keeps_torchs_thread_count_unless_told(tmp_path, monkeypatch):
+    from ssm_lab.threads import torch_threads
+
+    monkeypatch.delenv("SSM_LAB_TORCH_THREADS", raising=False)
+    assert torch_threads(default=None) is None and torch_threads() == 1 and torch_threads(3) == 3
+    monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "0")  # not a thread count: ignored
+    assert torch_threads() == 1
+    monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "2")
+    assert torch_threads(default=None) == 2
