@@ -90,9 +90,10 @@ def preview(model_name: str, source: str, dataset: str, index, upload=None, sket
     model = MODELS.get(model_name)
     x, label, text = model_x(model, source, dataset, index, upload, sketch)
     cfg = model.config
-    label_text = f"true class **{class_list(model)[label]}**" if label is not None else "no label"
+    # without a true class, `text` already says the attack works against the model's clean prediction
+    label_text = f"; true class **{class_list(model)[label]}**" if label is not None else ""
     return inputs.display(x), (f"{text}. Shown as the model sees it ({cfg.in_channels}x{cfg.image_size}x"
-                               f"{cfg.image_size}, enlarged without smoothing); {label_text}.")
+                               f"{cfg.image_size}, enlarged without smoothing){label_text}.")
 
 
 @user_errors

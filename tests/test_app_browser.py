@@ -51,6 +51,31 @@ def test_pgd_attack_in_the_browser(server):  # noqa: F811
             browser.close()
 
 
+def test_upload_an_image_and_attack_it_in_the_browser(server, tmp_path):  # noqa: F811
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"  # a colour JPEG of another size: the model sees it as a 1x28x28 digit
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(photo)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page_errors = []
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.goto(server[0])
+            expect(page.get_by_text("trained with").first).to_be_visible(timeout=WAIT_MS)
+            page.get_by_role("tab", name="Upload").click()
+            page.locator("input[type=file]").first.set_input_files(str(photo))
+            expect(page.locator("#preview-note")).to_contain_text("uploaded image", timeout=WAIT_MS)
+            expect(page.get_by_label("upload")).to_be_checked(timeout=WAIT_MS)
+            page.click("#run-attack")
+            expect(page.locator("#attack-summary")).to_contain_text("the clean prediction", timeout=WAIT_MS)
+            assert page.locator(".toast-body.error").count() == 0
+            assert not page_errors, page_errors
+        finally:
+            browser.close()
+
+
 def test_compare_and_evaluate_tabs_in_the_browser(server):  # noqa: F811
     url = server[0]
     with sync_playwright() as pw:

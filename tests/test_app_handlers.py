@@ -153,6 +153,7 @@ def test_upload_preview_is_what_the_model_sees(tmp_path):
 
     expected = load_image(path, 1, 28)[0]  # (28, 28) after resize and grayscale
     assert np.array_equal(img[::8, ::8, 0], expected) and "uploaded" in note
+    assert note.count("label") == 1 and "clean prediction" in note  # said once, not also as "no label"
 
 
 def test_bad_uploads_get_specific_messages(tmp_path, monkeypatch):
