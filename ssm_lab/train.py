@@ -14,13 +14,18 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ssm_models import create_model
+from ssm_models.config import ModelConfig
 from ssm_models.hub import save_pretrained
+from ssm_models.registry import arch_defaults, list_models
 
 from . import distributed
-from .data import load_dataset, sample_indices
-from .methods import MethodStep, ThreatModel, pgd_linf
+from .attacks.base import MAX_STEPS, check_number
+from .data import dataset_info, load_dataset, sample_indices
+from .methods import METHODS, MethodStep, ThreatModel, pgd_linf
 
 STATE_FILE = "train_state.pt"
+MAX_EPOCHS = 10_000
+MAX_BATCH = 4096
 
 
 @dataclass
@@ -47,6 +52,34 @@ class TrainConfig:
     eps_warmup_epochs: float = 0.0  # ramp the training eps (and step) linearly from 0 over this many epochs
     data_dir: str | None = None
     model: dict = field(default_factory=dict)  # ModelConfig overrides (d_model, n_layers, tokenizer, ads, ...)
+
+    def validate(self) -> "TrainConfig":
+        """Every field within sane bounds and the model buildable, before any file or folder is written."""
+        if self.arch not in list_models():
+            raise ValueError(f"unknown architecture {self.arch!r}; known: {', '.join(list_models())}")
+        if self.dataset not in ("mnist", "cifar10"):
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose mnist or cifar10")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown training method {self.method!r}; choose from {', '.join(METHODS)}")
+        for name, hi in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH), ("attack_steps", MAX_STEPS),
+                         ("replays", 64), ("yopo_outer", MAX_STEPS), ("yopo_inner", MAX_STEPS),
+                         ("curve_points", 100_000), ("val_points", 100_000)):
+            check_number(name, getattr(self, name), hi=hi, integer=True, positive=True)
+        check_number("lr", self.lr, hi=1.0, positive=True)
+        check_number("weight_decay", self.weight_decay, lo=0, hi=1.0)
+        check_number("beta", self.beta, lo=0, hi=1000.0)  # TRADES: a negative weight would reward instability
+        check_number("eps_warmup_epochs", self.eps_warmup_epochs, lo=0, hi=MAX_EPOCHS)
+        check_number("seed", self.seed, integer=True, lo=0)
+        for name in ("eps", "step_size"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), lo=0, hi=1.0)
+        if self.train_limit is not None:
+            check_number("train_limit", self.train_limit, integer=True, positive=True)
+        info = dataset_info(self.dataset)
+        ModelConfig.from_dict({**arch_defaults(self.arch), **self.model, "arch": self.arch,
+                               "in_channels": info.channels, "image_size": info.image_size,
+                               "num_classes": len(info.classes)})
+        return self
 
 
 DEFAULT_THREAT = {"mnist": (0.3, 0.04), "cifar10": (8 / 255, 2 / 255)}
@@ -91,6 +124,7 @@ def measure(model, x, y, tm: ThreatModel, seed: int, batch_size: int = 250) -> d
 
 def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
     """Train, writing `<out>/` (best) and `<out>/last/`, curves.json and a resumable state file."""
+    cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

@@ -59,3 +59,21 @@ def test_changed_config_refuses_to_resume(tmp_path):
     train(TrainConfig(epochs=1, **TINY), tmp_path, log=lambda m: None)
     with pytest.raises(ValueError, match="different training configuration"):
         train(TrainConfig(epochs=1, seed=5, **TINY), tmp_path, log=lambda m: None)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"arch": "transformer"}, "unknown architecture 'transformer'"),
+    ({"method": "magic"}, "unknown training method 'magic'"),
+    ({"lr": float("nan")}, "lr is NaN"),
+    ({"lr": -1.0}, "lr must be positive"),
+    ({"beta": -3.0}, "beta must not be negative"),
+    ({"epochs": 0}, "epochs must be positive"),
+    ({"batch_size": 10**6}, "batch_size=1000000 is above the limit"),
+    ({"eps": 2.0}, "eps=2.0 is above the limit of 1.0"),
+    ({"model": {**TINY["model"], "d_model": 10**5}}, "d_model=100000 is outside the allowed range"),
+])
+def test_bad_configs_are_refused_before_anything_is_written(tmp_path, change, message):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(**{**TINY, "epochs": 1, **change}), out, log=lambda m: None)
+    assert not out.exists()
