@@ -5,10 +5,10 @@ import json
 
 import gradio as gr
 
-from .attack_menu import ATTACK_MENU
+from .attack_menu import ATTACK_MENU, default_eps, eps_string
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .compare import check_fits, chosen_models, sample_test_images, spec_cost, spec_for
-from .handlers import select_model
+from .handlers import dataset_of
 from .limits import LimitError, check_passes, parse_eps, parse_eps_list
 from .models import MODELS
 
@@ -21,10 +21,11 @@ def follow_model(name: str, current_dataset: str):
     (0.3 means nothing on CIFAR-10, 8/255 little on MNIST). Returns updates for (test set, eps, curve eps)."""
     if not name:
         return gr.update(), gr.update(), gr.update()
-    _, eps_value, _, dataset, _ = select_model(name)
+    model = MODELS.get(name)
+    dataset = dataset_of(model)
     if dataset == current_dataset:
         return dataset, gr.update(), gr.update()
-    return dataset, eps_value, CURVE_EPS.get(dataset, gr.update())
+    return dataset, eps_string(default_eps(model)), CURVE_EPS.get(dataset, gr.update())
 
 
 def _pct(entry: dict) -> str:

@@ -204,14 +204,15 @@ def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, 
     (top-k, trace, error scaling, error along the sequence), the download paths and the run card."""
     from ssm_lab import plots
     from ssm_lab.analysis import error_scaling
-    from ssm_lab.attacks import list_attacks, make_attack
+    from ssm_lab.attacks import make_attack
     from ssm_lab.single import attack_single, run_card, save_artefacts
 
     model = MODELS.get(model_name)
     x, label, text = model_x(model, source, dataset, index, upload, sketch)
     name, params = attack_settings(attack, model, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
                                    target=target, seed=seed)
-    check_passes(make_attack(name, model, **params).cost(1, trace=True), attack)
+    planned = make_attack(name, model, **params)
+    check_passes(planned.cost(1, trace=True), attack)
     seed_value = params.pop("seed")
     with cancellable("attack", request) as cancel, holding([model]):
         res = attack_single(model, x, label, name, seed=seed_value, progress=progress_callback(progress),
@@ -224,7 +225,7 @@ def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, 
     paths = save_artefacts(res, card, new_run_dir())
     params["seed"] = seed_value
     figures = (plots.topk_figure(classes, res["p_clean"], res["p_adv"]),
-               plots.trace_figure(res["trace"], params.get("steps"), list_attacks()[name]["traces_iterations"]),
+               plots.trace_figure(res["trace"], params.get("steps"), planned.owns_loop),
                plots.error_scaling_figure(analysis, "Error scaling for this image"),
                plots.token_error_figure(analysis["token_error_maps"], model.config.image_size))
     return (inputs.display(x), inputs.display(res["adv"]), perturbation_image(res["delta"]),

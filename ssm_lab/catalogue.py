@@ -56,12 +56,15 @@ def describe_entry(entry: dict) -> dict:
     label = (f"{DATASET_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
              f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "")
              + f"  ({entry['name']})")
-    from .train import DEFAULT_THREAT
+    from .data import dataset_info
 
-    threat = DEFAULT_THREAT.get(dataset)
+    try:
+        threat_eps = dataset_info(dataset).eps
+    except ValueError:  # a dataset this project does not know: no threat model to quote
+        threat_eps = None
     return {"name": entry["name"], "path": entry["path"], "dataset": dataset, "arch": cfg["arch"], "method": method,
             "ads": cfg.get("ads"), "label": label, "metrics": entry.get("metrics"), "config": cfg, "meta": meta,
-            "threat_eps": threat[0] if threat else None}
+            "threat_eps": threat_eps}
 
 
 def catalogue_entries(root: str | os.PathLike | None = None) -> list[dict]:
