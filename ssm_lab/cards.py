@@ -62,7 +62,8 @@ def training_attack(method: str, tc: dict, tm: dict) -> str:
     eps, step, steps = tm.get("eps"), tc.get("step_size") or tm.get("step_size"), tc.get("attack_steps")
     if method == "freeat":
         return (f"Linf eps {eps:.4g}; m = {tc.get('replays')} replays of each minibatch, each an FGSM step of size "
-                "eps on the perturbation carried between minibatches")
+                "eps on the perturbation carried between minibatches"
+                + ("; epochs divided by m, so PGD-AT's optimiser steps" if tc.get("freeat_equal_budget") else ""))
     if method == "yopo":
         return (f"Linf eps {eps:.4g}, step {step:.4g}; YOPO-{tc.get('yopo_outer')}-{tc.get('yopo_inner')} "
                 "(outer full backward passes, inner first-layer updates), random start")

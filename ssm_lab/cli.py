@@ -95,8 +95,9 @@ def cmd_train(a) -> None:
                                "ads_bias": a.ads_bias or None}.items() if v is not None}
     cfg = TrainConfig(arch=a.arch, dataset=a.dataset, method=a.method, epochs=a.epochs, batch_size=a.batch_size,
                       lr=a.lr, eps=a.eps, step_size=a.step_size, attack_steps=a.attack_steps, beta=a.beta,
-                      replays=a.replays, seed=a.seed, data_dir=a.data_dir, augment=not a.no_augment, model=model,
-                      train_limit=a.train_limit, curve_points=a.curve_points, val_points=a.val_points)
+                      replays=a.replays, freeat_equal_budget=a.freeat_equal_budget, seed=a.seed, data_dir=a.data_dir,
+                      augment=not a.no_augment, model=model, train_limit=a.train_limit, curve_points=a.curve_points,
+                      val_points=a.val_points)
     distributed.init()  # under torchrun: one process per rank; otherwise nothing changes
     main = distributed.is_main()
     try:
@@ -280,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--attack-steps", type=_positive_int, default=10, help="PGD steps of the training attack")
     t.add_argument("--beta", type=float, default=6.0, help="TRADES trade-off between clean and robust loss")
     t.add_argument("--replays", type=_positive_int, default=4, help="FreeAT: times each minibatch is replayed")
+    t.add_argument("--freeat-equal-budget", action="store_true",
+                   help="FreeAT: run epochs / replays passes, so it takes PGD-AT's optimiser steps for --epochs")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and attacks")
     t.add_argument("--d-model", type=_positive_int, help="width (default: the architecture's)")
     t.add_argument("--n-layers", type=_positive_int, help="depth (default: the architecture's)")

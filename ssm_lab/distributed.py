@@ -91,6 +91,16 @@ def mean_across_ranks(value: float) -> float:
     return t.item() / world_size()
 
 
+def average_gradients(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each gradient averaged over the ranks in place (as DDP does in its backward), for gradients computed
+    outside a DDP backward; unchanged in one process."""
+    if active():
+        for g in grads:
+            dist.all_reduce(g)
+            g /= world_size()
+    return grads
+
+
 class DistributedModel:
     """The model as the training methods see it: calls that build a parameter graph go through DDP (so gradients
     are averaged across ranks), everything else -- attacks under `frozen()`, no-grad measurements, `embed`,
