@@ -122,6 +122,11 @@ class DistributedModel:
         return getattr(self.module, name)
 
 
+def unwrap(model) -> nn.Module:
+    """The plain module behind `wrap`'s result (for code that needs an nn.Module, such as the attacks)."""
+    return model.module if isinstance(model, DistributedModel) else model
+
+
 def wrap(model: nn.Module):
     """DistributedModel when several processes train together, else the model itself."""
     return DistributedModel(model) if active() else model

@@ -8,6 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
+from .attacks._runtime import project
+from .attacks.base import MAX_BATCH
+from .attacks.pgd import PGD
 
 METHODS = ("st", "pgd-at", "trades", "freeat", "yopo")
 
@@ -24,7 +27,7 @@ class ThreatModel:
 
 
 def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+    return project(x_adv, x, eps, "Linf")  # the attacks' own projection: eps-ball, then [0, 1]
 
 
 def _input_grad(model: nn.Module, x: torch.Tensor, loss_fn) -> torch.Tensor:
@@ -34,16 +37,18 @@ def _input_grad(model: nn.Module, x: torch.Tensor, loss_fn) -> torch.Tensor:
     return grad
 
 
-def pgd_linf(model: nn.Module, x, y, tm: ThreatModel, generator: torch.Generator) -> torch.Tensor:
-    """PGD-k with a uniform random start; the gradient is always taken at the point that is kept.
-    Runs with the model frozen (eval, no parameter gradients), so time-invariant kernels are computed once."""
-    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    x_adv = _project(x + (2 * noise - 1) * tm.eps, x, tm.eps)
-    with model.frozen():
-        for _ in range(tm.steps):
-            grad = _input_grad(model, x_adv, lambda logits: F.cross_entropy(logits, y))
-            x_adv = _project(x_adv + tm.step_size * grad.sign(), x, tm.eps)
-    return x_adv.detach()
+def pgd_linf(model: nn.Module, x, y, tm: ThreatModel, generator: torch.Generator,
+             early_stop: bool = False) -> torch.Tensor:
+    """PGD-k with a uniform random start, run by the evaluation attack (`attacks.PGD`) with the model frozen.
+    Training's default, `early_stop=False`, takes every step for every image and keeps the last iterate (Madry et
+    al.); `early_stop=True` is the reported PGD (an image keeps its first successful iterate). The attack's seed
+    is drawn from `generator`, so a run stays reproducible and resumable."""
+    if tm.eps == 0:  # the first steps of an eps warm-up
+        return x.detach().clone()
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    attack = PGD(distributed.unwrap(model), eps=tm.eps, steps=tm.steps, step_size=tm.step_size, seed=seed,
+                 batch_size=min(len(x), MAX_BATCH), early_stop=early_stop)
+    return attack.run(x, y).adv
 
 
 def trades_adversary(model: nn.Module, x, tm: ThreatModel, generator: torch.Generator) -> torch.Tensor:

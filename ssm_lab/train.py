@@ -74,9 +74,10 @@ class TrainConfig:
         check_number("beta", self.beta, lo=0, hi=1000.0)  # TRADES: a negative weight would reward instability
         check_number("eps_warmup_epochs", self.eps_warmup_epochs, lo=0, hi=MAX_EPOCHS)
         check_number("seed", self.seed, integer=True, lo=0)
-        for name in ("eps", "step_size"):
-            if getattr(self, name) is not None:
-                check_number(name, getattr(self, name), lo=0, hi=1.0)
+        if self.eps is not None:
+            check_number("eps", self.eps, lo=0, hi=1.0)
+        if self.step_size is not None:
+            check_number("step_size", self.step_size, hi=1.0, positive=True)
         if not isinstance(self.freeat_equal_budget, bool):
             raise ValueError(f"freeat_equal_budget must be true or false, not {self.freeat_equal_budget!r}")
         if self.freeat_equal_budget and self.method != "freeat":
@@ -126,14 +127,15 @@ def random_shift(x: torch.Tensor, generator: torch.Generator, max_shift: int, fl
 
 
 def measure(model, x, y, tm: ThreatModel, seed: int, batch_size: int = 250) -> dict:
-    """Clean and PGD-10 accuracy and loss on (x, y)."""
+    """Clean and PGD-10 accuracy and loss on (x, y), PGD-10 being the evaluation attack (an image counts as broken
+    at its first successful iterate, and the loss is measured there)."""
     totals = {"clean_acc": 0.0, "clean_loss": 0.0, "adv_acc": 0.0, "adv_loss": 0.0}
     eval_tm = ThreatModel(eps=tm.eps, step_size=tm.step_size if tm.steps >= 10 else tm.eps / 4, steps=10)
     generator = torch.Generator().manual_seed(seed)
     model.eval()
     for start in range(0, len(x), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        x_adv = pgd_linf(model, xb, yb, eval_tm, generator)
+        x_adv = pgd_linf(model, xb, yb, eval_tm, generator, early_stop=True)  # the reported PGD-10
         with torch.no_grad():
             for prefix, inputs in (("clean", xb), ("adv", x_adv)):
                 logits = model(inputs)

@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ssm_lab.attacks import PGD
 from ssm_lab.methods import METHODS, MethodStep, ThreatModel, pgd_linf, trades_adversary
 from ssm_models import create_model
 
@@ -160,3 +161,39 @@ def test_freeat_refuses_a_batch_of_another_image_shape():
     step(torch.rand(2, 1, 8, 8), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"one image shape: got \(3, 8, 8\) after \(1, 8, 8\)"):
         step(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+
+
+def _madry_pgd_by_hand(model, x, y, tm, seed):
+    """Madry et al.'s PGD-k from the uniform start that the seed gives: every step, last iterate."""
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) * (2 * tm.eps) - tm.eps
+    x_adv = (x + noise).clamp(0, 1)
+    for _ in range(tm.steps):
+        point = x_adv.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(point), y), point)
+        x_adv = torch.min(torch.max(x_adv + tm.step_size * grad.sign(), x - tm.eps), x + tm.eps).clamp(0, 1)
+    return x_adv
+
+
+def _seed_drawn_from(generator_seed):
+    return int(torch.randint(0, 2**62, (1,), generator=torch.Generator().manual_seed(generator_seed)))
+
+
+def test_training_pgd_is_madrys_every_step_pgd_from_the_seeded_start():
+    model = _tiny()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    y = torch.arange(6)
+    tm = ThreatModel(eps=0.3, step_size=0.05, steps=4)
+    got = pgd_linf(model, x, y, tm, torch.Generator().manual_seed(9))
+    with model.frozen():
+        expected = _madry_pgd_by_hand(model, x, y, tm, _seed_drawn_from(9))
+    assert torch.allclose(got, expected, atol=1e-6), (got - expected).abs().max()
+
+
+def test_best_epoch_pgd_is_the_evaluation_attack():
+    model = _tiny()
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    y = torch.arange(6)
+    tm = ThreatModel(eps=0.3, step_size=0.05, steps=4)
+    got = pgd_linf(model, x, y, tm, torch.Generator().manual_seed(9), early_stop=True)
+    reported = PGD(model, eps=0.3, steps=4, step_size=0.05, seed=_seed_drawn_from(9)).run(x, y).adv
+    assert torch.equal(got, reported)
