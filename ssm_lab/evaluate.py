@@ -80,7 +80,6 @@ def model_identity(model) -> dict:
     return info
 
 
-@torch.no_grad()
 def attack_label(entry: dict) -> str:
     """An evaluation report's attack entry for people: 'pgd (steps=10, restarts=1)', '(cancelled: partial)' if so."""
     params = ", ".join(f"{k}={v}" for k, v in (entry.get("params") or {}).items())
@@ -88,6 +87,7 @@ def attack_label(entry: dict) -> str:
             + ("" if entry.get("complete", True) else " (cancelled: partial)"))
 
 
+@torch.no_grad()  # no graph, and time-invariant kernels come from their cache
 def predict(model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     model.eval()
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
