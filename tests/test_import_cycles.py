@@ -45,3 +45,13 @@ def test_importing_a_name_from_a_package_init_is_an_edge_to_the_package(tmp_path
     write(tmp_path / "pkg" / "__init__.py", "from .a import f\n")
     write(tmp_path / "pkg" / "a.py", "def f():\n    from pkg import g\n")
     assert cycles(import_graph(tmp_path, ["pkg"])) == [["pkg", "pkg.a", "pkg"]]
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    layers = ["ssm_models", "ssm_lab", "app", "benchmarks", "testkit"]
+    below = {"ssm_models": {"ssm_models"}, "ssm_lab": {"ssm_models", "ssm_lab"},
+             "app": {"ssm_models", "ssm_lab", "app"}}
+    graph = import_graph(ROOT, layers)
+    upward = sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
+                    if module.split(".")[0] in below and target.split(".")[0] not in below[module.split(".")[0]])
+    assert upward == [], "imports against the layering app -> ssm_lab -> ssm_models: " + "; ".join(upward)
