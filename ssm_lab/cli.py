@@ -1,4 +1,4 @@
-"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list, bench."""
+"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list (benchmarks: `python -m benchmarks`)."""
 from __future__ import annotations
 
 import argparse
@@ -222,19 +222,6 @@ def cmd_import_reference(a) -> None:
     print(f"wrote {a.out}", file=sys.stderr)
 
 
-def cmd_bench(argv: list[str]) -> int:
-    """`python -m benchmarks` with the same arguments. The suite lives beside the packages in a source checkout
-    (it is not installed), so it is imported from there, and only when asked for."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "suite.py").is_file():
-        raise CLIError(f"the benchmark suite is not here ({root / 'benchmarks'}): it ships with the source checkout")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks.suite import main as bench_main
-
-    return bench_main(argv)
-
-
 def _write_json(obj: dict, path: str | None) -> None:
     text = json.dumps(obj, indent=1)
     if path:
@@ -376,25 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("list", help="architectures, and checkpoints with their card metrics")
     li.add_argument("--root", help="a directory of checkpoints (default: the shipped checkpoints/)")
     li.set_defaults(func=cmd_list)
-
-    # every argument after `bench` goes to the suite's own parser (`ssm-lab bench --help` shows its options)
-    sub.add_parser("bench", add_help=False, help="run the benchmark suite and rewrite BENCHMARKS.md (the options "
-                   "of `python -m benchmarks`: --only SECTION, --quick, --threads N, --output PATH, ...)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
-        try:
-            return cmd_bench(extra)
-        except CLIError as exc:
-            print(f"ssm-lab bench: error: {exc}", file=sys.stderr)
-            return 2
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     if args.command in COMPUTE_COMMANDS:
         import torch
 

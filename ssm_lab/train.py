@@ -16,7 +16,7 @@ from tqdm import tqdm
 from ssm_models import create_model
 from ssm_models.config import ModelConfig
 from ssm_models.hub import save_pretrained
-from ssm_models.registry import arch_defaults, list_models
+from ssm_models.families import arch_defaults, list_models
 
 from . import distributed
 from .attacks.base import MAX_STEPS, check_number

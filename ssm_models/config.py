@@ -6,6 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import ConfigError  # noqa: F401  (defined beside UserError; raised and re-exported here)
+from .families import list_models
+
 TOKENIZERS = ("pixel", "patch", "paper")
 ADS_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 ADS_POSITIONS = ("ssm", "residual")
@@ -29,10 +32,6 @@ LIMITS = {
 }
 MAX_PARAMETERS = 50_000_000
 MAX_SEQUENCE = 128 * 128
-
-
-class ConfigError(ValueError):
-    """A model configuration that cannot be built safely."""
 
 
 @dataclass
@@ -100,8 +99,6 @@ class ModelConfig:
         return cfg
 
     def validate(self) -> "ModelConfig":
-        from .registry import list_models  # registry imports config; import here to avoid a cycle
-
         if self.arch not in list_models():
             raise ConfigError(f"unknown architecture {self.arch!r}; known: {', '.join(list_models())}")
         for name, (lo, hi) in LIMITS.items():
