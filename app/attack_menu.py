@@ -70,12 +70,6 @@ def default_eps(model) -> float:
         return 8 / 255
 
 
-def eps_string(value: float) -> str:
-    """A budget as the eps box shows it: '8/255' when it is a small whole number of 8-bit levels."""
-    k = value * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and value < 0.2 else f"{value:.6g}"
-
-
 def eps_text(eps) -> str:
     """'0.3' -> 'eps = 0.3 = 76.5/255', so both conventions are visible next to the eps box."""
     try:

@@ -26,14 +26,13 @@ def _positive_int(text: str) -> int:
 
 
 def _eps(text: str) -> float:
-    """Accepts 0.3, 8/255 or 8/255."""
+    """Accepts 0.3 or 8/255."""
+    from .eps import parse_eps
+
     try:
-        value = float(text.split("/")[0]) / float(text.split("/")[1]) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError, IndexError):
-        raise argparse.ArgumentTypeError(f"eps must be a number or k/255, got {text!r}") from None
-    if not (value == value) or value < 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"eps must be finite and >= 0, got {text!r}")
-    return value
+        return parse_eps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _attack_name(text: str) -> str:

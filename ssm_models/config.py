@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounds import check_number
+
 TOKENIZERS = ("pixel", "patch", "paper")
 ADS_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 ADS_POSITIONS = ("ssm", "residual")
@@ -105,11 +107,7 @@ class ModelConfig:
         if self.arch not in list_models():
             raise ConfigError(f"unknown architecture {self.arch!r}; known: {', '.join(list_models())}")
         for name, (lo, hi) in LIMITS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
-                raise ConfigError(f"{name}={value} is outside the allowed range [{lo}, {hi}]")
+            check_number(name, getattr(self, name), lo=lo, hi=hi, integer=True, exact=True, error=ConfigError)
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.tokenizer == "patch" and self.image_size % self.patch_size:
