@@ -37,9 +37,9 @@ def test_parse_eps_raises_the_callers_error_class():
         parse_eps("abc", error=RequestError)
 
 
-@pytest.mark.parametrize("eps, label", [(8 / 255, "8/255"), (2 / 255, "2/255"), (0.0, "0/255"), (0.3, "0.3 (~76.5/255)"),
-                                        (0.1, "0.1 (~25.5/255)"), (0.031, "0.031 (~7.9/255)"), (0.2, "0.2"),
-                                        (1.0, "1")])
+@pytest.mark.parametrize("eps, label", [(8 / 255, "8/255"), (2 / 255, "2/255"), (0.0, "0/255"),
+                                        (0.3, "0.3 (~76.5/255)"), (0.1, "0.1 (~25.5/255)"),
+                                        (0.031, "0.031 (~7.9/255)"), (0.2, "0.2"), (1.0, "1")])
 def test_eps_label_shows_grey_levels_for_small_budgets_and_decimals_above(eps, label):
     assert eps_label(eps) == label
 
