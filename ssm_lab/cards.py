@@ -8,7 +8,8 @@ from pathlib import Path
 from ssm_models.hub import load_model, save_pretrained
 
 from .data import load_dataset, sample_indices
-from .evaluate import accuracy_entry, eps_label, evaluate, predict
+from .eps import eps_label
+from .evaluate import accuracy_entry, evaluate, predict
 
 CARD_EPS = {"mnist": (0.1, 0.3), "cifar10": (8 / 255,)}
 PGD_STEP = {"mnist": lambda eps: eps / 4, "cifar10": lambda eps: 2 / 255}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import plotly.io as pio
 
-from .evaluate import attack_label, eps_label
+from .eps import eps_label
+from .evaluate import attack_label
 from .plots import error_scaling_figure, training_curves_figure
 
 

@@ -64,9 +64,9 @@ def test_analyze_and_report(checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["evaluate", "{ck}", "--eps", "-1"], "eps must be finite"),
+    (["evaluate", "{ck}", "--eps", "-1"], "eps must not be negative"),
     (["evaluate", "{ck}", "--n", "0"], "positive integer"),
-    (["evaluate", "{ck}", "--eps", "nan"], "eps must be finite"),
+    (["evaluate", "{ck}", "--eps", "nan"], "eps is NaN"),
     (["evaluate", "{ck}", "--attack", "telepathy", "--n", "5"], "unknown attack"),
     (["evaluate", "/no/such/dir"], "error"),
     (["evaluate", "{ck}", "--dataset", "cifar10", "--n", "4"], "takes 1x28x28 images, cifar10 has 3x32x32; use "

@@ -166,9 +166,9 @@ def test_server_faults_resume_fallback_and_corruption(hub_server):
 HOSTILE_CONFIGS = {
     "unknown arch": ({"arch": "transformer"}, "unknown architecture 'transformer'"),
     "extra key": ({"trust_remote_code": True}, "unknown config keys: trust_remote_code"),
-    "huge d_model": ({"d_model": 10**9}, r"d_model=1000000000 is outside the allowed range"),
-    "huge n_layers": ({"n_layers": 10**6}, r"n_layers=1000000 is outside the allowed range"),
-    "huge d_state": ({"d_state": 10**7}, r"d_state=10000000 is outside the allowed range"),
+    "huge d_model": ({"d_model": 10**9}, r"d_model=1000000000 is above the limit of 1024"),
+    "huge n_layers": ({"n_layers": 10**6}, r"n_layers=1000000 is above the limit of 16"),
+    "huge d_state": ({"d_state": 10**7}, r"d_state=10000000 is above the limit of 256"),
     "wrong type": ({"dt_min": "tiny"}, "invalid config.json"),
 }
 RAW_CONFIGS = {
