@@ -6,6 +6,7 @@ import json
 import gradio as gr
 
 from ssm_lab.eps import eps_label
+from ssm_models.atomic import atomic_write
 
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
@@ -92,7 +93,7 @@ def evaluate_model(model_name, dataset, n, attacks, eps, steps, restarts, seed, 
     if figure is not None:
         figure.update_layout(title=f"Predictions under {last['attack']} (rows: true class), n={len(truth)}")
     path = new_run_dir() / "evaluation.json"
-    path.write_text(json.dumps(report, indent=1))
+    atomic_write(path, json.dumps(report, indent=1))
     return report_markdown(report, model_name), figure, str(path), _compact(report)
 
 

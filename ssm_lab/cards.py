@@ -1,7 +1,6 @@
 """Card metrics for a checkpoint: clean accuracy on the full test set, PGD-10 and AutoAttack on fixed samples."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -111,7 +110,6 @@ def write_card(directory: str | Path, metrics: dict) -> None:
     directory = Path(directory)
     model = load_model(directory)
     meta = model.config.meta
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=1))
     save_pretrained(model, directory, card={
         "dataset": meta.get("dataset"), "method": meta.get("method"), "threat_model": meta.get("threat_model"),
         "metrics": metrics, "description": card_description(meta, metrics)})

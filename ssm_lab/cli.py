@@ -1,7 +1,8 @@
-"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list (benchmarks: `python -m benchmarks`)."""
+"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list (benchmarks: python -m benchmarks)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -132,6 +133,7 @@ def _attack_specs(a) -> list[dict]:
 def cmd_evaluate(a) -> None:
     from . import distributed
     from .evaluate import evaluate
+    from .run_lock import exclusive
     from .train import DEFAULT_THREAT
 
     model = _load(a.checkpoint)
@@ -139,18 +141,21 @@ def cmd_evaluate(a) -> None:
     _, x, y, info = _dataset_tensors(dataset, "test", a.n, a.seed, a.data_dir)
     distributed.init()  # under torchrun every rank attacks its share of the batches; rank 0 writes the report
     main = distributed.is_main()
-    try:
-        bar, update = _progress_bar("evaluate") if main else (None, None)
-        eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
-        report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf", batch_size=a.batch_size,
-                          seed=a.seed,
-                          progress=update, state_path=a.state, data_info=info)
-    finally:
-        distributed.cleanup()
-    if not main:
-        return
-    bar.close()
-    _write_json(report, a.out)
+    # two runs sharing a state file would each resume from it and overwrite the other's batches
+    lock = exclusive(a.state + ".lock", f"evaluation state {a.state}") if a.state and main else contextlib.nullcontext()
+    with lock:
+        try:
+            bar, update = _progress_bar("evaluate") if main else (None, None)
+            eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
+            report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf",
+                              batch_size=a.batch_size, seed=a.seed, progress=update, state_path=a.state,
+                              data_info=info)
+        finally:
+            distributed.cleanup()
+        if not main:
+            return
+        bar.close()
+        _write_json(report, a.out)
     lines = [f"clean {report['clean']['accuracy']:.4f} (n={report['n']})"]
     lines += [f"{r['attack']} {r['accuracy']:.4f}" for r in report["attacks"]]
     print("; ".join(lines) + f"; eps {report['threat_model']['eps_label']}", file=sys.stderr)
@@ -230,8 +235,9 @@ def cmd_import_reference(a) -> None:
 def _write_json(obj: dict, path: str | None) -> None:
     text = json.dumps(obj, indent=1)
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
+        from ssm_models.atomic import atomic_write
+
+        atomic_write(path, text)  # a killed run leaves the previous report or none, never half of one
     else:
         print(text)
 
@@ -389,9 +395,11 @@ def main(argv: list[str] | None = None) -> int:
         args.attack = ["pgd"]
     elif isinstance(getattr(args, "attack", None), str):
         args.attack = [args.attack]
+    from ssm_models.errors import UserError  # here: importing ssm_models loads torch, which --help need not wait for
+
     try:
         args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+    except (CLIError, UserError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
         print(f"ssm-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

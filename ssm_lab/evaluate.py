@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import time
 from importlib import metadata
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+
+from ssm_models.atomic import atomic_write
 
 from . import distributed
 from .attacks import AttackParamError, make_attack
@@ -253,9 +254,7 @@ def _load_state(path, n, eps, attacks, seed) -> dict:
 def _save_state(path, state) -> None:
     if path is None:
         return
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state))
 
 
 def eps_curve(models: dict, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], attack: dict,
