@@ -8,7 +8,8 @@ import plotly.io as pio
 
 from ssm_models.atomic import atomic_write
 
-from .evaluate import attack_label, eps_label
+from .eps import eps_label
+from .evaluate import attack_label
 from .plots import error_scaling_figure, training_curves_figure
 
 

@@ -13,7 +13,8 @@ from ssm_models.atomic import atomic_write
 
 from .attacks import make_attack
 from .data import model_classes
-from .evaluate import eps_label, model_identity, versions
+from .eps import eps_label
+from .evaluate import model_identity, versions
 from .images import load_image, to_tensor
 
 
