@@ -141,7 +141,8 @@ def import_trials(work: Path, trials: int, rng, log) -> list[dict]:
 
 
 def fetch_trials(work: Path, trials: int, rng, log) -> list[dict]:
-    return download_trials(work, trials, rng, log) + import_trials(work, trials, rng, log)
+    return (download_trials(work, trials, rng, log) + data_trials(work, trials, rng, log)
+            + import_trials(work, trials, rng, log))
 
 
 def fetch_passed(row: dict) -> bool:
@@ -159,3 +160,79 @@ def fetch_table(rows: list[dict]) -> str:
                      f"{sum(bool(r['unverified']) for r in sel)} | "
                      f"{sum(r['next_rc'] == 0 and not r['after_next'] for r in sel)} |")
     return "\n".join(lines)
+
+
+# ----- a Hub data set: the MNIST test split's Parquet file, served by the local Hub --------------------------------
+FETCH_SPLIT = ("import hashlib, sys\n"
+               "from ssm_lab.datasets.hub import fetch_hub_split\n"
+               "from ssm_lab.datasets.info import DATASETS\n"
+               "images, labels = fetch_hub_split(DATASETS['mnist'], 'test', sys.argv[1])\n"
+               "print(hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest())\n")
+
+
+def mnist_test_parquet() -> bytes:
+    """The real MNIST test split (from the developer data folder) as the Hub's Parquet file holds it: PNG bytes."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from ssm_lab.data import load_dataset
+
+    test = load_dataset("mnist", "test")
+    pngs = []
+    for pixels in test.images[:, 0]:  # (28, 28) each
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    column = pa.array([{"bytes": data, "path": f"{i}.png"} for i, data in enumerate(pngs)],
+                      type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"image": column, "label": pa.array(test.labels, type=pa.int64())}), buffer)
+    return buffer.getvalue()
+
+
+def data_trials(work: Path, trials: int, rng, log) -> list[dict]:
+    from ssm_lab.datasets.info import DATASETS
+
+    from .kill_runs import python_command, writing
+
+    root = work / "data-hub-root"
+    with HubServer(root) as hub:
+        hub.add_file("ylecun/mnist", DATASETS["mnist"].hub.files["test"], mnist_test_parquet(), repo_type="dataset")
+        commit = hub.commit_of("ylecun/mnist", repo_type="dataset")
+        link = SlowLink(hub.port, bytes_per_s=1_000_000)
+        try:
+            def env_for(home: Path) -> dict:
+                env = hub_env(home, link.url)
+                env.pop("SSM_LAB_DATA", None)
+                return {**env, "SSM_LAB_CACHE": str(home / "arrays"), "SSM_LAB_OFFLINE": "0"}
+
+            base = run(python_command(FETCH_SPLIT, [commit]), env_for(work / "data-baseline"))
+            if base.returncode != 0:
+                raise RuntimeError(f"uninterrupted data fetch failed: {base.stderr}")
+            log(f"baseline data fetch: {base.seconds:.1f} s")
+            rows = []
+            for trial in range(trials):
+                home, mode = work / f"data-{trial}", ("transfer", "write")[trial % 2]
+                env = env_for(home)
+                if mode == "transfer":
+                    outcome = run_and_kill(python_command(FETCH_SPLIT, [commit]), env, rng=rng, within_s=2.0,
+                                           when=lambda h=home: any(h.rglob("*.incomplete")))
+                else:  # inside the array cache's atomic writes, after the download and decoding
+                    outcome = kill_in_write(lambda slow: python_command(FETCH_SPLIT, [commit], slow), env,
+                                            [home / "arrays" / "hub" / "mnist"], rng)
+                bad = [p for p in cache_problems(home / "hub") if not p.startswith("partial file")]
+                partial = len(cache_problems(home / "hub")) - len(bad)
+                problems, temporaries = folder_problems(home / "arrays")
+                again = run(python_command(FETCH_SPLIT, [commit]), env)
+                same = again.returncode == 0 and again.stdout == base.stdout
+                rows.append({"what": "Hub data set (MNIST test Parquet)", "mode": mode, "killed": outcome.killed,
+                             "in_write": outcome.in_write, "left_partial": partial + temporaries,
+                             "unverified": bad + problems, "next_rc": again.returncode,
+                             "after_next": [] if same else [f"arrays differ or failed: {again.stderr[-300:]}"]})
+                log(f"data {trial}: {rows[-1]}")
+        finally:
+            link.close()
+    return rows

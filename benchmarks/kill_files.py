@@ -15,6 +15,7 @@ def is_temporary(path: Path) -> bool:
 
 def check_file(path: Path) -> str | None:
     """None if the file loads as what its name says it is, else why not."""
+    import numpy as np
     import torch
     from safetensors.torch import load_file
 
@@ -29,6 +30,8 @@ def check_file(path: Path) -> str | None:
             json.loads(path.read_text(encoding="utf-8"))
         elif path.suffix == ".pt":
             torch.load(path, weights_only=True)
+        elif path.suffix == ".npy":
+            np.load(path, allow_pickle=False)
         elif path.name == "README.md":
             if "## Usage" not in path.read_text(encoding="utf-8"):
                 return "model card without its last section"

@@ -17,12 +17,10 @@ MODES = ("random", "write")  # kill at a random time, or while a file is being w
 WRITE_PAUSE_S = 0.2
 # A slow disk: every fsync of the child sleeps first, so a checkpoint write lasts long enough to be killed inside it
 # (after its temporary file holds the data, before the rename). Nothing else in the child changes.
-SLOW_FSYNC = ("import os, sys, time\n"
+SLOW_FSYNC = ("import os, time\n"
               "_fsync = os.fsync\n"
-              f"os.fsync = lambda fd: (time.sleep({WRITE_PAUSE_S}), _fsync(fd))[1]\n"
-              "sys.argv[0] = 'ssm-lab'\n"
-              "from ssm_lab.cli import main\n"
-              "raise SystemExit(main(sys.argv[1:]))\n")
+              f"os.fsync = lambda fd: (time.sleep({WRITE_PAUSE_S}), _fsync(fd))[1]\n")
+CLI = "import sys\nsys.argv[0] = 'ssm-lab'\nfrom ssm_lab.cli import main\nraise SystemExit(main(sys.argv[1:]))\n"
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -33,9 +31,11 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def cli_command(args: list[str], slow_writes: bool = False) -> list[str]:
-    if slow_writes:
-        return [sys.executable, "-c", SLOW_FSYNC, *args]
-    return [sys.executable, "-m", "ssm_lab.cli", *args]
+    return python_command(CLI, args, slow_writes)
+
+
+def python_command(code: str, args: list[str], slow_writes: bool = False) -> list[str]:
+    return [sys.executable, "-c", (SLOW_FSYNC if slow_writes else "") + code, *args]
 
 
 @dataclass
@@ -47,13 +47,13 @@ class Outcome:
     seconds: float
     in_write: bool = False  # a temporary file was present when the kill landed
     stderr: str = ""
+    stdout: str = ""
 
 
 def run(command: list[str], env: dict, timeout: float = 1800) -> Outcome:
     t0 = time.time()
-    proc = subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, timeout=timeout)
-    return Outcome(False, proc.returncode, time.time() - t0, stderr=proc.stderr[-2000:])
+    proc = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return Outcome(False, proc.returncode, time.time() - t0, stderr=proc.stderr[-2000:], stdout=proc.stdout[-2000:])
 
 
 def run_and_kill(command: list[str], env: dict, *, after_s: float | None = None, when=None, within_s: float = 0.0,
