@@ -174,22 +174,25 @@ def mnist_test_parquet() -> bytes:
     """The real MNIST test split (from the developer data folder) as the Hub's Parquet file holds it: PNG bytes."""
     import io
 
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
     from PIL import Image
 
     from ssm_lab.data import load_dataset
+    from ssm_lab.datasets.info import DATASETS
 
     test = load_dataset("mnist", "test")
+    rows = np.arange(DATASETS["mnist"].hub.rows["test"]) % len(test.labels)  # the bundled sample, where it is all
     pngs = []
-    for pixels in test.images[:, 0]:  # (28, 28) each
+    for pixels in test.images[rows, 0]:  # (28, 28) each
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
         pngs.append(buffer.getvalue())
     column = pa.array([{"bytes": data, "path": f"{i}.png"} for i, data in enumerate(pngs)],
                       type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
     buffer = io.BytesIO()
-    pq.write_table(pa.table({"image": column, "label": pa.array(test.labels, type=pa.int64())}), buffer)
+    pq.write_table(pa.table({"image": column, "label": pa.array(test.labels[rows], type=pa.int64())}), buffer)
     return buffer.getvalue()
 
 
