@@ -22,27 +22,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, config):
     train(TrainConfig(**config), straight, log=lambda m: None)
     partial = tmp_path / "partial"
     cfg1 = TrainConfig(**config)
-
-    class Stop(Exception):
-        pass
-
-    calls = {"n": 0}
-    original = tr.measure
-
-    def measure_then_stop(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # the first measurement of epoch 2: pretend the process died
-            raise Stop
-        return original(*args, **kwargs)
-
-    tr.measure = measure_then_stop
-    try:
-        try:
-            train(cfg1, partial, log=lambda m: None)
-        except Stop:
-            pass
-    finally:
-        tr.measure = original
+    _stop_in_second_epoch(cfg1, partial)
     assert len(json.loads((partial / "curves.json").read_text())["history"]) == 1
     train(cfg1, partial, log=lambda m: None)
     a = load_model(straight / "last").state_dict()
@@ -85,7 +65,7 @@ def test_bad_configs_are_refused_before_anything_is_written(tmp_path, change, me
 
 
 def _stop_in_second_epoch(cfg, out):
-    """Run `cfg` into `out` and die at the first measurement of epoch 2, as a killed process would."""
+    """Run `cfg` into `out` and die at the first measurement of epoch 2 (pass 2), as a killed process would."""
     class Stop(Exception):
         pass
 
