@@ -70,11 +70,11 @@ def training_trials(work: Path, trials: int, rng: random.Random, log) -> tuple[l
         log(f"baseline {method}: {outcome.seconds:.1f} s")
     rows = []
     for trial in range(trials):
-        # every (method, kill moment) pair equally often, with 1, 2 or 3 kills before the run that finishes
+        # every (method, kill moment) pair equally often, with 1 or 2 kills before the run that finishes
         method, mode = METHODS[trial % len(METHODS)], MODES[trial % len(MODES)]
         out = work / f"train-{trial}"
         row = kill_then_finish(lambda slow, m=method, o=out: train_command(m, o, slow), [out, out / "last"],
-                               lambda o=out: folder_problems(o), kills=1 + (trial // 2) % 3, mode=mode,
+                               lambda o=out: folder_problems(o), kills=1 + (trial // 2) % 2, mode=mode,
                                baseline_s=seconds[method], rng=rng, env=env)
         row.update(method=method, differences=file_differences(baselines[method], out) if row["final_rc"] == 0
                    else ["final run failed"])
@@ -98,7 +98,7 @@ def evaluation_trials(work: Path, checkpoint: Path, trials: int, n: int, rng: ra
         folder = work / f"eval-{trial}"
         state, report = folder / "state.json", folder / "report.json"
         row = kill_then_finish(lambda slow, s=state, r=report: eval_command(checkpoint, s, r, n, slow), [folder],
-                               lambda s=state, r=report: eval_leftovers(s, r, expected), kills=1 + (trial // 2) % 3,
+                               lambda s=state, r=report: eval_leftovers(s, r, expected), kills=1 + (trial // 2) % 2,
                                mode=MODES[trial % len(MODES)], baseline_s=outcome.seconds, rng=rng, env=env)
         actual = json.loads(report.read_text()) if row["final_rc"] == 0 else {}
         row["differences"] = report_differences(expected, actual) if actual else ["final run failed"]
@@ -185,12 +185,13 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=30, help="trials each of training and evaluation")
     parser.add_argument("--quick", action="store_true", help="a few trials of each (CI): 2 training (ST, PGD-AT), "
                         "2 evaluation on 50 images, 1 of each fetch")
+    parser.add_argument("--fetch-trials", type=int, default=5, help="trials of each fetch kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="+", choices=["train", "evaluate", "fetch", "lock", "disk"])
     parser.add_argument("--work", help="folder for the runs (default: a temporary one, removed at the end)")
     parser.add_argument("--json", help="also write every row as JSON here")
     args = parser.parse_args(argv)
-    train_n, eval_n, fetch_n = (2, 2, 1) if args.quick else (args.trials, args.trials, max(2, args.trials // 3))
+    train_n, eval_n, fetch_n = (2, 2, 1) if args.quick else (args.trials, args.trials, args.fetch_trials)
     images = 50 if args.quick else EVAL_N
     parts = set(args.only or ["train", "evaluate", "fetch", "lock", "disk"])
     rng = random.Random(args.seed)
