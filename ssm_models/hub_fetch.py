@@ -2,6 +2,7 @@
 with the Hub's answers checked before they name cache files and every failure explained."""
 from __future__ import annotations
 
+import glob
 import os
 import re
 import time
@@ -18,7 +19,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.file_download import repo_folder_name
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.utils import WeakFileLock, validate_repo_id
 
 try:  # the HTTP client of huggingface_hub; its transport errors (connection refused, peer hung up) are not OSErrors
     from httpx2 import HTTPError as _HTTPClientError
@@ -57,19 +58,31 @@ class HubFetch:
         where = f"{self.repo_id}@{self.revision or 'main'}"
         self.announced_etag = None
         try:
-            return self._fetch(filename, max_bytes, where)
+            path = self._fetch(filename, max_bytes, where)
         except CheckpointError:
-            self._remove_partial_download()
+            self._remove_partial_downloads()
             raise
+        self._remove_partial_downloads()
+        return path
 
-    def _remove_partial_download(self) -> None:
-        """A transfer that failed for good leaves `<etag>.incomplete` for a later resume; a half file in the
-        cache is what a reader must never find, so it goes (a retry downloads the whole file again)."""
+    def _remove_partial_downloads(self) -> None:
+        """Half files of this blob go: a transfer that failed for good leaves `<etag>.incomplete`, and one whose
+        process was killed leaves `<etag>.<random>.incomplete`, which huggingface_hub (>= 1.x) never resumes nor
+        removes (measured: every SIGKILL mid-download kept its bytes in the cache for good). Done under
+        huggingface_hub's own lock of the blob, so a download running in another process is never touched."""
         if self.announced_etag is None:  # the Hub never answered the HEAD, so nothing was transferred
             return
         cache = self.options["cache_dir"] or hf_constants.HF_HUB_CACHE
-        blobs = Path(cache) / repo_folder_name(repo_id=self.repo_id, repo_type=self.repo_type) / "blobs"
-        (blobs / f"{self.announced_etag}.incomplete").unlink(missing_ok=True)
+        folder = repo_folder_name(repo_id=self.repo_id, repo_type=self.repo_type)
+        partials = glob.glob(os.path.join(cache, folder, "blobs", glob.escape(self.announced_etag) + "*.incomplete"))
+        if not partials:
+            return
+        try:
+            with WeakFileLock(os.path.join(cache, ".locks", folder, f"{self.announced_etag}.lock"), timeout=1):
+                for partial in partials:
+                    Path(partial).unlink(missing_ok=True)
+        except OSError:  # busy (filelock's Timeout is a TimeoutError) or unwritable: the next fetch tries again
+            pass
 
     def _fetch(self, filename: str, max_bytes: int, where: str) -> str:
         try:

@@ -375,3 +375,19 @@ def test_list_and_resolve_checkpoints(tmp_path):
         resolve_checkpoint("no-such-name", root)
     with pytest.raises(CheckpointError, match="no such checkpoint directory"):
         resolve_checkpoint("../mnist/s4-pgd", root)
+
+
+def test_half_files_of_a_killed_download_are_removed_by_the_next_one(hub_server):
+    model = checkpoint(hub_server.root / "org" / "tiny")
+    etag = hashlib.sha256((hub_server.root / "org/tiny/model.safetensors").read_bytes()).hexdigest()
+    blobs = hub_server.env.cache_dir / "models--org--tiny" / "blobs"
+    blobs.mkdir(parents=True)
+    # what huggingface_hub leaves when its process is SIGKILLed mid-transfer: it never resumes these
+    killed = [blobs / f"{etag}.1a2b3c4d.incomplete", blobs / f"{etag}.incomplete"]
+    for path in killed:
+        path.write_bytes(b"half of the weights")
+    other = blobs / ("0" * 64 + ".5e6f7a8b.incomplete")  # another blob's: not this download's to remove
+    other.write_bytes(b"someone else's")
+    assert same_weights(model, load_model("org/tiny"))
+    assert [p.name for p in killed if p.exists()] == []
+    assert other.exists()
