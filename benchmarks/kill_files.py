@@ -1,4 +1,4 @@
-"""What a killed run left behind: every file in an output folder checked to load, and results compared to a clean run."""
+"""What a killed run left behind: every file of an output folder checked to load; results compared to a clean run."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Kill and resume: `python -m benchmarks.kill_resume [--trials N] [--quick]` SIGKILLs training, evaluation and fetches."""
+"""Kill and resume: `python -m benchmarks.kill_resume [--trials N] [--quick]` SIGKILLs runs, resumes them, compares."""
 from __future__ import annotations
 
 import argparse

@@ -35,7 +35,7 @@ def test_training_into_a_folder_another_run_holds_is_refused_before_writing(tmp_
     assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
 
 
-def test_evaluate_with_a_state_file_another_run_holds_exits_with_a_clear_error(checkpoint, tmp_path, capsys):  # noqa: F811
+def test_evaluate_on_a_busy_state_file_exits_with_a_clear_message(checkpoint, tmp_path, capsys):  # noqa: F811
     state = tmp_path / "state.json"
     with exclusive(str(state) + ".lock", "evaluation state"):
         code = main(["evaluate", str(checkpoint), "--attack", "pgd", "--steps", "2", "--eps", "0.1", "--n", "4",
