@@ -234,7 +234,10 @@ def data_trials(work: Path, trials: int, rng, log) -> list[dict]:
                 rows.append({"what": "Hub data set (MNIST test Parquet)", "mode": mode, "killed": outcome.killed,
                              "in_write": outcome.in_write, "left_partial": partial + temporaries,
                              "unverified": bad + problems, "next_rc": again.returncode,
-                             "after_next": [] if same else [f"arrays differ or failed: {again.stderr[-300:]}"]})
+                             "after_next": cache_problems(home / "hub") + (
+                                 [] if same else [f"arrays differ or failed: {again.stderr[-300:]}"]),
+                             # the array cache's temporaries are not ours to clear: reported, not failed
+                             "array_temporaries_after_next": folder_problems(home / "arrays")[1]})
                 log(f"data {trial}: {rows[-1]}")
         finally:
             link.close()
