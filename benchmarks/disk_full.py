@@ -65,7 +65,7 @@ def full_mid_run(name: str, command: list[str], first_state: Path, fs: Path, che
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     hit = fill_when(first_state, fs, proc)
     _, stderr = proc.communicate()
-    message = stderr.strip().splitlines()[-1] if stderr.strip() else ""
+    message = error_line(stderr)
     problems = check_output()
     (fs / "filler").unlink(missing_ok=True)
     resumed = run(command, env)
@@ -126,7 +126,7 @@ def download_on_full_disk(work: Path, fs: Path, log) -> dict:
         (fs / "hf" / "hub").mkdir(parents=True, exist_ok=True)
         fill(fs)
         first = run([sys.executable, "-c", LOAD, REPO], env)
-        message = first.stderr.strip().splitlines()[-1] if first.stderr.strip() else ""
+        message = error_line(first.stderr)
         bad = [p for p in cache_problems(fs / "hf" / "hub") if not p.startswith("partial file")]
         (fs / "filler").unlink()
         again = run([sys.executable, "-c", LOAD, REPO], env)
@@ -136,6 +136,13 @@ def download_on_full_disk(work: Path, fs: Path, log) -> dict:
            and not cache_problems(fs / "hf" / "hub")}
     log(f"disk full, download: {row}")
     return row
+
+
+def error_line(stderr: str) -> str:
+    """The line that says what failed (a progress bar may be redrawn after it), else the last line."""
+    lines = [line.strip() for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [""])[-1]
 
 
 def _json(path: Path) -> dict:

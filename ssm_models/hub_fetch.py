@@ -2,6 +2,7 @@
 with the Hub's answers checked before they name cache files and every failure explained."""
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -116,6 +117,11 @@ class HubFetch:
                     "loaded)") if filename == WEIGHTS_NAME else ""
             raise CheckpointError(f"file missing: {filename} is not in {where}{hint}") from None
         except (HfHubHTTPError, OSError, _HTTPClientError) as err:
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                cache = self.options["cache_dir"] or hf_constants.HF_HUB_CACHE
+                raise CheckpointError(f"download of {filename} from {where} failed: no space left in the Hugging "
+                                      f"Face cache {cache}; free some space there (or point HF_HUB_CACHE at a "
+                                      "larger disk) and load again") from None
             raise CheckpointError(f"download of {filename} from {where} failed: {err}") from None
         return self._verified(path, filename, etag, where)
 
