@@ -148,17 +148,18 @@ def cmd_evaluate(a) -> None:
     with lock:
         if a.state and main:  # a killed run's half-written state files: ours to remove now we hold the lock
             remove_stale_temporaries(Path(a.state).parent, Path(a.state).name)
+        bar, update = _progress_bar("evaluate") if main else (None, None)
         try:
-            bar, update = _progress_bar("evaluate") if main else (None, None)
             eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
             report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf",
                               batch_size=a.batch_size, seed=a.seed, progress=update, state_path=a.state,
                               data_info=info)
         finally:
+            if bar is not None:  # closed before an error is printed, which is then the last line on the terminal
+                bar.close()
             distributed.cleanup()
         if not main:
             return
-        bar.close()
         _write_json(report, a.out)
     lines = [f"clean {report['clean']['accuracy']:.4f} (n={report['n']})"]
     lines += [f"{r['attack']} {r['accuracy']:.4f}" for r in report["attacks"]]

@@ -7,13 +7,21 @@ import torch
 from benchmarks.disk_full import disk_full_trials, disk_passed
 from benchmarks.kill_fetch import fetch_passed, fetch_trials
 from benchmarks.kill_files import file_differences, folder_problems
-from benchmarks.kill_resume import _trained_checkpoint, evaluation_trials, lock_trial, passed, summary, training_trials
+from benchmarks.kill_resume import evaluation_trials, lock_trial, passed, summary, training_trials
 from ssm_models import create_model
 from ssm_models.hub import save_pretrained
 
 
 def log(message: str) -> None:
     print(message)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The training trials, run once: their uninterrupted ST run is the model the evaluation and disk trials use."""
+    work = tmp_path_factory.mktemp("kill")
+    rows, baselines = training_trials(work, 2, random.Random(0), log)
+    return work, rows, baselines
 
 
 def test_the_checks_see_a_truncated_file_a_changed_byte_and_a_leftover_temporary(tmp_path):
@@ -30,15 +38,16 @@ def test_the_checks_see_a_truncated_file_a_changed_byte_and_a_leftover_temporary
 
 
 @pytest.mark.e2e
-def test_trainings_killed_at_random_and_inside_a_checkpoint_write_resume_to_the_uninterrupted_files(tmp_path):
-    rows, _ = training_trials(tmp_path, 2, random.Random(0), log)
+def test_trainings_killed_at_random_and_inside_a_checkpoint_write_resume_to_the_uninterrupted_files(trained):
+    _, rows, _ = trained
     assert [summary(r) for r in rows if not passed(r)] == []
     assert sum(r["in_write"] for r in rows) >= 1, "no kill landed inside a write"
 
 
 @pytest.mark.e2e
-def test_evaluations_killed_mid_run_resume_to_the_uninterrupted_report_and_never_overclaim(tmp_path):
-    rows = evaluation_trials(tmp_path, _trained_checkpoint(tmp_path), 2, 50, random.Random(0), log)
+def test_evaluations_killed_mid_run_resume_to_the_uninterrupted_report_and_never_overclaim(trained):
+    work, _, baselines = trained
+    rows = evaluation_trials(work, baselines["st"], 2, 50, random.Random(0), log)
     assert [summary(r) for r in rows if not passed(r)] == []
 
 
@@ -58,8 +67,8 @@ def test_a_second_training_on_a_busy_folder_is_refused_naming_the_holder(tmp_pat
 
 
 @pytest.mark.e2e
-def test_a_disk_that_fills_mid_run_gives_a_clear_error_and_resumes_once_freed(tmp_path):
-    rows = disk_full_trials(tmp_path, log)
+def test_a_disk_that_fills_mid_run_gives_a_clear_error_and_resumes_once_freed(trained):
+    rows = disk_full_trials(trained[0], log)  # its baseline-st is the training trials' uninterrupted run
     if "skipped" in rows[0]:
         pytest.skip(rows[0]["skipped"])  # only where no tmpfs can be mounted (not root)
     assert [r for r in rows if not disk_passed(r)] == []
