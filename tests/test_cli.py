@@ -185,3 +185,12 @@ def test_train_keeps_torchs_thread_count_unless_told(tmp_path, monkeypatch):
     assert torch_threads() == 1
     monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "2")
     assert torch_threads(default=None) == 2
+
+
+def test_an_evaluate_error_is_the_last_line_not_a_progress_bar_redrawn_after_it(checkpoint, tmp_path, capsys):
+    state = tmp_path / "state.json"
+    state.write_text("{half a state")  # fails inside the run, once the progress bar is on screen
+    assert main(["evaluate", str(checkpoint), "--attack", "pgd", "--steps", "2", "--n", "4", "--state",
+                 str(state)]) == 2
+    lines = [line.strip() for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()]
+    assert lines[-1].startswith("ssm-lab evaluate: error:"), lines[-3:]
