@@ -174,7 +174,8 @@ def table(name: str, rows: list[dict], group: str) -> str:
     for key in keys:
         sel = [r for r in rows if (r.get(group, "-"), r["mode"]) == key]
         lines.append(f"| {key[0]} | {key[1]} | {len(sel)} | {sum(r['kills'] for r in sel)} | "
-                     f"{sum(r['in_write'] for r in sel)} | {sum(len(r['unloadable']) for r in sel)} | "
+                     f"{sum(r['in_write'] for r in sel) if key[1] == 'write' else 'not checked'} | "
+                     f"{sum(len(r['unloadable']) for r in sel)} | "
                      f"{sum(r['final_rc'] == 0 for r in sel)} | {sum(not r['differences'] for r in sel)} | "
                      f"{sum(r['temporaries_after'] for r in sel)} |")
     return "\n".join(lines)
