@@ -8,7 +8,14 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from ssm_lab.catalogue import ARCH_NAMES, DATASET_NAMES, METHOD_NAMES, headline_metrics, lead_order, threat_model_figures
+from ssm_lab.catalogue import (
+    ARCH_NAMES,
+    DATASET_NAMES,
+    METHOD_NAMES,
+    headline_metrics,
+    lead_order,
+    threat_model_figures,
+)
 
 from .limits import LIMITS, LimitError
 

@@ -167,10 +167,12 @@ def build_demo() -> gr.Blocks:
                     curve_json = gr.JSON(label="curves")
 
             with gr.Tab("Learn", id="learn"):
-                lesson_buttons = []
+                from .models import catalogue
+
+                lesson_buttons, shipped = [], catalogue()
                 for lesson in L.LESSONS:
                     with gr.Accordion(lesson.title, open=lesson.key == "adversarial"):
-                        gr.Markdown(lesson.text)
+                        gr.Markdown(L.lesson_markdown(lesson, shipped))
                         lesson_buttons.append((lesson, gr.Button(lesson.button, variant="primary", size="sm")))
 
             with gr.Tab("Script it", id="api"):
