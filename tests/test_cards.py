@@ -98,3 +98,13 @@ def test_freeat_budget_counts_every_replay_as_an_optimiser_step(checkpoint):
     cfg.meta = {**META, "method": "freeat", "epochs_trained": 5, "train_config": {**TRAIN_CONFIG, "epochs": 5}}
     text = card_text(cfg, METRICS)
     assert "5 epochs of batch 64 over 4,000 images: 63 minibatches an epoch, 1,260 optimiser steps" in text
+
+
+def test_the_card_says_whether_autoattack_and_pgd10_ran_on_the_same_images(checkpoint, card):
+    from ssm_models.hub import read_config
+
+    assert "Attacks run on 1,000 class-stratified test images (seed 0); AutoAttack and PGD-10 share them." in card
+    older = {**METRICS, "autoattack": {"0.3": {**METRICS["autoattack"]["0.3 (~76.5/255)"], "n": 200}}}
+    older["autoattack"]["0.3"].pop("robust")
+    text = card_text(read_config(checkpoint / "config.json"), older)
+    assert "AutoAttack ran on 200 and PGD-10 on 1,000 class-stratified test images (seed 0): different samples" in text
