@@ -7,7 +7,8 @@ from typing import Callable
 
 from .attacks import make_attack
 from .data import load_dataset, sample_indices
-from .evaluate import accuracy_entry, eps_label, evaluate, predict
+from .eps import eps_label
+from .evaluate import accuracy_entry, evaluate, predict
 from .intervals import paired_difference
 
 # Bump when a field's measuring protocol changes: a stored entry with another code is measured again.

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .eps import eps_label
+
 ARCH_NAMES = {"s4": "S4", "dss": "DSS", "s5": "S5", "mega": "Mega", "mamba": "Mamba"}
 METHOD_NAMES = {"st": "standard", "pgd-at": "PGD-AT", "trades": "TRADES", "freeat": "FreeAT", "yopo": "YOPO"}
 DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
@@ -129,5 +131,5 @@ def threat_model_rows(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
                      METHOD_NAMES.get(e["method"], e["method"]), e["ads"] or "-", shown(metrics.get("clean")),
                      shown(at_eps(metrics.get("autoattack"), eps) if eps else None),
                      shown(at_eps(metrics.get("pgd10"), eps) if eps else None),
-                     "-" if eps is None else f"{eps:.4g}" if eps >= 0.05 else f"{round(eps * 255)}/255"])
+                     "-" if eps is None else eps_label(eps, approx=False)])
     return headers, rows

@@ -16,7 +16,7 @@ from app import compare as C
 from app import evaluation as E
 from app import handlers as H
 from app import inputs, learn, limits
-from app.attack_menu import ATTACK_MENU, attack_settings, eps_string
+from app.attack_menu import ATTACK_MENU, attack_settings
 from app.common import arm_cancel, cancel_job
 from app.models import MODELS
 from ssm_models.hub import save_pretrained
@@ -330,7 +330,6 @@ def test_eps_curves_one_line_per_model():
 def test_eps_parsing_and_env_caps(monkeypatch):
     assert limits.parse_eps("8/255") == pytest.approx(8 / 255) and limits.parse_eps(" 0.3 ") == 0.3
     assert limits.parse_eps_list("0.3, 0, 8/255, 0") == [0.0, pytest.approx(8 / 255), 0.3]
-    assert eps_string(8 / 255) == "8/255" and eps_string(0.3) == "0.3"
     monkeypatch.setenv("SSM_LAB_MAX_STEPS", "7")
     assert limits.Limits.from_env().steps == 7
     monkeypatch.setenv("SSM_LAB_MAX_STEPS", "lots")
