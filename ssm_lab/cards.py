@@ -5,13 +5,12 @@ import json
 import time
 from pathlib import Path
 
+from ssm_models.atomic import atomic_write
 from ssm_models.hub import load_model, save_pretrained
 
-from .data import load_dataset, sample_indices
+from .data import bundled_sample, dataset_info, load_dataset, sample_indices
 from .evaluate import accuracy_entry, eps_label, evaluate, predict
 
-CARD_EPS = {"mnist": (0.1, 0.3), "cifar10": (8 / 255,)}
-PGD_STEP = {"mnist": lambda eps: eps / 4, "cifar10": lambda eps: 2 / 255}
 
 
 def card_metrics(model, dataset: str, *, n_pgd: int = 1000, n_aa: int = 200, seed: int = 0, data_dir=None,
@@ -23,13 +22,15 @@ def card_metrics(model, dataset: str, *, n_pgd: int = 1000, n_aa: int = 200, see
     log(f"clean {clean['accuracy']:.4f} on {len(y_all)}")
     metrics = {"dataset": dataset, "test_source": test.source, "test_warning": test.warning, "clean": clean,
                "clean_sample": clean_sample(model, test), "pgd10": {}, "autoattack": {}, "seed": seed}
+    info = dataset_info(dataset)
     pgd_idx = sample_indices(test, min(n_pgd, len(y_all)), seed)
     aa_idx = sample_indices(test, min(n_aa, len(y_all)), seed)
-    for eps in CARD_EPS[dataset]:
+    for eps in info.card_eps:
         x, y = test.tensors(pgd_idx)
-        rep = evaluate(model, x, y, [{"name": "pgd", "steps": 10, "step_size": PGD_STEP[dataset](eps)}], eps=eps)
-        metrics["pgd10"][eps_label(eps)] = {**_entry(rep["attacks"][0]), "eps": eps,
-                                            "step_size": PGD_STEP[dataset](eps), "clean_on_sample": rep["clean"]}
+        step = info.card_pgd_step(eps)
+        rep = evaluate(model, x, y, [{"name": "pgd", "steps": 10, "step_size": step}], eps=eps)
+        metrics["pgd10"][eps_label(eps)] = {**_entry(rep["attacks"][0]), "eps": eps, "step_size": step,
+                                            "clean_on_sample": rep["clean"]}
         log(f"pgd10 eps {eps_label(eps)}: {rep['attacks'][0]['accuracy']:.4f} (n={len(y)})")
         x, y = test.tensors(aa_idx)
         rep = evaluate(model, x, y, [{"name": "autoattack", "version": "standard"}], eps=eps, batch_size=200)
@@ -37,6 +38,7 @@ def card_metrics(model, dataset: str, *, n_pgd: int = 1000, n_aa: int = 200, see
                                                  "flags": rep["attacks"][0]["flags"]}
         log(f"autoattack eps {eps_label(eps)}: {rep['attacks'][0]['accuracy']:.4f} (n={len(y)})")
     metrics["seconds"] = round(time.time() - t0, 1)
+    metrics["clean_bundled_sample"] = clean_bundled_sample(model, dataset)
     return metrics
 
 
@@ -47,6 +49,12 @@ def clean_sample(model, test) -> dict:
     """Clean accuracy on the fixed 200-image sample the test suite re-checks every shipped checkpoint on."""
     x, y = test.tensors(sample_indices(test, SAMPLE_N, SAMPLE_SEED))
     return {**accuracy_entry(int((predict(model, x) == y).sum()), len(y)), "seed": SAMPLE_SEED}
+
+
+def clean_bundled_sample(model, dataset: str) -> dict:
+    """Clean accuracy on the 1,000-image sample shipped in the package: a figure any machine can re-check."""
+    x, y = bundled_sample(dataset).tensors()
+    return accuracy_entry(int((predict(model, x) == y).sum()), len(y))
 
 
 def _entry(e: dict) -> dict:
@@ -73,6 +81,9 @@ def training_attack(method: str, tc: dict, tm: dict) -> str:
 def card_description(meta: dict, metrics: dict) -> str:
     """Human summary at the top of the model card: results with n and intervals, then how it was trained."""
     rows = [f"| clean, full test set | {_pct(metrics['clean'])} |"]
+    if metrics.get("clean_bundled_sample"):
+        rows.append(f"| clean, bundled test sample (ships with the package) | "
+                    f"{_pct(metrics['clean_bundled_sample'])} |")
     for label, e in metrics["pgd10"].items():
         rows.append(f"| PGD-10 Linf eps={label} (step {e['step_size']:.4g}) | {_pct(e)} |")
     for label, e in metrics["autoattack"].items():
@@ -109,7 +120,7 @@ def write_card(directory: str | Path, metrics: dict) -> None:
     directory = Path(directory)
     model = load_model(directory)
     meta = model.config.meta
-    (directory / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    atomic_write(directory / "metrics.json", json.dumps(metrics, indent=1))
     save_pretrained(model, directory, card={
         "dataset": meta.get("dataset"), "method": meta.get("method"), "threat_model": meta.get("threat_model"),
         "metrics": metrics, "description": card_description(meta, metrics)})
