@@ -1,7 +1,7 @@
 """Add each shipped card's clean accuracy on the bundled test sample (`clean_bundled_sample` + a card line).
 
 Usage: python scripts/card_bundled_sample.py [CHECKPOINTS_DIR]   (default: checkpoints/ of this project)
-Only that field and its card line change; the weights are rewritten bit-identically.
+Only that field and its card line change; the weights are not touched.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ssm_lab.cards import clean_bundled_sample, write_card  # noqa: E402
+from ssm_lab.card_metrics import clean_bundled_sample  # noqa: E402
+from ssm_lab.cards import write_card  # noqa: E402
 from ssm_models.hub import list_checkpoints, load_model  # noqa: E402
 
 

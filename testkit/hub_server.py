@@ -44,7 +44,7 @@ class HubServer:
     Serves `<root>/<org>/<name>/<file>` as revision "main" and `<root>/<org>/<name>@<rev>/<file>` as `<rev>`, at
     `/{org}/{name}/resolve/{revision}/{filename}`; each revision's commit sha is derived from its files. Data set
     repos (repo_type="dataset") are the same under `<root>/datasets/`, at `/datasets/{org}/{name}/resolve/...`.
-    As a script: `python tests/hub_server.py ROOT --port 8808`, then `export HF_ENDPOINT=http://127.0.0.1:8808`."""
+    As a script: `python -m testkit.hub_server ROOT --port 8808`, then `export HF_ENDPOINT=http://127.0.0.1:8808`."""
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0):
         self.root = Path(root)
