@@ -1,4 +1,6 @@
-"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list, data (benchmarks: python -m benchmarks)."""
+"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list, data.
+
+Benchmarks: python -m benchmarks."""
 from __future__ import annotations
 
 import argparse

@@ -38,7 +38,8 @@ def test_data_fetch_downloads_verifies_and_then_serves_offline(hub_server, monke
     assert "MNIST test: 10,000 images verified (ylecun/mnist@main)" in capsys.readouterr().out
     monkeypatch.setenv("SSM_LAB_MNIST_REVISION", "main")
     assert main(["data", "info"]) == 0
-    assert rows_of(capsys.readouterr().out)[("MNIST", "test")].startswith("10,000  Hub download cache: ylecun/mnist@main")
+    shown = rows_of(capsys.readouterr().out)[("MNIST", "test")]
+    assert shown.startswith("10,000  Hub download cache: ylecun/mnist@main"), shown
     hub_server.stop()
     hub_server.env.set_offline(True)
     test = load_dataset("mnist", "test")

@@ -54,7 +54,8 @@ def _meta(info: DatasetInfo, hub_split: str, revision: str) -> dict:
             "revision": revision}
 
 
-def cached_hub_split(info: DatasetInfo, split: str, revision: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def cached_hub_split(info: DatasetInfo, split: str,
+                     revision: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """The decoded arrays of an earlier download of this revision, when the array cache holds them intact."""
     hub_split, revision = hub_file(info, split), pinned_revision(info, revision)
     cached = load_cached_arrays(_stem(info, hub_split, revision), _meta(info, hub_split, revision))
