@@ -136,6 +136,8 @@ def _attack_specs(a) -> list[dict]:
 
 def cmd_evaluate(a) -> None:
     from . import distributed
+    from ssm_models.atomic import remove_stale_temporaries
+
     from .evaluate import evaluate
     from .run_lock import exclusive
     from .train import DEFAULT_THREAT
@@ -148,6 +150,8 @@ def cmd_evaluate(a) -> None:
     # two runs sharing a state file would each resume from it and overwrite the other's batches
     lock = exclusive(a.state + ".lock", f"evaluation state {a.state}") if a.state and main else contextlib.nullcontext()
     with lock:
+        if a.state and main:  # a killed run's half-written state files: ours to remove now we hold the lock
+            remove_stale_temporaries(Path(a.state).parent, Path(a.state).name)
         try:
             bar, update = _progress_bar("evaluate") if main else (None, None)
             eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
