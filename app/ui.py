@@ -7,7 +7,7 @@ import gradio as gr
 
 from . import compare as C
 from . import evaluation as E
-from . import gradio_patches
+from . import gradio_compat
 from . import handlers as H
 from . import learn as L
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, eps_text
@@ -46,7 +46,7 @@ def model_picker() -> gr.Dropdown:
 
 
 def build_demo() -> gr.Blocks:
-    gradio_patches.apply()
+    gradio_compat.apply()
     cache = (cleanup_period(LIMITS.file_age), LIMITS.file_age)  # gradio's copies of outputs and uploads
     with gr.Blocks(title="SSM Robustness Lab", delete_cache=cache) as demo:
         gr.Markdown("# SSM Robustness Lab\nAdversarial attacks on deep state space models (S4, DSS, S5, Mega, "
