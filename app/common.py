@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from ssm_models.errors import UserError
+
 from .gradio_compat import sweep_upload_folder
 from .limits import LIMITS, LimitError, cleanup_period
 
@@ -41,10 +43,9 @@ def user_errors(fn):
 
 
 def is_user_error(exc: Exception) -> bool:
-    """Input the user can fix: bad values, unknown or unreachable checkpoints, unreadable images, missing data."""
-    from ssm_lab.data import DataError
-
-    return isinstance(exc, (ValueError, DataError, FileNotFoundError)) and not isinstance(exc, UnicodeError)
+    """Input the user can fix: our UserErrors, and the engine's checks that still raise a built-in ValueError or
+    FileNotFoundError (bad values, unknown or unreachable checkpoints)."""
+    return isinstance(exc, (UserError, ValueError, FileNotFoundError)) and not isinstance(exc, UnicodeError)
 
 
 def public_model_info(info: dict, name: str) -> dict:
@@ -58,13 +59,7 @@ def public_model_info(info: dict, name: str) -> dict:
 
 def is_expected(exc: Exception) -> bool:
     """The errors the engine and the app raise on purpose for bad input: no traceback needed in the log."""
-    from ssm_lab.attacks import AttackParamError
-    from ssm_lab.data import DataError
-    from ssm_lab.images import ImageInputError
-    from ssm_models import ConfigError
-    from ssm_models.hub import CheckpointError
-
-    return isinstance(exc, (LimitError, AttackParamError, DataError, ImageInputError, ConfigError, CheckpointError))
+    return isinstance(exc, UserError)
 
 
 def session_key(request) -> str:

@@ -5,8 +5,10 @@ import math
 import os
 from dataclasses import dataclass, fields
 
+from ssm_models.errors import UserError
 
-class LimitError(ValueError):
+
+class LimitError(ValueError, UserError):
     """A request above a server cap or with an unusable value; the message names the field and the cap."""
 
 

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ssm_models.errors import UserError
+
 from .allocator import keep_freed_memory
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
@@ -381,7 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         args.attack = [args.attack]
     try:
         args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+    # UserError, and the engine's input checks that still raise a built-in type
+    except (UserError, ValueError, OSError, KeyError) as exc:
         print(f"ssm-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssm_models.errors import UserError
+
 from ._runtime import (
     Cancelled,
     CountingModel,
@@ -44,7 +46,7 @@ def model_image_shape(model) -> tuple[int, int, int] | None:
     return None
 
 
-class AttackParamError(ValueError):
+class AttackParamError(ValueError, UserError):
     """An attack parameter or input that cannot be used; the message names the parameter and the limit."""
 
 

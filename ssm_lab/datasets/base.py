@@ -13,13 +13,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ssm_models.errors import UserError
+
 SPLITS = ("train", "val", "test")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 OFFLINE_ENV_VARS = ("SSM_LAB_OFFLINE", "HF_HUB_OFFLINE")
 
 
-class DataError(RuntimeError):
+class DataError(RuntimeError, UserError):
     """A dataset cannot be loaded; the message says what is wrong and how to fix it."""
 
 
