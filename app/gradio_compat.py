@@ -9,10 +9,11 @@ import importlib.metadata
 import inspect
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from ssm_models.atomic import atomic_write
 
 # Each patch below was written against and measured on this release line (requirements.txt pins it).
 TESTED_GRADIO = "6.31"
@@ -122,15 +123,7 @@ def atomic_image_cache() -> None:
                 return str(path)
             except OSError:
                 pass
-        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
-        return str(path)
+        return str(atomic_write(path, data))
 
     save_pil_to_cache.atomic = True
     pu.save_pil_to_cache = save_pil_to_cache

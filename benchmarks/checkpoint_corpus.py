@@ -299,7 +299,7 @@ def _cases() -> list[Case]:
         lambda g: g.weights + b"junk"))
     add("oversized-weights", "layout", TOO_BIG, weights_bytes(lambda g: g.weights + b"\0" * (2 << 20)))
     # config.json
-    bounds = r"={} is outside the allowed range"
+    bounds = r"={} is above the limit of"
     add("config-unknown-arch", "config", r"unknown architecture 'transformer'", config_change(arch="transformer"))
     add("config-arch-list", "config", r"arch must be a string, got \['s4'\]", config_change(arch=["s4"]))
     add("config-trust_remote_code", "config", r"unknown config keys: trust_remote_code",

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounds import check_number
 from .errors import ConfigError  # noqa: F401  (defined beside UserError; raised and re-exported here)
 from .families import list_models
 
@@ -102,11 +103,7 @@ class ModelConfig:
         if self.arch not in list_models():
             raise ConfigError(f"unknown architecture {self.arch!r}; known: {', '.join(list_models())}")
         for name, (lo, hi) in LIMITS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
-                raise ConfigError(f"{name}={value} is outside the allowed range [{lo}, {hi}]")
+            check_number(name, getattr(self, name), lo=lo, hi=hi, integer=True, exact=True, error=ConfigError)
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.tokenizer == "patch" and self.image_size % self.patch_size:

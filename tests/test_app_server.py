@@ -69,7 +69,7 @@ def test_attack_endpoint_returns_images_plots_files_and_card(client):
 @pytest.mark.parametrize("change, message", [
     (dict(steps=100_000), "greater than maximum value 200|SSM_LAB_MAX_STEPS"),
     (dict(eps="1.5"), "eps=1.5 is above the limit of 1"),
-    (dict(eps="-1"), "eps must be at least 0"),
+    (dict(eps="-1"), "eps must not be negative"),
     (dict(model="/etc"), "not local paths"),
     (dict(attack="FAB-T", target="2"), "no targeted mode"),
 ])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testkit.app_process import free_port, stop, wait_until_serving
+
 from ..harness import Timing, measure_interleaved
 from ..results import Row, Target
 from .common import REPO, Settings, Stopwatch, new_section
