@@ -10,13 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ssm_models.errors import UserError
+
 from .allocator import keep_freed_memory
 from .cli_data import add_data_parser
 from .datasets.info import DATASETS
 from .attack_registry import ATTACK_NAMES, unknown_attack
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
@@ -406,11 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         args.attack = ["pgd"]
     elif isinstance(getattr(args, "attack", None), str):
         args.attack = [args.attack]
-    from ssm_models.errors import UserError  # here: importing ssm_models loads torch, which --help need not wait for
-
     try:
         args.func(args)
-    except (CLIError, UserError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+    # UserError, and the engine's input checks that still raise a built-in type
+    except (UserError, ValueError, OSError, KeyError) as exc:
         print(f"ssm-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0
