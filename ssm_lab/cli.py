@@ -207,7 +207,8 @@ def cmd_list(a) -> None:
         return
     headers, rows = threat_model_rows(entries)
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    print("checkpoints (card metrics; PGD-10 and AutoAttack at the dataset's threat model, Linf):")
+    print("checkpoints (card metrics; AutoAttack, the headline, then the weaker PGD-10 at the dataset's threat model, "
+          "Linf):")
     for row in [headers, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 

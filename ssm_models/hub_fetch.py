@@ -9,7 +9,6 @@ from pathlib import Path
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, try_to_load_from_cache
-from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -18,6 +17,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import validate_repo_id
 
 try:  # the HTTP client of huggingface_hub; its transport errors (connection refused, peer hung up) are not OSErrors

@@ -76,7 +76,8 @@ def test_model_card_metadata_and_body(tmp_path):
     save_pretrained(model, tmp_path, card={"metrics": metrics})
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.library_name == "ssm-robustness-lab" and card.data.license == "mit"
-    assert card.data.pipeline_tag == "image-classification" and card.data.datasets == ["ylecun/mnist"]
+    assert card.data.pipeline_tag == "image-classification"
+    assert card.data.datasets is None  # no Hub data set recorded as the training data: none claimed
     assert {"state-space-model", "adversarial-robustness", "s4", "mnist", "pgd-at", "ads"} <= set(card.data.tags)
     for text in ("## Architecture", "| d_model | 8 |", "| ads | relu |", "## Dataset", "PGD adversarial training",
                  "norm = Linf, eps = 0.3, steps = 10", "| clean_acc | 0.9812 |", "| pgd10.adv_acc | 0.5 |"):
@@ -84,6 +85,13 @@ def test_model_card_metadata_and_body(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     save_pretrained(model, tmp_path)  # a later save without a card keeps the metrics from metrics.json
     assert "| clean_acc | 0.9812 |" in ModelCard.load(tmp_path / "README.md").text
+
+
+def test_model_card_claims_a_hub_dataset_only_when_training_recorded_it(tmp_path):
+    meta = {"dataset": "mnist", "method": "st", "train_data": {"source": "Hub", "train": 59000,
+                                                               "hub_repo": "ylecun/mnist"}}
+    save_pretrained(tiny_model("s4", meta=meta), tmp_path)
+    assert ModelCard.load(tmp_path / "README.md").data.datasets == ["ylecun/mnist"]
 
 
 # ----- the Hub: download, cache, offline, revisions ----------------------------------------------
