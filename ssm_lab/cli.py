@@ -23,13 +23,9 @@ class CLIError(UserError):
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    from ssm_models.bounds import check_number  # importing ssm_models loads torch: only once arguments are parsed
+
+    return check_number("value", text, integer=True, positive=True, text=True, error=argparse.ArgumentTypeError)
 
 
 def _eps(text: str) -> float:
