@@ -96,7 +96,7 @@ def test_the_menu_label_leads_with_autoattack_and_its_n_before_pgd10():
 
 
 def test_the_model_card_leads_with_autoattack_and_calls_pgd10_secondary():
-    card = H.select_model("mnist-s4-ads")[0]
+    card = H.select_model("mnist-s4-ads").card
     assert "AutoAttack 40.0% (n=1,000) (headline) · PGD-10 60.0% (n=1,000) (weaker, secondary)" in card, card
     assert card.index("| autoattack 0.3 |") < card.index("| pgd10 0.3 |"), card
 
@@ -360,6 +360,16 @@ def test_every_lesson_has_a_runnable_preset():
         assert lesson.preset.attack in ATTACK_MENU and lesson.text.strip()
         assert learn.pick_model(entries, lesson.preset.prefer) is not None
     assert set(learn.ads_pair(entries)) == {"mnist-s4-st", "mnist-s4-ads"}
+
+
+def test_the_learn_tab_shows_the_lab_figures_beside_the_paper_in_the_ads_and_autoattack_lessons():
+    from app.ui import build_demo
+
+    texts = [block.value for block in build_demo().blocks.values() if isinstance(block, gr.Markdown)]
+    notes = [text for text in texts if isinstance(text, str) and "**What the paper reports:**" in text]
+    assert len(notes) == 2, notes
+    # these test checkpoints hold no PGD-AT model without AdS to compare with: the note says so
+    assert any("no shipped pair of checkpoints differs only in AdS" in text for text in notes), notes
 
 
 def test_layout_names_every_action():
