@@ -21,8 +21,9 @@ def chosen_models(names, limit: int | None = None) -> dict:
 
 @user_errors
 def compare_models(model_names, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts,
-                   target, seed, progress=None, request=None):
-    """Same image and attack on each model: gallery (adversarial + perturbation), table, error-scaling bars."""
+                   target, seed, progress=None, request=None, fit="auto"):
+    """Same image and attack on each model: gallery (adversarial + perturbation), table, error-scaling bars.
+    An upload is fitted to each model as `fit` says."""
     from ssm_lab import plots
     from ssm_lab.analysis import error_scaling
     from ssm_lab.attacks import make_attack
@@ -42,7 +43,7 @@ def compare_models(model_names, source, dataset, index, upload, sketch, attack, 
         for i, (name, model, engine, params) in enumerate(jobs):
             if cancel.is_set():
                 break
-            x, label, _ = model_x(model, source, dataset, index, upload, sketch)
+            x, label, _ = model_x(model, source, dataset, index, upload, sketch, fit)
             seed_value = params.pop("seed")
 
             def step(done: int, total: int, message: str, i=i, name=name) -> None:

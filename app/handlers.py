@@ -73,22 +73,23 @@ def dataset_of(model) -> str:
     return next((label for label, value in inputs.DATASETS.items() if value == key), "MNIST")
 
 
-def model_x(model, source, dataset, index, upload, sketch):
+def model_x(model, source, dataset, index, upload, sketch, fit="auto"):
     """(1, C, S, S) float input in [0, 1] for this model, the label when known, and a description."""
     from ssm_lab.images import to_tensor
 
     cfg = model.config
     arr, label, text = inputs.model_input(source, cfg.in_channels, cfg.image_size, dataset=dataset, index=index,
-                                          upload=upload, sketch=sketch,
+                                          upload=upload, sketch=sketch, fit=fit,
                                           model_dataset=(cfg.meta or {}).get("dataset"))
     return to_tensor(arr), label, text
 
 
 @user_errors
-def preview(model_name: str, source: str, dataset: str, index, upload=None, sketch=None):
-    """Exactly what the model sees (after resizing and channel conversion), enlarged, and where it came from."""
+def preview(model_name: str, source: str, dataset: str, index, upload=None, sketch=None, fit="auto"):
+    """Exactly what the model sees (after framing, resizing and channel conversion), enlarged, and where it came
+    from."""
     model = MODELS.get(model_name)
-    x, label, text = model_x(model, source, dataset, index, upload, sketch)
+    x, label, text = model_x(model, source, dataset, index, upload, sketch, fit)
     cfg = model.config
     # without a true class, `text` already says the attack works against the model's clean prediction
     label_text = f"; true class **{class_list(model)[label]}**" if label is not None else ""
@@ -199,16 +200,17 @@ def perturbation_image(delta) -> np.ndarray:
 
 @user_errors
 def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts, target,
-               seed, progress=None, request=None):
-    """Attack one image. Returns clean, adversarial and perturbation images, a summary, four figures
-    (top-k, trace, error scaling, error along the sequence), the download paths and the run card."""
+               seed, progress=None, request=None, fit="auto"):
+    """Attack one image (an upload fitted as `fit` says). Returns clean, adversarial and perturbation images, a
+    summary, four figures (top-k, trace, error scaling, error along the sequence), the download paths and the run
+    card."""
     from ssm_lab import plots
     from ssm_lab.analysis import error_scaling
     from ssm_lab.attacks import make_attack
     from ssm_lab.single import attack_single, run_card, save_artefacts
 
     model = MODELS.get(model_name)
-    x, label, text = model_x(model, source, dataset, index, upload, sketch)
+    x, label, text = model_x(model, source, dataset, index, upload, sketch, fit)
     name, params = attack_settings(attack, model, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
                                    target=target, seed=seed)
     planned = make_attack(name, model, **params)

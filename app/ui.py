@@ -5,6 +5,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from ssm_lab.image_fit import FITS
+
 from . import compare as C
 from . import evaluation as E
 from . import gradio_patches
@@ -77,8 +79,13 @@ def build_demo() -> gr.Blocks:
                                 index = gr.Number(value=0, precision=0, minimum=0, label="index in the test set")
                                 random_btn = gr.Button("Random image")
                         with gr.Tab("Upload"):
-                            upload = gr.File(label="image (PNG, JPEG, BMP, GIF, TIFF, WebP)", type="filepath",
-                                             file_types=["image"])
+                            # image_mode=None hands over the file itself: framing reads its alpha and full size
+                            upload = gr.Image(label="image: a file (PNG, JPEG, BMP, GIF, TIFF, WebP), the webcam "
+                                                    "or the clipboard", type="filepath", image_mode=None,
+                                              format="png", sources=["upload", "webcam", "clipboard"],
+                                              elem_id="upload-image")
+                            upload_fit = gr.Radio([(FITS[k], k) for k in ("auto", "squash", "crop")], value="auto",
+                                                  label="how the upload becomes the model's input")
                         with gr.Tab("Draw a digit"):
                             sketch = gr.Sketchpad(label="draw a digit: pick the brush on the left, then draw",
                                                   type="numpy", image_mode="RGBA", canvas_size=(280, 280),
@@ -178,6 +185,7 @@ def build_demo() -> gr.Blocks:
 
         image_inputs = [source, dataset, index, upload, sketch]
         attack_inputs = [attack, eps, steps, step_size, restarts, target, seed]
+        run_inputs = image_inputs + attack_inputs + [upload_fit]  # the fit last: API callers may leave it out
         attack_outputs = [clean_img, adv_img, delta_img, summary, topk_plot, trace_plot, scaling_plot, token_plot,
                           files, run_card]
         heavy = dict(concurrency_id="compute", concurrency_limit=LIMITS.concurrency)
@@ -205,26 +213,29 @@ def build_demo() -> gr.Blocks:
             eps_update = eps_value if data != current_dataset else gr.update()
             return text, eps_update, gr.update(choices=classes, value="none"), data, curves
 
-        def on_preview(model, source, dataset, index, upload, sketch):
+        def on_preview(model, source, dataset, index, upload, sketch, fit):
             if not model:
                 return None, "Choose a model to see what it sees."
-            return H.preview(model, source, dataset, index, upload, sketch)
+            return H.preview(model, source, dataset, index, upload, sketch, fit)
 
-        preview_io = dict(fn=on_preview, inputs=[model] + image_inputs, outputs=[preview, preview_note])
+        preview_io = dict(fn=on_preview, inputs=[model] + image_inputs + [upload_fit],
+                          outputs=[preview, preview_note])
         model.change(on_model, [model, dataset], [card, eps, target, dataset, curves_plot],
                      api_name="select_model").then(
             api_name=False, **preview_io)
         hub_btn.click(H.load_hub_model, [hub_repo, hub_rev], model, api_name="load_hub_model")
 
         # ----- image -------------------------------------------------------------------------------------
-        gr.on([source.change, index.change, dataset.change, upload.change], api_name="preview",
+        gr.on([source.change, index.change, dataset.change, upload.change, upload_fit.change], api_name="preview",
               trigger_mode="always_last", **preview_io)
         dataset.change(lambda d: gr.update(choices=["any"] + class_names(d), value="any"), dataset, klass,
                        api_name="dataset_classes")
         klass.input(H.pick_class, [dataset, klass], index, api_name="first_of_class")
         random_btn.click(H.pick_random, [dataset, klass], index, api_name="random_image").then(
             lambda: "dataset", None, source, api_name=False)
-        upload.upload(lambda: "upload", None, source, api_name="use_upload")
+        # a file, a webcam shot and a pasted image all arrive as a change of value
+        upload.change(lambda value, current: "upload" if value else current, [upload, source], source,
+                      api_name="use_upload")
         sketch.change(lambda sk, current: "drawing" if _drawn(sk) else current, [sketch, source], source,
                       api_name="use_drawing", trigger_mode="always_last").then(api_name=False, **preview_io)
 
@@ -243,29 +254,29 @@ def build_demo() -> gr.Blocks:
               trigger_mode="always_last")
 
         def do_attack(model, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts, target,
-                      seed, request: gr.Request, progress=gr.Progress()):
+                      seed, fit, request: gr.Request, progress=gr.Progress()):
             return H.run_attack(model, source, dataset, index, upload, sketch, attack, eps, steps, step_size,
-                                restarts, target, seed, progress=progress, request=request)
+                                restarts, target, seed, progress=progress, request=request, fit=fit)
 
         def cancel_attack(request: gr.Request):
             return cancel_job("attack", request)
 
         _armed(run_btn, "attack").then(
-            do_attack, [model] + image_inputs + attack_inputs, attack_outputs, api_name="attack", **heavy)
+            do_attack, [model] + run_inputs, attack_outputs, api_name="attack", **heavy)
         cancel_btn.click(cancel_attack, None, status, queue=False, api_name="cancel_attack")
 
         # ----- compare -------------------------------------------------------------------------------------
         def do_compare(models, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts,
-                       target, seed, request: gr.Request, progress=gr.Progress()):
+                       target, seed, fit, request: gr.Request, progress=gr.Progress()):
             return C.compare_models(models, source, dataset, index, upload, sketch, attack, eps, steps, step_size,
-                                    restarts, target, seed, progress=progress, request=request)
+                                    restarts, target, seed, progress=progress, request=request, fit=fit)
 
         def do_transfer(models, dataset, n, attack, eps, steps, restarts, seed, request: gr.Request,
                         progress=gr.Progress()):
             return C.transfer(models, dataset, n, attack, eps, steps, restarts, seed, progress=progress,
                               request=request)
 
-        _armed(compare_btn, "compare").then(do_compare, [compare_models] + image_inputs + attack_inputs,
+        _armed(compare_btn, "compare").then(do_compare, [compare_models] + run_inputs,
                                             [compare_gallery, compare_table, compare_plot], api_name="compare",
                                             **heavy)
         _armed(transfer_btn, "compare").then(do_transfer, [compare_models, transfer_dataset, transfer_n, attack, eps,
@@ -311,11 +322,11 @@ def build_demo() -> gr.Blocks:
             if preset.compare:
                 button.click(_preset_values(lesson), None, fill + [compare_models],
                              api_name=f"preset_{lesson.key}").then(
-                    do_compare, [compare_models] + image_inputs + attack_inputs,
+                    do_compare, [compare_models] + run_inputs,
                     [compare_gallery, compare_table, compare_plot], api_name=False, **heavy)
             else:
                 button.click(_preset_values(lesson), None, fill, api_name=f"preset_{lesson.key}").then(
-                    do_attack, [model] + image_inputs + attack_inputs, attack_outputs, api_name=False, **heavy)
+                    do_attack, [model] + run_inputs, attack_outputs, api_name=False, **heavy)
     return demo
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .allocator import keep_freed_memory
+from .image_fit import FITS
 
 
 class CLIError(Exception):
@@ -161,7 +162,7 @@ def cmd_attack(a) -> None:
     norm = a.norm or ("L2" if a.attack[0] in ("cw-l2", "deepfool") else "Linf")
     card = attack_image_file(_load(a.checkpoint), a.image, a.attack[0], out_dir=a.out_dir, eps=a.eps, norm=norm,
                              steps=a.steps, step_size=a.step_size, restarts=a.restarts, target=a.target, seed=a.seed,
-                             checkpoint=a.checkpoint)
+                             checkpoint=a.checkpoint, fit=a.fit)
     print(json.dumps(card["results"], indent=1))
 
 
@@ -330,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack_args(at, many=False)
     at.add_argument("--image", required=True, help="any image file Pillow reads (PNG, JPEG, ...), up to 20 MB and 40 "
                     "megapixels; converted and resized to the model's input")
+    at.add_argument("--fit", choices=list(FITS), default="auto",
+                    help="how the image becomes the model's input: " + "; ".join(f"{k}: {v}" for k, v in FITS.items()))
     at.add_argument("--target", type=int, help="class index for a targeted attack (FGSM, PGD, CW)")
     at.add_argument("--out-dir", required=True, help="where the adversarial PNG, the lossless NPY and the run card go")
     threads_arg(at)
