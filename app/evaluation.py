@@ -5,7 +5,10 @@ import json
 
 import gradio as gr
 
-from .attack_menu import ATTACK_MENU, default_eps, eps_string
+from ssm_lab.eps import eps_label
+from ssm_models.atomic import atomic_write
+
+from .attack_menu import ATTACK_MENU, LINF_ATTACKS, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .compare import check_fits, chosen_models, sample_test_images, spec_cost, spec_for
 from .handlers import dataset_of
@@ -25,7 +28,7 @@ def follow_model(name: str, current_dataset: str):
     dataset = dataset_of(model)
     if dataset == current_dataset:
         return dataset, gr.update(), gr.update()
-    return dataset, eps_string(default_eps(model)), CURVE_EPS.get(dataset, gr.update())
+    return dataset, eps_label(default_eps(model), approx=False), CURVE_EPS.get(dataset, gr.update())
 
 
 def _pct(entry: dict) -> str:
@@ -90,7 +93,7 @@ def evaluate_model(model_name, dataset, n, attacks, eps, steps, restarts, seed, 
     if figure is not None:
         figure.update_layout(title=f"Predictions under {last['attack']} (rows: true class), n={len(truth)}")
     path = new_run_dir() / "evaluation.json"
-    path.write_text(json.dumps(report, indent=1))
+    atomic_write(path, json.dumps(report, indent=1))
     return report_markdown(report, model_name), figure, str(path), _compact(report)
 
 
@@ -108,8 +111,7 @@ def eps_curves(model_names, dataset, n, attack, eps_values, steps, restarts, see
     from ssm_lab.evaluate import eps_curve
 
     if ATTACK_MENU.get(attack, ("", {}))[1].get("norm") != "Linf":
-        raise LimitError("accuracy-vs-eps curves use Linf attacks; choose FGSM, PGD (Linf), APGD-*, FAB-T, Square or "
-                         "AutoAttack")
+        raise LimitError(f"accuracy-vs-eps curves use Linf attacks; choose one of {', '.join(LINF_ATTACKS)}")
     models = chosen_models(model_names)
     values = parse_eps_list(eps_values)
     x, y, info, ds = sample_test_images(dataset, n, seed)

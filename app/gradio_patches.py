@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from ssm_models.atomic import atomic_write
 
 
 def apply() -> None:
@@ -36,15 +37,7 @@ def atomic_image_cache() -> None:
                 return str(path)
             except OSError:
                 pass
-        fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(staging, path)
-        except BaseException:
-            Path(staging).unlink(missing_ok=True)
-            raise
-        return str(path)
+        return str(atomic_write(path, data))
 
     save_pil_to_cache.atomic = True
     pu.save_pil_to_cache = save_pil_to_cache

@@ -8,9 +8,10 @@ import weakref
 import numpy as np
 
 from ssm_lab.catalogue import catalogue_rows
+from ssm_lab.eps import eps_label
 
 from . import inputs
-from .attack_menu import attack_settings, class_list, default_eps, eps_string
+from .attack_menu import attack_settings, class_list, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .learn import ads_pair
 from .limits import LIMITS, LimitError, check_passes
@@ -51,8 +52,8 @@ def select_model(model_name: str):
     model = MODELS.get(model_name)
     curves = training_curves(model_name)
     figure = training_curves_figure(curves, f"Training curves of {model_name}") if curves else None
-    return card_markdown(model, model_name), eps_string(default_eps(model)), ["none"] + class_list(model), \
-        dataset_of(model), figure
+    eps = eps_label(default_eps(model), approx=False)
+    return card_markdown(model, model_name), eps, ["none"] + class_list(model), dataset_of(model), figure
 
 
 @user_errors
@@ -163,8 +164,6 @@ def stop_line(res: dict, params: dict) -> str:
 
 
 def summary_markdown(res: dict, classes: list[str], params: dict, attack: str, attack_id: str = "") -> str:
-    from ssm_lab.evaluate import eps_label
-
     def name(i: int) -> str:
         return classes[i] if 0 <= i < len(classes) else str(i)
 

@@ -120,10 +120,7 @@ def through_server(model: str, index: int, checkpoints: Path, labels) -> dict[st
     """The same requests twice each through a live `python -m app` server and gradio_client."""
     from gradio_client import Client
 
-    from benchmarks.hub_faults import hub_server_module
-
-    hub_server_module()  # puts tests/ on the path, where the app-server helper lives
-    from test_app_server import running_app
+    from testkit.app_process import running_app
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp, running_app(checkpoints, Path(tmp) / "server.log") as (url, _):

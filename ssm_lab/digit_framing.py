@@ -9,6 +9,7 @@ from .images import ImageInputError
 
 WORK_SIDE = 320  # the analysis runs at most at this many pixels per side, whatever the upload's size
 BACKGROUND_FRACTION = 0.2  # strokes narrower than this fraction of the image side count as ink, wider areas as paper
+POLARITY_GRID, POLARITY_WINDOW = 32, 9  # the local background that tells dark ink from light: about 30% of the side
 MIN_CONTRAST = 0.08  # ink must stand this far (of the full 0..1 range) above the paper ...
 MIN_SIGNAL_TO_NOISE = 5.0  # ... and this many noise deviations above it
 SPECK_FRACTION = 0.0005  # components smaller than this fraction of the image are specks of dirt or noise
@@ -32,13 +33,31 @@ def ink_coverage(img: Image.Image) -> np.ndarray:
         img = img.convert("RGBA").convert("RGB")
     grey = np.asarray(img.convert("L"), dtype=np.float64) / 255  # (H, W)
     grey = ndimage.gaussian_filter(grey, 1.0)  # sensor and JPEG noise would bias the background estimate below
-    lo, median, hi = np.percentile(grey, [1, 50, 99])
-    ink = 1 - grey if median - lo > hi - median else grey  # the background is the majority; ink is the far tail
-    # paper brightness varies slowly (lighting, shadows): an opening wider than any stroke removes the ink and
-    # keeps the paper, including the sharp edge of a shadow
-    width = max(3, int(round(BACKGROUND_FRACTION * max(ink.shape))))
-    paper = ndimage.grey_opening(ink, size=(width, width))
-    return np.clip(ink - paper, 0, 1)
+    dark_ink = is_dark_ink(grey)
+    # paper brightness varies slowly (lighting, shadows): a closing (opening for light ink) wider than any stroke
+    # removes the ink and keeps the paper, including the sharp edge of a shadow
+    return _ink_over_paper(grey, dark_ink, max(3, int(round(BACKGROUND_FRACTION * max(grey.shape)))))
+
+
+def is_dark_ink(grey: np.ndarray) -> bool:
+    """Whether the ink is darker than its paper: strokes stand out from the local background on one side only,
+    while a shadow's edge is as much brighter on its lit side as darker on its shaded one."""
+    small = Image.fromarray(grey.astype(np.float32), mode="F").resize((POLARITY_GRID, POLARITY_GRID),
+                                                                      Image.Resampling.BOX)
+    local = ndimage.median_filter(np.asarray(small), size=POLARITY_WINDOW)  # (G, G) paper, ink a minority
+    local = Image.fromarray(local, mode="F").resize(grey.shape[::-1], Image.Resampling.BILINEAR)
+    deviation = grey - np.asarray(local, dtype=np.float64)  # (H, W)
+    lo, median, hi = np.percentile(deviation, [1, 50, 99])
+    return bool(median - lo > hi - median)
+
+
+def _ink_over_paper(grey: np.ndarray, dark_ink: bool, width: int) -> np.ndarray:
+    """(H, W) ink in [0, 1]: dark ink as the fraction of the paper's light it absorbs (shadowed strokes count as
+    much as lit ones), light ink on dark as its brightness above the background."""
+    if dark_ink:
+        paper = ndimage.grey_closing(grey, size=(width, width))
+        return np.clip(1 - grey / np.maximum(paper, 1e-3), 0, 1)
+    return np.clip(grey - ndimage.grey_opening(grey, size=(width, width)), 0, 1)
 
 
 def _bounded(img: Image.Image) -> Image.Image:

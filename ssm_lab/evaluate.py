@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import time
-from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from ssm_models.atomic import atomic_write
+
 from . import distributed
 from .attacks import AttackParamError, make_attack
 from .attacks.base import check_number, model_image_shape
+from .eps import eps_label
 
 Progress = Callable[[int, int, str], None]
 
@@ -29,15 +30,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def eps_label(eps: float) -> str:
-    """0.0313725 -> '8/255'; 0.3 -> '0.3'; 0.031 -> '0.031 (~7.9/255)'."""
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    frac = Fraction(eps).limit_denominator(1000)
-    return f"{float(frac):g} (~{k:.1f}/255)"
 
 
 def accuracy_entry(correct: int, n: int) -> dict:
@@ -80,7 +72,6 @@ def model_identity(model) -> dict:
     return info
 
 
-@torch.no_grad()
 def attack_label(entry: dict) -> str:
     """An evaluation report's attack entry for people: 'pgd (steps=10, restarts=1)', '(cancelled: partial)' if so."""
     params = ", ".join(f"{k}={v}" for k, v in (entry.get("params") or {}).items())
@@ -88,6 +79,7 @@ def attack_label(entry: dict) -> str:
             + ("" if entry.get("complete", True) else " (cancelled: partial)"))
 
 
+@torch.no_grad()  # no graph, and time-invariant kernels come from their cache
 def predict(model, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     model.eval()
     return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
@@ -262,9 +254,7 @@ def _load_state(path, n, eps, attacks, seed) -> dict:
 def _save_state(path, state) -> None:
     if path is None:
         return
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state))
 
 
 def eps_curve(models: dict, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], attack: dict,

@@ -14,7 +14,8 @@ class DiskFullError(UserError, OSError):
     """A write failed for lack of space; the previous file at the path is intact."""
 
 
-def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], object], mode: int = 0o644) -> Path:
+def atomic_write(path: str | os.PathLike, content: bytes | str | Callable[[BinaryIO], object],
+                 mode: int = 0o644) -> Path:
     """Write `content` (bytes, text as UTF-8, or a function given a binary stream) to `path` atomically.
 
     The data goes to a temporary file beside the target, is flushed and fsynced, then renamed over the target, so a

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .config import ConfigError
+from .errors import ConfigError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

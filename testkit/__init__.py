@@ -1,1 +1,1 @@
-"""Helpers that tests and benchmarks share: data makers and local servers (importable, no sys.path edits)."""
+"""Helpers shared by the tests and the benchmarks: the local Hub server, corpora makers, the import graph."""

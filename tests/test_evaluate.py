@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from ssm_lab.evaluate import eps_curve, eps_label, evaluate, transfer_matrix, wilson_interval
+from ssm_lab.evaluate import eps_curve, evaluate, predict, transfer_matrix, wilson_interval
 from ssm_models import create_model
 
 
@@ -13,12 +13,6 @@ def test_wilson_interval_known_values():
     assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 50)[0] == 0.0
     assert wilson_interval(50, 50)[1] == pytest.approx(1.0)
-
-
-def test_eps_labels():
-    assert eps_label(8 / 255) == "8/255"
-    assert eps_label(0.3).startswith("0.3")
-    assert "7.9/255" in eps_label(0.031)
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +103,15 @@ def test_images_of_the_wrong_shape_are_refused_before_any_pass(tiny):
     x, y = torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)  # CIFAR-10 images for a 1x8x8 model
     with pytest.raises(AttackParamError, match=r"expects images of shape \(1, 8, 8\), got \(3, 32, 32\)"):
         evaluate(model, x, y, [{"name": "fgsm"}], eps=0.1)
+
+
+def test_predict_builds_no_autograd_graph_and_reuses_the_cached_kernel():
+    torch.manual_seed(0)
+    model = create_model("s4", d_model=8, d_state=4, n_layers=1, image_size=8, tokenizer="patch", patch_size=2)
+    outputs = []
+    model.register_forward_hook(lambda _module, _inputs, output: outputs.append(output))
+    predict(model, torch.rand(4, 1, 8, 8), batch_size=2)
+    kernels = [m for m in model.modules() if hasattr(m, "_kernel_cache")]
+    assert [o.requires_grad for o in outputs] == [False, False]
+    assert kernels, "the S4 block has a cached kernel module"
+    assert all(k._kernel_cache is not None for k in kernels), "the second batch could reuse the first's kernel"

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..app_process import free_port, stop, wait_until_serving
+from testkit.app_process import free_port, stop, wait_until_serving
+
 from ..harness import Timing, measure_interleaved
 from ..results import Row, Target
 from .common import REPO, Settings, Stopwatch, new_section

@@ -5,11 +5,12 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
 import torch
+
+from ssm_models.atomic import atomic_write
 
 from ._runtime import Cancelled, RunContext
 from .base import Attack, AttackParamError
@@ -193,13 +194,12 @@ class AutoAttack(Attack):
     def _save(self, adv, robust, done, x, y, plan) -> None:
         if self.state_path is None:
             return
-        from safetensors.torch import save_file
+        from safetensors.torch import save as safetensors_bytes
 
         meta = {**self._signature(x, y, plan), "done": done}
-        tmp = self.state_path + ".tmp"
-        save_file({"adv": adv.detach().cpu().contiguous(), "robust": robust.cpu().to(torch.uint8)}, tmp,
-                  metadata={"autoattack": json.dumps(meta)})
-        os.replace(tmp, self.state_path)  # atomic: a crash never leaves half a state file
+        atomic_write(self.state_path, safetensors_bytes(
+            {"adv": adv.detach().cpu().contiguous(), "robust": robust.cpu().to(torch.uint8)},
+            metadata={"autoattack": json.dumps(meta)}))
 
 
 def _sub_attack_cost(adversary, name: str, n_classes: int) -> tuple[int, int, str]:
