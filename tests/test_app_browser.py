@@ -60,6 +60,7 @@ def test_pgd_attack_in_the_browser(server):  # noqa: F811
 
 
 def test_upload_an_image_and_attack_it_in_the_browser(server, tmp_path):  # noqa: F811
+    from ssm_lab.image_fit import FITS
     from testkit.photo_digits import make_corpus
 
     photo = tmp_path / "photo.jpg"  # a colour JPEG of a digit on paper: the model sees it framed as a 1x28x28 digit
@@ -68,9 +69,11 @@ def test_upload_an_image_and_attack_it_in_the_browser(server, tmp_path):  # noqa
         page.get_by_role("tab", name="Upload").click()
         page.locator("#upload-image input[type=file]").first.set_input_files(str(photo))
         expect(page.locator("#preview-note")).to_contain_text("framed as a digit", timeout=WAIT_MS)
-        expect(page.get_by_label("upload")).to_be_checked(timeout=WAIT_MS)
+        expect(page.get_by_label("upload", exact=True)).to_be_checked(timeout=WAIT_MS)
         page.click("#run-attack")
         expect(page.locator("#attack-summary")).to_contain_text("the clean prediction", timeout=WAIT_MS)
+        page.get_by_label(FITS["squash"]).check()  # the visible way out of digit framing
+        expect(page.locator("#preview-note")).to_contain_text("used as it is", timeout=WAIT_MS)
 
 
 def test_compare_and_evaluate_tabs_in_the_browser(server):  # noqa: F811
