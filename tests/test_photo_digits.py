@@ -1,20 +1,17 @@
 """Issue 13's acceptance for uploads of real digits: the shipped standard MNIST models read photographed and drawn
-digits through the app's upload path (testkit.photo_digits makes the photos from held-out digits)."""
+digits through the app's upload path (testkit.photo_digits photographs MNIST test digits of the bundled sample)."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from app.handlers import model_x
+from benchmarks.photo_digits import CHECKPOINTS, STANDARD, accuracy, upload_batch
 from ssm_models.hub import load_model
 from testkit.drawn_digits import draw_digit, save_drawing
 from testkit.photo_digits import make_corpus, write_corpus
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
-STANDARD = ("mnist-s4-st", "mnist-dss-st", "mnist-s5-st", "mnist-mega-st", "mnist-mamba-st")
 CORPUS_SIZE = 120
 REQUIRED = 0.90
 
@@ -32,16 +29,6 @@ def photos(tmp_path_factory) -> tuple[list[str], np.ndarray]:
     corpus = make_corpus(CORPUS_SIZE, seed=0)
     paths = write_corpus(corpus, tmp_path_factory.mktemp("photos"))
     return [str(p) for p in paths], np.array([item.label for item in corpus])
-
-
-def upload_batch(model, paths: list[str], fit: str) -> torch.Tensor:
-    """(N, 1, 28, 28): each file through the app's own upload path, as the preview and the attack see it."""
-    return torch.cat([model_x(model, "upload", "MNIST", 0, path, None, fit)[0] for path in paths])
-
-
-@torch.no_grad()
-def accuracy(model, x: torch.Tensor, labels: np.ndarray) -> float:
-    return float((model(x).argmax(1).numpy() == labels).mean())
 
 
 @pytest.fixture(scope="module")
