@@ -20,6 +20,7 @@ from testkit.app_process import free_port, stop, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
+SMALLEST_TEST_SET = 1_000  # the bundled sample an offline app serves: every test set has these indices
 DEFAULT_MODELS = ("mnist-s4-st", "mnist-dss-st", "mnist-s5-st", "mnist-s4-pgdat")
 LINF_ATTACKS = ("FGSM", "PGD (Linf)", "APGD-CE", "APGD-T", "Square", "FAB-T")
 L2_ATTACKS = ("PGD (L2)", "CW (L2)", "DeepFool (L2)")
@@ -119,8 +120,8 @@ def make_request(user: int, k: int, models: tuple[str, ...], quick: bool = False
     target = str(rng.randrange(10)) if attack in TARGETED and rng.random() < 0.3 else "none"
     # small budgets too: attacks that fail run every step, which keeps concurrent requests overlapping
     eps = rng.choice(L2_EPS if l2 else LINF_EPS)
-    return dict(model=rng.choice(models), source="dataset", dataset="MNIST", index=rng.randrange(10_000), upload=None,
-                sketch=None, attack=attack, eps=eps, steps=steps, step_size=0, restarts=1, target=target,
+    return dict(model=rng.choice(models), source="dataset", dataset="MNIST", index=rng.randrange(SMALLEST_TEST_SET),
+                upload=None, sketch=None, attack=attack, eps=eps, steps=steps, step_size=0, restarts=1, target=target,
                 seed=rng.randrange(10_000))
 
 
