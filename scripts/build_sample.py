@@ -43,9 +43,11 @@ Rebuild with `python scripts/build_sample.py ../shared/data` (the development da
   Hub's `ylecun/mnist` test split). An index is the position in the official test set (0-9,999).
 - `cifar10-test-sample.npz`: from a public **JPEG conversion** of the CIFAR-10 test set
   (`test/<class>/<NNNN>.jpg`, 1,000 per class), so its pixels differ slightly from the original PNG/binary
-  pixels the Hub's `uoft-cs/cifar10` holds. The conversion does not keep the official test-set index; an index
-  here is `1000 * class + NNNN` (class in CIFAR-10's order: airplane, automobile, bird, cat, deer, dog, frog,
-  horse, ship, truck), i.e. the image `test/<class>/<NNNN>.jpg` of the conversion.
+  pixels the Hub's `uoft-cs/cifar10` holds. The conversion numbers files per class (0000-0999) and does not
+  record the official test-set index; whether its numbers follow the official order within each class could not
+  be checked here (no original copy on this machine). So an index here is `1000 * class + NNNN` (class in
+  CIFAR-10's order: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck), i.e. the image
+  `test/<class>/<NNNN>.jpg` of the conversion, not an official test-set index.
 
 Numbers computed on this sample say so ("bundled sample (1,000)") and are not comparable with full-test-set
 figures; each shipped model card records its clean accuracy on it (`clean_bundled_sample`).
