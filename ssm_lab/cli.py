@@ -320,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
                        help="AutoAttack version")
         q.add_argument("--seed", type=int, default=0, help="seed of random starts and sampling")
-        q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
-                       "../shared/data, else fallbacks)")
+        q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else the Hub "
+                       "or its cache, else the bundled sample; see `ssm-lab data info`)")
 
     e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set", formatter_class=DEFAULTS)
     attack_args(e, many=True)
