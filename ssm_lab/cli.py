@@ -10,24 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ssm_models.errors import UserError
+
 from .allocator import keep_freed_memory
 from .cli_data import add_data_parser
 from .datasets.info import DATASETS
 from .attack_registry import ATTACK_NAMES, unknown_attack
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    from ssm_models.bounds import check_number  # importing ssm_models loads torch: only once arguments are parsed
+
+    return check_number("value", text, integer=True, positive=True, text=True, error=argparse.ArgumentTypeError)
 
 
 def _eps(text: str) -> float:
@@ -136,6 +134,8 @@ def _attack_specs(a) -> list[dict]:
 
 def cmd_evaluate(a) -> None:
     from . import distributed
+    from ssm_models.atomic import remove_stale_temporaries
+
     from .evaluate import evaluate
     from .run_lock import exclusive
     from .train import DEFAULT_THREAT
@@ -148,6 +148,8 @@ def cmd_evaluate(a) -> None:
     # two runs sharing a state file would each resume from it and overwrite the other's batches
     lock = exclusive(a.state + ".lock", f"evaluation state {a.state}") if a.state and main else contextlib.nullcontext()
     with lock:
+        if a.state and main:  # a killed run's half-written state files: ours to remove now we hold the lock
+            remove_stale_temporaries(Path(a.state).parent, Path(a.state).name)
         try:
             bar, update = _progress_bar("evaluate") if main else (None, None)
             eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
@@ -402,11 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         args.attack = ["pgd"]
     elif isinstance(getattr(args, "attack", None), str):
         args.attack = [args.attack]
-    from ssm_models.errors import UserError  # here: importing ssm_models loads torch, which --help need not wait for
-
     try:
         args.func(args)
-    except (CLIError, UserError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+    # UserError, and the engine's input checks that still raise a built-in type
+    except (UserError, ValueError, OSError, KeyError) as exc:
         print(f"ssm-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

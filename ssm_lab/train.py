@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ssm_models import create_model
-from ssm_models.atomic import atomic_write
+from ssm_models.atomic import atomic_write, remove_stale_temporaries
 from ssm_models.config import ModelConfig
 from ssm_models.families import arch_defaults, list_models
 from ssm_models.hub import save_pretrained
@@ -166,6 +166,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     # only rank 0 writes, so only it locks: the other ranks of a torchrun job share its folder
     lock = exclusive(out / LOCK_FILE, f"training folder {out}") if distributed.is_main() else contextlib.nullcontext()
     with lock:
+        if distributed.is_main():  # a killed run's half-written temporaries: ours to remove now we hold the lock
+            for folder in (out, out / "last"):
+                remove_stale_temporaries(folder)
         return _train(cfg, out, log)
 
 
