@@ -5,7 +5,6 @@ import json
 import math
 import platform
 import time
-from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -17,6 +16,7 @@ from ssm_models.atomic import atomic_write
 from . import distributed
 from .attacks import AttackParamError, make_attack
 from .attacks.base import check_number, model_image_shape
+from .eps import eps_label
 
 Progress = Callable[[int, int, str], None]
 
@@ -30,15 +30,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def eps_label(eps: float) -> str:
-    """0.0313725 -> '8/255'; 0.3 -> '0.3'; 0.031 -> '0.031 (~7.9/255)'."""
-    k = eps * 255
-    if abs(k - round(k)) < 1e-6:
-        return f"{round(k)}/255"
-    frac = Fraction(eps).limit_denominator(1000)
-    return f"{float(frac):g} (~{k:.1f}/255)"
 
 
 def accuracy_entry(correct: int, n: int) -> dict:

@@ -1,6 +1,7 @@
 """Seeded, resumable training with per-epoch curves and best (validation PGD-10) / last checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -14,16 +15,19 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ssm_models import create_model
+from ssm_models.atomic import atomic_write, remove_stale_temporaries
 from ssm_models.config import ModelConfig
+from ssm_models.families import arch_defaults, list_models
 from ssm_models.hub import save_pretrained
-from ssm_models.registry import arch_defaults, list_models
 
 from . import distributed
 from .attacks.base import MAX_STEPS, check_number
 from .data import dataset_info, load_dataset, sample_indices
 from .methods import METHODS, MethodStep, ThreatModel, pgd_linf
+from .run_lock import exclusive
 
 STATE_FILE = "train_state.pt"
+LOCK_FILE = ".train.lock"
 MAX_EPOCHS = 10_000
 MAX_BATCH = 4096
 
@@ -103,11 +107,19 @@ class TrainConfig:
         return self.eps_warmup_epochs / self.replays if self.freeat_equal_budget else self.eps_warmup_epochs
 
 
-DEFAULT_THREAT = {"mnist": (0.3, 0.04), "cifar10": (8 / 255, 2 / 255)}
+DEFAULT_THREAT = {name: (info.eps, info.pgd_step) for name, info in dataset_info().items()}  # (eps, PGD step)
+
+
+def training_record(dataset: str, train_set, val_set) -> dict:
+    """What the card says the model learned from: source and sizes, and the Hub repo when the images came from it."""
+    hub = dataset_info(dataset).hub
+    from_hub = hub is not None and (train_set.detail or "").startswith(f"{hub.repo_id}@")
+    return {"source": train_set.source, "train": len(train_set), "val": len(val_set),
+            **({"hub_repo": hub.repo_id, "hub_revision": train_set.detail.split("@", 1)[1]} if from_hub else {})}
 
 
 def threat_model(cfg: TrainConfig) -> ThreatModel:
-    eps, step = DEFAULT_THREAT.get(cfg.dataset, (8 / 255, 2 / 255))
+    eps, step = DEFAULT_THREAT[cfg.dataset]
     eps = cfg.eps if cfg.eps is not None else eps
     step = cfg.step_size if cfg.step_size is not None else step
     return ThreatModel(eps=eps, step_size=step, steps=cfg.attack_steps, beta=cfg.beta, replays=cfg.replays,
@@ -145,10 +157,22 @@ def measure(model, x, y, tm: ThreatModel, seed: int, batch_size: int = 250) -> d
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
-    """Train, writing `<out>/` (best) and `<out>/last/`, curves.json and a resumable state file."""
+    """Train, writing `<out>/` (best) and `<out>/last/`, curves.json and a resumable state file.
+
+    A second run on the same folder while one is alive is refused (`RunLockedError`) rather than interleaved."""
     cfg.validate()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # only rank 0 writes, so only it locks: the other ranks of a torchrun job share its folder
+    lock = exclusive(out / LOCK_FILE, f"training folder {out}") if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        if distributed.is_main():  # a killed run's half-written temporaries: ours to remove now we hold the lock
+            for folder in (out, out / "last"):
+                remove_stale_temporaries(folder)
+        return _train(cfg, out, log)
+
+
+def _train(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> dict:
     torch.manual_seed(cfg.seed)
     train_set = load_dataset(cfg.dataset, "train", data_dir=cfg.data_dir)
     val_set = load_dataset(cfg.dataset, "val", data_dir=cfg.data_dir)
@@ -165,7 +189,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     curve_test = torch.randperm(len(x_test), generator=pick)[: cfg.curve_points]
 
     c, s = x_train.shape[1], x_train.shape[-1]
-    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg)}
+    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg),
+            "train_data": training_record(cfg.dataset, train_set, val_set)}
     model = create_model(cfg.arch, in_channels=c, image_size=s, num_classes=len(train_set.classes),
                          **cfg.model, meta=meta)
     tm = threat_model(cfg)
@@ -192,6 +217,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         if cfg.method == "st" and len(best_score) == 2:  # written under the older (robust, clean) rule
             best_score = best_score[1:]
         start_epoch, elapsed = state["epoch"], state["elapsed"]
+        if "torch_rng" in state:  # anything drawing from the global generator (dropout) continues its stream
+            torch.set_rng_state(state["torch_rng"])
+        if state.get("best_epoch"):  # every later save of `last/` records it, as in an uninterrupted run
+            model.config.meta.update(best_epoch=state["best_epoch"])
         log(f"resuming from epoch {start_epoch}")
     # Wrapped after a resume so DDP starts every rank from rank 0's weights; the methods attack the plain module.
     step_fn = MethodStep(cfg.method, distributed.wrap(model), optimizer, tm, seed=cfg.seed)
@@ -258,16 +287,15 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
         curves = {"points": {"train": cfg.curve_points, "test": cfg.curve_points, "val": len(x_val)},
                   "note": "train/test curves on fixed random subsets; best checkpoint chosen on val PGD-10",
                   "history": history}
-        _atomic_write(out / "curves.json", json.dumps(curves, indent=1))
-        tmp = out / (STATE_FILE + ".tmp")
-        torch.save({"config": json.dumps(asdict(cfg), sort_keys=True), "model": model.state_dict(),
+        atomic_write(out / "curves.json", json.dumps(curves, indent=1))
+        snapshot = {"config": json.dumps(asdict(cfg), sort_keys=True), "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "data_gen": data_gen.get_state(), "attack_gen": step_fn.generator.get_state(),
                     **({} if step_fn.free_delta is None else {"free_delta": step_fn.free_delta}),
-                    "history": json.dumps(history), "best_acc": best_acc, "best_score": list(best_score),
-                    "epoch": epoch + 1,
-                    "elapsed": elapsed}, tmp)
-        os.replace(tmp, state_path)
+                    "torch_rng": torch.get_rng_state(), "history": json.dumps(history), "best_acc": best_acc,
+                    "best_score": list(best_score), "best_epoch": model.config.meta.get("best_epoch", 0),
+                    "epoch": epoch + 1, "elapsed": elapsed}
+        atomic_write(state_path, lambda stream: torch.save(snapshot, stream))
     if main:
         finalize_meta(out, history, elapsed)
     distributed.barrier()  # nobody returns before rank 0 has written everything
@@ -279,7 +307,7 @@ def finalize_meta(out: Path, history: list[dict], elapsed: float) -> None:
     path = Path(out) / "config.json"
     config = json.loads(path.read_text())
     config["meta"].update(epochs_trained=len(history), train_wall_time_s=round(elapsed, 1))
-    _atomic_write(path, json.dumps(config, indent=2, allow_nan=False) + "\n")
+    atomic_write(path, json.dumps(config, indent=2, allow_nan=False) + "\n")
 
 
 def _same_config(stored: dict, cfg: TrainConfig) -> bool:
@@ -290,9 +318,3 @@ def _same_config(stored: dict, cfg: TrainConfig) -> bool:
         if current[key] == defaults[key]:
             del current[key]
     return stored == current
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

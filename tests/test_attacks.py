@@ -208,7 +208,7 @@ BAD_PARAMS = [
     ("pgd", {"steps": 2.5}, "whole number"),
     ("pgd", {"steps": True}, "must be a number"),
     ("pgd", {"restarts": 50}, "MAX_RESTARTS"),
-    ("pgd", {"restarts": 0}, "must not be below 1"),
+    ("pgd", {"restarts": 0}, "must be at least 1"),
     ("pgd", {"step_size": 0.0}, "must be positive"),
     ("pgd", {"batch_size": 0}, "must be positive"),
     ("pgd", {"batch_size": 10**6}, "MAX_BATCH"),

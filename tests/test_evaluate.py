@@ -8,7 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ssm_lab.evaluate import attack_label, eps_curve, eps_label, evaluate, predict, transfer_matrix, wilson_interval
+from ssm_lab.evaluate import attack_label, eps_curve, evaluate, predict, transfer_matrix, wilson_interval
 from ssm_models import create_model
 
 
@@ -17,12 +17,6 @@ def test_wilson_interval_known_values():
     assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 50)[0] == 0.0
     assert wilson_interval(50, 50)[1] == pytest.approx(1.0)
-
-
-def test_eps_labels():
-    assert eps_label(8 / 255) == "8/255"
-    assert eps_label(0.3).startswith("0.3")
-    assert "7.9/255" in eps_label(0.031)
 
 
 @pytest.fixture(scope="module")
