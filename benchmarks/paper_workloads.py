@@ -14,7 +14,7 @@ from .sections.common import UNBREAKABLE_EPS, own_labels
 
 INTERACTIVE_TARGET_S = {"mamba": 1.5, "s4": 0.5}
 CIFAR_EPS = 8 / 255
-ROBUST_IMAGES = {"mamba": 10, "s4": 100}  # full mode; each image costs 11 passes of the model
+ROBUST_IMAGES = {"mamba": 8, "s4": 100}  # full mode; each image costs 11 passes of the model
 EPOCH_IMAGES, TRAIN_BATCH, TRAIN_BATCHES = 50_000, 64, 4
 NAMES = {"mamba": "Mamba", "s4": "S4"}
 
@@ -63,7 +63,7 @@ def _interactive(section, settings, models: dict, cifar_ok: bool) -> None:
     with served({names[arch]: model for arch, model in models.items()}):
         for arch in models:
             timing = section.add_timing(f"{arch}.app_pgd", measure(lambda: run_attack(names[arch], **args),
-                                                                   settings.repeats(3, 1), memory=False))
+                                                                   settings.repeats(2, 1), memory=False))
             section.rows.append(Row(
                 key=f"{arch}-app-pgd", what=f"{NAMES[arch]} PGD-{args['steps']} on one image through "
                 "`app.handlers.run_attack`", unit="s", ours=timing.median, ours_cpu=timing.cpu_median,
