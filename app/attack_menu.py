@@ -1,23 +1,10 @@
 """The attack menu of the app and the translation of its knobs into engine parameters, after the server's caps."""
 from __future__ import annotations
 
+from ssm_lab.attack_registry import ATTACK_MENU
+
 from .limits import LIMITS, LimitError, as_float, as_int, parse_eps
 
-# Menu label -> engine attack name and fixed settings; the user-facing knobs are passed only where accepted.
-ATTACK_MENU: dict[str, tuple[str, dict]] = {
-    "FGSM": ("fgsm", {"norm": "Linf"}),
-    "PGD (Linf)": ("pgd", {"norm": "Linf"}),
-    "PGD (L2)": ("pgd", {"norm": "L2"}),
-    "APGD-CE": ("apgd-ce", {"norm": "Linf"}),
-    "APGD-T": ("apgd-t", {"norm": "Linf"}),
-    "FAB-T": ("fab-t", {"norm": "Linf"}),
-    "Square": ("square", {"norm": "Linf"}),
-    "CW (L2)": ("cw-l2", {"norm": "L2"}),
-    "DeepFool (L2)": ("deepfool", {"norm": "L2"}),
-    "AutoAttack (standard)": ("autoattack", {"norm": "Linf", "version": "standard"}),
-    "AutoAttack (plus)": ("autoattack", {"norm": "Linf", "version": "plus"}),
-    "AutoAttack (rand)": ("autoattack", {"norm": "Linf", "version": "rand"}),
-}
 LINF_ATTACKS = [label for label, (_, fixed) in ATTACK_MENU.items() if fixed["norm"] == "Linf"]
 QUERIES_PER_STEP = 25  # Square is gradient-free: the steps knob buys 25 queries per step
 NO_TARGET = ("", "none", "untargeted")
@@ -32,7 +19,7 @@ def norm_of(attack: str) -> str:
 def attack_settings(attack: str, model, *, eps, steps, step_size=None, restarts=1, target=None,
                     seed=0) -> tuple[str, dict]:
     """The engine name and the keyword arguments for make_attack."""
-    from ssm_lab.attacks import attack_params
+    from ssm_lab.attacks import attack_params, targeted_attacks
 
     norm = norm_of(attack)
     name, fixed = ATTACK_MENU[attack]
@@ -52,8 +39,9 @@ def attack_settings(attack: str, model, *, eps, steps, step_size=None, restarts=
             params["step_size"] = step
     if target is not None and str(target).strip().lower() not in NO_TARGET:
         if "target" not in accepted:
+            targeted = [label for label, (engine, _) in ATTACK_MENU.items() if engine in targeted_attacks()]
             raise LimitError(f"{attack} has no targeted mode here; set the target class to 'none', or choose "
-                             "FGSM, PGD or CW for a targeted attack")
+                             f"{', '.join(targeted)} for a targeted attack")
         classes = class_list(model)
         index = classes.index(str(target)) if str(target) in classes else \
             as_int("target class", target, 0, model.config.num_classes - 1)
@@ -80,12 +68,6 @@ def default_eps(model) -> float:
         return float(dataset_info(str(meta.get("dataset"))).eps)
     except ValueError:
         return 8 / 255
-
-
-def eps_string(value: float) -> str:
-    """A budget as the eps box shows it: '8/255' when it is a small whole number of 8-bit levels."""
-    k = value * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 and value < 0.2 else f"{value:.6g}"
 
 
 def eps_text(eps) -> str:

@@ -1,12 +1,15 @@
 """Per-request caps of the public app, enforced on the server (sliders are only a hint), each overridable by env."""
 from __future__ import annotations
 
-import math
+import functools
 import os
 from dataclasses import dataclass, fields
 
+from ssm_lab.eps import parse_eps as parse_eps_as
+from ssm_models.errors import UserError
 
-class LimitError(ValueError):
+
+class LimitError(ValueError, UserError):
     """A request above a server cap or with an unusable value; the message names the field and the cap."""
 
 
@@ -53,49 +56,20 @@ def cleanup_period(file_age: int) -> int:
 
 def as_int(name: str, value, lo: int, hi: int, cap_name: str = "") -> int:
     """A whole number in [lo, hi]; gradio sends floats from Number/Slider, and API clients may send strings."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise LimitError(f"{name} must be a whole number, got {value!r}") from None
-    if not math.isfinite(number) or not number.is_integer():
-        raise LimitError(f"{name} must be a whole number, got {value!r}")
-    number = int(number)
-    if number < lo:
-        raise LimitError(f"{name} must be at least {lo}, got {number}")
-    if number > hi:
-        where = f" (server cap {cap_name})" if cap_name else ""
-        raise LimitError(f"{name}={number} is above the limit of {hi}{where}")
-    return number
+    from ssm_models.bounds import check_number  # importing ssm_models loads torch: not when the page is built
+
+    return check_number(name, value, lo=lo, hi=hi, integer=True, text=True, error=LimitError,
+                        cap=f"server cap {cap_name}" if cap_name else "")
 
 
-def as_float(name: str, value, lo: float, hi: float, *, open_low: bool = False) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise LimitError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise LimitError(f"{name} must be a finite number, got {value!r}")
-    if number < lo or (open_low and number == lo):
-        raise LimitError(f"{name} must be {'above' if open_low else 'at least'} {lo:g}, got {number:g}")
-    if number > hi:
-        raise LimitError(f"{name}={number:g} is above the limit of {hi:g}")
-    return number
+def as_float(name: str, value, lo: float, hi: float) -> float:
+    from ssm_models.bounds import check_number
+
+    return check_number(name, value, lo=lo, hi=hi, text=True, error=LimitError)
 
 
-def parse_eps(text) -> float:
-    """'0.3', '8/255' or a number -> float in [0, 1] (Linf) ; L2 budgets are checked by the attack itself."""
-    if isinstance(text, (int, float)):
-        return as_float("eps", text, 0.0, 64.0)
-    raw = str(text).strip()
-    try:
-        if "/" in raw:
-            num, den = raw.split("/", 1)
-            value = float(num) / float(den)
-        else:
-            value = float(raw)
-    except (ValueError, ZeroDivisionError):
-        raise LimitError(f"eps must be a number or k/255, got {text!r}") from None
-    return as_float("eps", value, 0.0, 64.0)
+# '0.3', '8/255' or a number, refused with this module's error
+parse_eps = functools.partial(parse_eps_as, error=LimitError)
 
 
 def parse_eps_list(text: str, limits: Limits | None = None) -> list[float]:

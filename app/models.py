@@ -8,7 +8,14 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
-from ssm_lab.catalogue import ARCH_NAMES, DATASET_NAMES, METHOD_NAMES, headline_metrics
+from ssm_lab.catalogue import (
+    ARCH_NAMES,
+    DATASET_NAMES,
+    METHOD_NAMES,
+    headline_metrics,
+    lead_order,
+    threat_model_figures,
+)
 
 from .limits import LIMITS, LimitError
 
@@ -125,8 +132,15 @@ def card_markdown(model, name: str) -> str:
              f"- source: `{name}`" + (f" at commit `{info['revision'][:12]}`" if info.get("revision") else "")]
     entry = next((e for e in _safe_catalogue() if e["name"] == name), None)
     numbers = headline_metrics(entry["metrics"]) if entry else {}
+    lead = threat_model_figures(entry["metrics"], entry["threat_eps"]) if entry else []
+    eps = entry["threat_eps"] if entry else None
+    if eps is not None and len(lead) > 1:  # AutoAttack leads; PGD-10 (weaker) follows it
+        lines += ["", f"**At the threat model (eps {eps:.4g}):** " + " · ".join(
+            f"{what} {text}" + (" (headline)" if what == "AutoAttack" else " (weaker, secondary)"
+                                if what == "PGD-10" else "") for what, text in lead)]
     if numbers:
-        lines += ["", "| metric (card) | value |", "|---|---|"] + [f"| {k} | {v:.2%} |" for k, v in numbers.items()]
+        lines += ["", "| metric (card) | value |", "|---|---|"] + [f"| {k} | {numbers[k]:.2%} |"
+                                                                 for k in lead_order(numbers)]
     return "\n".join(lines)
 
 

@@ -24,11 +24,11 @@ from benchmarks.hub_faults import (
     HostileHub,
     cache_problems,
     hub_environment,
-    hub_server_module,
     reference_model,
     same_weights,
     warm_up,
 )
+from testkit.hub_server import HubServer
 
 # per load; the largest allowed config (the over-budget case) would need about 1 GB. A lying Hub that streams more
 # than it announced costs up to about 40 MiB whatever it sends: huggingface_hub reads bodies in 10 MiB chunks
@@ -299,7 +299,7 @@ def _cases() -> list[Case]:
         lambda g: g.weights + b"junk"))
     add("oversized-weights", "layout", TOO_BIG, weights_bytes(lambda g: g.weights + b"\0" * (2 << 20)))
     # config.json
-    bounds = r"={} is outside the allowed range"
+    bounds = r"={} is above the limit of"
     add("config-unknown-arch", "config", r"unknown architecture 'transformer'", config_change(arch="transformer"))
     add("config-arch-list", "config", r"arch must be a string, got \['s4'\]", config_change(arch=["s4"]))
     add("config-trust_remote_code", "config", r"unknown config keys: trust_remote_code",
@@ -398,7 +398,6 @@ def run(cases=CASES, log=None) -> list[dict]:
 
     from ssm_models.hub import load_model, save_pretrained
 
-    hub_server = hub_server_module()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
@@ -412,7 +411,7 @@ def run(cases=CASES, log=None) -> list[dict]:
         assert control.exists(), "the pickle payload must be live for the corpus to mean anything"
         warm_up(reference, run_dir / "warm-up")
         with torch.no_grad(), hub_environment(run_dir / "hf_home") as env, \
-                hub_server.HubServer(run_dir / "hub") as hub:
+                HubServer(run_dir / "hub") as hub:
             env.set_endpoint(hub.url)
             assert same_weights(load_model("org/good"), reference)
             for case in cases:

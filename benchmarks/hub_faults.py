@@ -16,20 +16,11 @@ import time
 from pathlib import Path
 from unittest import mock
 
-ROOT = Path(__file__).resolve().parents[1]
+from testkit.hub_server import HubEnvironment, HubServer
+
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 TINY = {"d_model": 8, "n_layers": 1, "d_state": 4, "image_size": 8, "num_classes": 3}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def hub_server_module():
-    """tests/hub_server.py (the local Hub with fault injection), importable from scripts as under pytest."""
-    tests_dir = str(ROOT / "tests")
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
-    import hub_server
-
-    return hub_server
 
 
 @contextlib.contextmanager
@@ -38,7 +29,7 @@ def hub_environment(home: Path):
     import pytest
 
     with pytest.MonkeyPatch.context() as patch:
-        env = hub_server_module().HubEnvironment(patch, home)
+        env = HubEnvironment(patch, home)
         env.set_offline(False)
         yield env
 
@@ -280,11 +271,10 @@ def run_trial(fault: str, work: Path, reference, skip_waits: bool = False) -> di
     from ssm_models.hub import load_model, save_pretrained
 
     _, setup, expected = FAULTS[fault]
-    hub_server = hub_server_module()
     work.mkdir(parents=True)
     save_pretrained(reference, work / "repos" / "org" / "model")
     out = {"fault": fault}
-    with hub_environment(work / "hf_home") as env, hub_server.HubServer(work / "repos") as hub, \
+    with hub_environment(work / "hf_home") as env, HubServer(work / "repos") as hub, \
             DyingProxy(hub.port) as proxy, _skipped_waits(skip_waits) as waited:
         env.set_endpoint(proxy.url)
         if fault == "down-but-cached":

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.app_process import free_port, stop, wait_until_serving
+from testkit.app_process import free_port, stop, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180

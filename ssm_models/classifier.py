@@ -5,12 +5,11 @@ import contextlib
 from collections import OrderedDict
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .ads import AdaptiveScaling
-from .config import ModelConfig
-from .registry import block_factory
+from .config import ConfigError, ModelConfig
+from .families import arch_defaults, block_factory, list_models
 from .tokenizers import build_tokenizer
 
 
@@ -72,15 +71,8 @@ class ResidualLayer(nn.Module):
         return self.residual_norm(z), state
 
 
-class SSMClassifier(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="ssm-robustness-lab",
-    tags=["state-space-model", "adversarial-robustness", "image-classification"],
-    pipeline_tag="image-classification",
-    license="mit",
-):
-    """Images in [0, 1], shape (B, C, S, S) -> logits (B, num_classes)."""
+class SSMClassifier(nn.Module):
+    """Images in [0, 1], shape (B, C, S, S) -> logits (B, num_classes); saved and loaded by `hub.py`."""
 
     def __init__(self, config: ModelConfig | dict):
         super().__init__()
@@ -101,9 +93,6 @@ class SSMClassifier(
         self.layers = nn.ModuleList(layers)
         self.pool = MeanPool()
         self.head = nn.Linear(config.d_model, config.num_classes)
-
-    def _hub_mixin_config_dict(self) -> dict:
-        return self.config.to_dict()
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """The first layer: normalisation and token embedding, (B, C, S, S) -> (B, L, H)."""
@@ -161,23 +150,9 @@ class SSMClassifier(
         """Eval mode with parameters frozen: input gradients only, and LTI kernels may be cached."""
         return frozen(self)
 
-    # ----- Hub mixin: routed through hub.py so both entry points share its checks ----------------
-    def _save_pretrained(self, save_directory) -> None:
-        from .hub import save_pretrained  # hub imports this module
 
-        save_pretrained(self, save_directory)  # writes config.json and README.md too; the mixin keeps them
-
-    def generate_model_card(self, *args, **kwargs):
-        from .model_card import model_card
-
-        return model_card(self.config, kwargs.get("card"), n_params=sum(t.numel() for t in self.state_dict().values()))
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, force_download=False, token=None, cache_dir=None,
-                        local_files_only=None, revision=None, map_location="cpu"):
-        """The mixin's loader would json.load an unbounded config.json first; hub.load_model validates it."""
-        from .hub import load_model
-
-        return load_model(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-                          local_files_only=local_files_only, token=token, map_location=map_location,
-                          force_download=force_download)
+def create_model(name: str, **config) -> SSMClassifier:
+    """Build a classifier: `create_model('s4', d_model=64, n_layers=2)`, the family's defaults under `config`."""
+    if name not in list_models():
+        raise ConfigError(f"unknown architecture {name!r}; known: {', '.join(list_models())}")
+    return SSMClassifier(ModelConfig.from_dict({**arch_defaults(name), **config, "arch": name}))

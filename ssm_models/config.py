@@ -6,6 +6,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bounds import check_number
+from .errors import ConfigError  # noqa: F401  (defined beside UserError; raised and re-exported here)
+from .families import list_models
+
 TOKENIZERS = ("pixel", "patch", "paper")
 ADS_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 ADS_POSITIONS = ("ssm", "residual")
@@ -29,10 +33,6 @@ LIMITS = {
 }
 MAX_PARAMETERS = 50_000_000
 MAX_SEQUENCE = 128 * 128
-
-
-class ConfigError(ValueError):
-    """A model configuration that cannot be built safely."""
 
 
 @dataclass
@@ -100,16 +100,10 @@ class ModelConfig:
         return cfg
 
     def validate(self) -> "ModelConfig":
-        from .registry import list_models  # registry imports config; import here to avoid a cycle
-
         if self.arch not in list_models():
             raise ConfigError(f"unknown architecture {self.arch!r}; known: {', '.join(list_models())}")
         for name, (lo, hi) in LIMITS.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
-                raise ConfigError(f"{name}={value} is outside the allowed range [{lo}, {hi}]")
+            check_number(name, getattr(self, name), lo=lo, hi=hi, integer=True, exact=True, error=ConfigError)
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.tokenizer == "patch" and self.image_size % self.patch_size:

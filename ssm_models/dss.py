@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ConfigError
+from .errors import ConfigError
 from .kernels import (
     CachedKernel,
     as_complex,

@@ -6,3 +6,7 @@ class UserError(Exception):
 
     Front ends (the CLI, the app) catch `UserError` and show its message without a traceback; anything else is a bug.
     """
+
+
+class ConfigError(ValueError, UserError):
+    """A model configuration that cannot be built safely."""

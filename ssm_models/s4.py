@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .ads import AdaptiveScaling
-from .config import ConfigError
+from .errors import ConfigError
 from .kernels import (
     CachedKernel,
     as_complex,

@@ -6,8 +6,8 @@ import math
 import torch
 from torch import nn
 
-from .config import ConfigError
 from .convolution import DIRECT_MAX_LENGTH, toeplitz_operator
+from .errors import ConfigError
 from .kernels import CachedKernel, as_complex, complex_parameter, diagonal_init, discretize_diagonal, init_log_dt
 from .registry import register_model
 from .s4 import LTIBlock

@@ -2,7 +2,15 @@
 from __future__ import annotations
 
 import pytest
-from hub_server import HubEnvironment, HubServer
+
+from testkit.hub_server import HubEnvironment, HubServer
+
+
+@pytest.fixture(autouse=True)
+def _no_hub_downloads(monkeypatch):
+    """No test downloads a real data set: the Hub data path is offline unless a test starts the local Hub
+    (`hub_server` / `hub_env` set HF_HUB_OFFLINE themselves, after this)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -208,13 +208,14 @@ BAD_PARAMS = [
     ("pgd", {"steps": 2.5}, "whole number"),
     ("pgd", {"steps": True}, "must be a number"),
     ("pgd", {"restarts": 50}, "MAX_RESTARTS"),
-    ("pgd", {"restarts": 0}, "must not be below 1"),
+    ("pgd", {"restarts": 0}, "must be at least 1"),
     ("pgd", {"step_size": 0.0}, "must be positive"),
     ("pgd", {"batch_size": 0}, "must be positive"),
     ("pgd", {"batch_size": 10**6}, "MAX_BATCH"),
     ("pgd", {"seed": -1}, "must not be negative"),
     ("pgd", {"norm": "L1"}, "supports norm"),
     ("pgd", {"random_start": "yes"}, "random_start"),
+    ("pgd", {"early_stop": 0}, "early_stop"),
     ("pgd", {"target": 3}, "only used with targeted=True"),
     ("pgd", {"targeted": 1}, "True or False"),
     ("pgd", {"queries": 10}, "does not take queries"),
@@ -403,3 +404,12 @@ def test_gradient_agreement_catches_a_different_path(mlp):
     assert not report["agree"] and "parallel scan vs sequential" in report["flag"]
     same = gradient_agreement(mlp, lambda z: mlp(z.flip(0)).flip(0), x, y)  # same function, other batch order
     assert same["agree"] and math.isclose(same["cosine_min"], 1.0, abs_tol=1e-6)
+
+
+def test_pgd_without_early_stop_takes_every_step_for_every_image(mlp):
+    x = images(6, seed=5)
+    y = labels_of(mlp, x)
+    stopping = make_attack("pgd", mlp, eps=0.3, steps=5, seed=1).run(x, y)
+    full = make_attack("pgd", mlp, eps=0.3, steps=5, seed=1, early_stop=False).run(x, y)
+    assert stopping.backward_calls < 6 * 5, "a large eps fools some images before the last step"
+    assert full.backward_calls == 6 * 5

@@ -3,22 +3,16 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-# `benchmarks/` is a top-level folder, not an installed package: plain `pytest` (unlike `python -m pytest`)
-# does not put the repository root on sys.path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.harness import cpu_model, measure, measure_interleaved  # noqa: E402
-from benchmarks.naive_cauchy import naive_nplr_kernel  # noqa: E402
-from benchmarks.report import DATA_OPEN, parse_previous  # noqa: E402
-from benchmarks.results import Row, Section, Target, compare_sections  # noqa: E402
-from benchmarks.sections import SECTIONS  # noqa: E402
-from benchmarks.suite import main  # noqa: E402
+from benchmarks.harness import cpu_model, measure, measure_interleaved
+from benchmarks.naive_cauchy import naive_nplr_kernel
+from benchmarks.report import DATA_OPEN, parse_previous
+from benchmarks.results import Row, Section, Target, compare_sections
+from benchmarks.sections import SECTIONS
+from benchmarks.suite import main
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +88,13 @@ def _section(ours: float, peer: float, rate: float, quick: bool = False) -> Sect
     rows = [Row(key="time", what="t", unit="s", ours=ours, peer=peer, ratio_kind="speedup"),
             Row(key="rate", what="r", unit="images/s", ours=rate)]
     return Section(key="demo", title="demo", command="", rows=rows, quick=quick, threads=1)
+
+
+def test_an_unknown_section_is_refused_by_the_suite_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--only", "no-such-section"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_checker_flags_only_figures_more_than_15_percent_worse():

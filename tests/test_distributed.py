@@ -52,6 +52,8 @@ def test_single_process_helpers_change_nothing(monkeypatch):
     assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
     assert distributed.broadcast_object(3) == 3 and distributed.mean_across_ranks(2.5) == 2.5
     assert distributed.is_main() and distributed.world_size() == 1
+    grad = torch.tensor([1.0, -2.0])
+    assert torch.equal(distributed.average_gradients([grad])[0], torch.tensor([1.0, -2.0]))
     distributed.barrier()
 
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from app.inputs import upload_image
 from app.limits import LimitError
-from benchmarks.fuzz_uploads import BOMB_SIDES, BOMBS, CATEGORIES, VALID_CATEGORIES, make_case
 from ssm_lab.images import ImageInputError, load_image
+from testkit.upload_corpus import BOMB_SIDES, BOMBS, CATEGORIES, VALID_CATEGORIES, make_case
 
 SECONDS_PER_CALL = 2.0
 SHAPES = st.sampled_from([(1, 28), (3, 32)])

@@ -7,8 +7,8 @@ import scipy.linalg
 import torch
 
 from ssm_models import convolution, create_model, kernels, record
+from ssm_models.families import arch_defaults
 from ssm_models.kernels import CachedKernel, hippo_legs_nplr
-from ssm_models.registry import arch_defaults
 from ssm_models.s4 import NPLRKernel
 
 SMALL = dict(d_model=16, d_state=8, n_layers=2, image_size=8)

@@ -1,10 +1,10 @@
-"""Adversarial attacks on [0, 1] images: a registry of small attack classes sharing one `Attack` base class."""
+"""Adversarial attacks on [0, 1] images: small attack classes sharing one `Attack` base, listed in attack_registry."""
 from __future__ import annotations
 
+import importlib
 import inspect
 
-from .apgd import APGDCE, APGDT
-from .autoattack import AutoAttack
+from ..attack_registry import REGISTRY, unknown_attack
 from .base import (
     DEFAULT_EPS,
     MAX_BATCH,
@@ -19,15 +19,14 @@ from .base import (
     AttackResult,
     inside_ball,
 )
-from .cw import CWL2
-from .deepfool import DeepFool
-from .fab import FABT
-from .fgsm import FGSM
-from .pgd import PGD
-from .square import Square
 
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in
-                                    (FGSM, PGD, APGDCE, APGDT, FABT, Square, CWL2, DeepFool, AutoAttack)}
+
+def _attack_class(home: str) -> type[Attack]:
+    module, name = home.rsplit(".", 1)
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+ATTACKS: dict[str, type[Attack]] = {entry.name: _attack_class(entry.home) for entry in REGISTRY}
 
 
 def attack_params(name: str) -> dict:
@@ -60,13 +59,22 @@ def list_attacks() -> dict[str, dict]:
             for name, cls in ATTACKS.items()}
 
 
+def default_norm(name: str) -> str:
+    """Linf where the attack has it, else its one norm (the minimum-norm attacks CW and DeepFool are L2 only)."""
+    norms = _lookup(name).norms
+    return "Linf" if "Linf" in norms else norms[0]
+
+
+def targeted_attacks() -> list[str]:
+    return [name for name, cls in ATTACKS.items() if cls.supports_targeted]
+
+
 def _lookup(name: str) -> type[Attack]:
     if name not in ATTACKS:
-        raise AttackParamError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
+        raise AttackParamError(unknown_attack(name))
     return ATTACKS[name]
 
 
-__all__ = ["ATTACKS", "APGDCE", "APGDT", "Attack", "AttackParamError", "AttackResult", "AutoAttack", "CWL2",
-           "DEFAULT_EPS", "DeepFool", "FABT", "FGSM", "MAX_BATCH", "MAX_IMAGES", "MAX_IMAGE_NUMEL", "MAX_QUERIES",
-           "MAX_RESTARTS", "MAX_STEPS", "MAX_TARGETS", "PGD", "Square", "attack_params", "inside_ball",
-           "list_attacks", "make_attack"]
+__all__ = ["ATTACKS", "Attack", "AttackParamError", "AttackResult", "DEFAULT_EPS", "MAX_BATCH", "MAX_IMAGES",
+           "MAX_IMAGE_NUMEL", "MAX_QUERIES", "MAX_RESTARTS", "MAX_STEPS", "MAX_TARGETS", "attack_params",
+           "default_norm", "inside_ball", "list_attacks", "make_attack", "targeted_attacks"]

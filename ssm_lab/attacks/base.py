@@ -1,16 +1,19 @@
 """The `Attack` base class: parameter checks, budgets, batching, cancel, seeds, traces and the final projection."""
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from ssm_models.bounds import check_number as bounded_number
+from ssm_models.errors import UserError
 
 from ._runtime import (
     Cancelled,
@@ -44,32 +47,12 @@ def model_image_shape(model) -> tuple[int, int, int] | None:
     return None
 
 
-class AttackParamError(ValueError):
+class AttackParamError(ValueError, UserError):
     """An attack parameter or input that cannot be used; the message names the parameter and the limit."""
 
 
-def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-                 integer: bool = False, positive: bool = False, cap: str = "") -> float | int:
-    """Validate one scalar; `cap` names the module constant behind `hi` so the message says where it comes from."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise AttackParamError(f"{name} must be a number, got {value!r}")
-    value = float(value) if not isinstance(value, (int, np.integer)) else int(value)
-    if isinstance(value, float) and math.isnan(value):
-        raise AttackParamError(f"{name} is NaN; it must be a finite number")
-    if isinstance(value, float) and math.isinf(value):
-        raise AttackParamError(f"{name} is infinite; it must be a finite number")
-    if integer:
-        if isinstance(value, float) and not value.is_integer():
-            raise AttackParamError(f"{name} must be a whole number, got {value}")
-        value = int(value)
-    if lo is not None and value < lo:
-        what = "negative" if lo == 0 else f"below {lo}"
-        raise AttackParamError(f"{name} must not be {what}, got {value}")
-    if positive and value <= 0:
-        raise AttackParamError(f"{name} must be positive, got {value}")
-    if hi is not None and value > hi:
-        raise AttackParamError(f"{name}={value} is above the limit of {hi}" + (f" ({cap})" if cap else ""))
-    return value
+# every attack parameter is checked by the one bounded-number check, raising this module's error
+check_number = functools.partial(bounded_number, error=AttackParamError)
 
 
 @dataclass

@@ -17,7 +17,8 @@ class PGD(Attack):
 
     Every gradient is taken at the iterate itself, inside the ball (the paper's reference code added its
     random start twice, so its gradients came from up to 2 eps away). Each image returns its first
-    successful iterate, otherwise the last one; with restarts, images still unbroken are attacked again
+    successful iterate, otherwise the last one (`early_stop=False`, the training adversary of Madry et al.:
+    every image takes every step and returns the last iterate); with restarts, images still unbroken are attacked again
     from a new random start and keep the restart with the highest final loss. `step_size` defaults to
     2.5 * eps / steps (Madry et al.), which is 2/255 for eps = 8/255 and 10 steps.
     """
@@ -32,7 +33,8 @@ class PGD(Attack):
 
     def __init__(self, model, eps: float | None = None, norm: str = "Linf", steps: int = 10,
                  step_size: float | None = None, restarts: int = 1, random_start: bool = True,
-                 targeted: bool = False, target: int | None = None, seed: int | None = 0, batch_size: int = 128):
+                 targeted: bool = False, target: int | None = None, seed: int | None = 0, batch_size: int = 128,
+                 early_stop: bool = True):
         super().__init__(model, eps=eps, norm=norm, seed=seed, batch_size=batch_size, targeted=targeted,
                          target=target)
         self.steps = check_number("steps", steps, lo=0, hi=MAX_STEPS, integer=True, cap="MAX_STEPS")
@@ -47,6 +49,9 @@ class PGD(Attack):
             raise AttackParamError(f"random_start must be True or False, got {random_start!r}")
         self.random_start = random_start
         self.randomised = random_start
+        if not isinstance(early_stop, bool):
+            raise AttackParamError(f"early_stop must be True or False, got {early_stop!r}")
+        self.early_stop = early_stop
 
     def _cost(self, n: int, n_classes: int) -> tuple[int, int, str]:
         runs = n * self.restarts
@@ -140,11 +145,12 @@ class PGD(Attack):
                 self._check_gradient(grad, ctx)
             if ctx.recorder is not None:
                 ctx.record(restart, step, logits, y[active], active if index is None else index[active])
-            pred = logits.argmax(dim=1)
-            fooled = pred.eq(goal_a) if targeted else pred.ne(goal_a)  # (b,)
-            hit[active[fooled]] = True  # these rows of x_adv stay at their first successful iterate
-            keep = ~fooled
-            point, grad, active = point[keep], grad[keep], active[keep]
+            if self.early_stop:  # otherwise success is judged at the returned last iterate only
+                pred = logits.argmax(dim=1)
+                fooled = pred.eq(goal_a) if targeted else pred.ne(goal_a)  # (b,)
+                hit[active[fooled]] = True  # these rows of x_adv stay at their first successful iterate
+                keep = ~fooled
+                point, grad, active = point[keep], grad[keep], active[keep]
             if self.norm == "Linf":
                 point.add_(grad.sign_(), alpha=alpha).clamp_(min=lower[active], max=upper[active])
             else:

@@ -1,9 +1,8 @@
-"""The dataset container, the dataset registry, seeded subsets, data/cache locations and atomic array caching."""
+"""The dataset container, seeded subsets, data/cache locations and atomic array caching."""
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -13,13 +12,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ssm_models.atomic import atomic_write
+from ssm_models.errors import UserError
+
+from .info import CIFAR10_CLASSES, DATASETS, DatasetInfo, dataset_info  # noqa: F401  (re-exported)
+
 SPLITS = ("train", "val", "test")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 OFFLINE_ENV_VARS = ("SSM_LAB_OFFLINE", "HF_HUB_OFFLINE")
 
 
-class DataError(RuntimeError):
+class DataError(RuntimeError, UserError):
     """A dataset cannot be loaded; the message says what is wrong and how to fix it."""
 
 
@@ -31,37 +34,6 @@ class CorruptDataError(DataError):
     """A data file exists but its content is not what its format promises (bad header, size, or coding)."""
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    channels: int
-    image_size: int
-    classes: tuple[str, ...]
-    eps: float  # the usual L-inf budget for images in [0, 1]
-    eps_label: str
-    mean: tuple[float, ...]  # per-channel training statistics, for the model's own Normalize layer
-    std: tuple[float, ...]
-
-
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-DATASETS = {
-    "mnist": DatasetInfo("mnist", 1, 28, tuple(str(d) for d in range(10)), 0.3, "0.3", (0.1307,), (0.3081,)),
-    "cifar10": DatasetInfo(
-        "cifar10", 3, 32, CIFAR10_CLASSES, 8 / 255, "8/255", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-    ),
-}
-
-
-def dataset_info(name: str | None = None) -> DatasetInfo | dict[str, DatasetInfo]:
-    """Channels, image size, class names and default eps of a built-in dataset (all of them when `name` is None)."""
-    if name is None:
-        return dict(DATASETS)
-    key = name.lower()
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; built-in datasets: {', '.join(DATASETS)}")
-    return DATASETS[key]
-
-
 @dataclass(eq=False, repr=False)
 class ImageDataset:
     """Images as uint8 (N, C, S, S) with int64 labels, plus where they came from."""
@@ -71,8 +43,9 @@ class ImageDataset:
     classes: list[str]
     name: str
     split: str
-    source: str
+    source: str  # one short line for people: what the images are, where from, how many
     warning: str | None = None
+    detail: str | None = None  # the exact origin (folder path, Hub repo@revision, sample file), for records
 
     def __post_init__(self):
         self.images = np.ascontiguousarray(self.images)
@@ -122,7 +95,7 @@ class ImageDataset:
         indices = np.asarray(indices, dtype=np.int64)
         source = f"{self.source}; {note}" if note else self.source
         return ImageDataset(self.images[indices], self.labels[indices], self.classes, self.name, self.split,
-                            source, self.warning)
+                            source, self.warning, self.detail)
 
 
 def _labels_of(dataset) -> np.ndarray:
@@ -168,13 +141,15 @@ def carve_per_class(labels: np.ndarray, per_class: Sequence[int] | int, seed: in
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def data_root(data_dir: str | os.PathLike | None) -> tuple[Path, str]:
-    """The directory to search and how it was chosen; an explicit choice is never overridden by a default."""
+def data_root(data_dir: str | os.PathLike | None) -> tuple[Path | None, str]:
+    """The explicit data folder and how it was chosen (argument, then $SSM_LAB_DATA); None when there is none.
+
+    There is no default folder: a machine without one uses the Hub (or its cache), then the bundled sample."""
     if data_dir is not None:
         return Path(data_dir).expanduser(), "data_dir argument"
     if os.environ.get("SSM_LAB_DATA"):
         return Path(os.environ["SSM_LAB_DATA"]).expanduser(), "SSM_LAB_DATA"
-    return SHARED_DATA_DIR, "project default"
+    return None, "no data folder given (data_dir / SSM_LAB_DATA)"
 
 
 def dataset_dir(root: Path, name: str) -> Path:
@@ -222,41 +197,6 @@ def host_reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     return bool(outcome and outcome[0])
 
 
-def torchvision_fetch(dataset_class: str, host: str, train: bool) -> tuple[np.ndarray, np.ndarray] | str:
-    """Download with torchvision into the cache: (images (N, C, S, S) uint8, labels) or why it was not possible."""
-    if is_offline():
-        return "offline mode (SSM_LAB_OFFLINE or HF_HUB_OFFLINE is set)"
-    try:
-        from torchvision import datasets
-    except Exception as exc:  # a torchvision built for another torch fails with RuntimeError, not ImportError
-        return f"torchvision is not usable ({type(exc).__name__})"
-    if not host_reachable(host):
-        return f"{host} is unreachable"
-    try:
-        fetched = getattr(datasets, dataset_class)(str(cache_dir() / "torchvision"), train=train, download=True)
-    except Exception as exc:
-        return f"torchvision download failed ({exc})"
-    images = np.asarray(fetched.data, dtype=np.uint8)
-    images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # (N, C, S, S)
-    return np.ascontiguousarray(images), np.asarray(fetched.targets, dtype=np.int64)
-
-
-def _atomic_write(path: Path, write) -> None:
-    # write beside the target, then rename: readers see the old file or the complete new one, never a torn one
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp's private 0600 would hide a shared cache from other users
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def save_cached_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) -> bool:
     """Store `stem.<key>.npy` for each array, then `stem.json` last: the JSON marks a complete cache entry.
 
@@ -266,9 +206,9 @@ def save_cached_arrays(stem: Path, arrays: dict[str, np.ndarray], meta: dict) ->
         stem.with_name(f"{stem.name}.json").unlink(missing_ok=True)
         for key, array in arrays.items():
             target = stem.with_name(f"{stem.name}.{key}.npy")
-            _atomic_write(target, lambda s, a=array: np.save(s, a, allow_pickle=False))
+            atomic_write(target, lambda s, a=array: np.save(s, a, allow_pickle=False))
         meta = {**meta, "arrays": {k: [list(a.shape), str(a.dtype)] for k, a in arrays.items()}}
-        _atomic_write(stem.with_name(f"{stem.name}.json"), lambda s: s.write(json.dumps(meta, indent=1).encode()))
+        atomic_write(stem.with_name(f"{stem.name}.json"), json.dumps(meta, indent=1))
         return True
     except OSError as exc:
         warnings.warn(f"could not write the data cache at {stem.parent} ({exc}); data will be decoded again next time",

