@@ -35,7 +35,8 @@ def read_modules(root: str | Path, folders: tuple[str, ...] = ("tests", "testkit
     for folder in folders:
         for path in sorted((root / folder).rglob("*.py")):
             tree = ast.parse(path.read_text(), filename=str(path))
-            module = Module()
+            name, module = _module_name(root, path), Module()
+            package = name if path.name == "__init__.py" else name.rpartition(".")[0]
             for node in tree.body:
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     module.functions[node.name] = node
@@ -46,12 +47,14 @@ def read_modules(root: str | Path, folders: tuple[str, ...] = ("tests", "testkit
                 elif isinstance(node, ast.Import):
                     for alias in node.names:
                         module.imported[alias.asname or alias.name.split(".")[0]] = (alias.name, None)
-                elif isinstance(node, ast.ImportFrom) and node.module:
+                elif isinstance(node, ast.ImportFrom):
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                    source = ".".join(base + ([node.module] if node.module else []))
                     for alias in node.names:
-                        module.imported[alias.asname or alias.name] = (node.module, alias.name)
+                        module.imported[alias.asname or alias.name] = (source, alias.name)
                 elif isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "pytestmark" for t in node.targets):
                     module.marked_e2e = _is_e2e_marker(node.value)
-            modules[_module_name(root, path)] = module
+            modules[name] = module
     return modules
 
 
