@@ -66,11 +66,12 @@ def _warm_up() -> None:
         import ssm_lab.single  # noqa: F401
 
         from .models import default_checkpoint
+        from .request_types import PreviewRequest
 
         model = default_checkpoint()
         if model:
-            dataset = handlers.select_model(model)[3]
-            handlers.preview(model, "dataset", dataset, 0)
+            dataset = handlers.select_model(model).dataset
+            handlers.preview(PreviewRequest(model=model, source="dataset", dataset=dataset, index=0))
     except Exception as exc:  # noqa: BLE001 - the handlers report the same problem to the user when asked
         print(f"warm-up stopped early: {type(exc).__name__}: {exc}", file=sys.stderr)
 

@@ -86,15 +86,25 @@ class AutoAttack(Attack):
             plan = list(adversary.attacks_to_run)
             adv, robust, done = self._restore(x, y, plan, ctx)
             if robust is None:
-                with torch.no_grad():
-                    robust = torch.cat([ctx.model(x[i:i + self.batch_size]).argmax(1) for i in
-                                        range(0, len(x), self.batch_size)]).eq(y)  # (N,)
+                robust = self._clean_robust(x, y, ctx)
+                if robust is None:  # cancelled in the clean pass: nothing attacked, nothing completed
+                    return adv
             accuracy = self._run_plan(adversary, plan, done, x, y, adv, robust, ctx)
         finished = not ctx.cancelled and (len(done) == len(plan) or not bool(robust.any()))
         completed[:] = ~robust | finished  # a broken point stays broken: only the robust ones await attacks
         ctx.details.update(sub_attacks=plan, finished_sub_attacks=list(done), robust_accuracy_after=accuracy,
                            log=capture.lines[-200:])
         return adv
+
+    def _clean_robust(self, x, y, ctx: RunContext) -> torch.Tensor | None:
+        """Which points the model classifies correctly, the first sub-attack's input; None after a cancel."""
+        try:
+            with torch.no_grad():
+                return torch.cat([ctx.model(x[i:i + self.batch_size]).argmax(1) for i in
+                                  range(0, len(x), self.batch_size)]).eq(y)  # (N,)
+        except Cancelled:
+            ctx.cancelled = True
+            return None
 
     def _run_plan(self, adversary, plan, done, x, y, adv, robust, ctx: RunContext) -> dict:
         """Each sub-attack on the points still robust; `adv`, `robust` and `done` are updated in place."""
