@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ssm_lab.datasets.base import carve_per_class
+from ssm_lab.datasets.cifar10 import cached_split
+from ssm_lab.datasets.mnist import read_test_set
+from ssm_lab.datasets.sample import PER_CLASS, SAMPLE_SEED, sample_path
+from ssm_models.atomic import atomic_write
 
-from ssm_lab.datasets.base import carve_per_class  # noqa: E402
-from ssm_lab.datasets.cifar10 import cached_split  # noqa: E402
-from ssm_lab.datasets.mnist import read_test_set  # noqa: E402
-from ssm_lab.datasets.sample import PER_CLASS, SAMPLE_SEED, sample_path  # noqa: E402
-from ssm_models.atomic import atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_sample(name: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:

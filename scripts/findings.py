@@ -10,22 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
+import torch
+
+from ssm_lab.analysis import error_scaling, summarize_by_component
+from ssm_lab.attacks import make_attack
+from ssm_lab.catalogue import at_eps, catalogue_entries
+from ssm_lab.data import load_dataset, sample_indices
+from ssm_lab.evaluate import accuracy_entry, predict
+from ssm_lab.plots import component_bars_figure, training_curves_figure
+from ssm_lab.train import DEFAULT_THREAT
+from ssm_models.hub import load_model
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from ssm_lab.analysis import error_scaling, summarize_by_component  # noqa: E402
-from ssm_lab.attacks import make_attack  # noqa: E402
-from ssm_lab.catalogue import at_eps, catalogue_entries  # noqa: E402
-from ssm_lab.data import load_dataset, sample_indices  # noqa: E402
-from ssm_lab.evaluate import accuracy_entry, predict  # noqa: E402
-from ssm_lab.plots import component_bars_figure, training_curves_figure  # noqa: E402
-from ssm_lab.train import DEFAULT_THREAT  # noqa: E402
-from ssm_models.hub import load_model  # noqa: E402
 
 CK = ROOT / "checkpoints"
 DOCS = ROOT / "docs"
