@@ -96,7 +96,7 @@ def test_the_menu_label_leads_with_autoattack_and_its_n_before_pgd10():
 
 
 def test_the_model_card_leads_with_autoattack_and_calls_pgd10_secondary():
-    card = H.select_model("mnist-s4-ads")[0]
+    card = H.select_model("mnist-s4-ads").card
     assert "AutoAttack 40.0% (n=1,000) (headline) · PGD-10 60.0% (n=1,000) (weaker, secondary)" in card, card
     assert card.index("| autoattack 0.3 |") < card.index("| pgd10 0.3 |"), card
 
