@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .allocator import keep_freed_memory
-from .attack_registry import ATTACK_NAMES, unknown_attack
+from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, unknown_attack
 
 
 class CLIError(Exception):
@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--step-size", type=_eps, help="PGD step size (default 2.5 * eps / steps)")
         q.add_argument("--restarts", type=_positive_int, help="random restarts, for the attacks that take them "
                        "(default 1)")
-        q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
+        q.add_argument("--version", default="standard", choices=AUTOATTACK_VERSIONS,
                        help="AutoAttack version")
         q.add_argument("--seed", type=int, default=0, help="seed of random starts and sampling")
         q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
