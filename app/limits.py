@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass, fields
 
 from ssm_lab.eps import parse_eps as parse_eps_as
+from ssm_models.errors import UserError
 
 
-class LimitError(ValueError):
+class LimitError(ValueError, UserError):
     """A request above a server cap or with an unusable value; the message names the field and the cap."""
 
 

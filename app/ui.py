@@ -1,6 +1,7 @@
 """Gradio layout: one function per tab (Attack, Compare, Evaluate, Learn, Script it); every listener has an api_name."""
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -8,7 +9,7 @@ import gradio as gr
 
 from . import endpoints as EP
 from . import evaluation as E
-from . import gradio_patches
+from . import gradio_compat
 from . import handlers as H
 from . import learn as L
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, eps_text
@@ -19,11 +20,23 @@ from .limits import LIMITS, cleanup_period
 IMAGE = dict(format="png", type="numpy", interactive=False, height=240)  # lossless: perturbations survive display
 CSS = ".result-image img { image-rendering: pixelated; }"
 README = Path(__file__).resolve().parent.parent / "README.md"
+DISTRIBUTION = "ssm-robustness-lab"
+
+
+def readme_text() -> str:
+    """README.md beside the packages in a source checkout, else the copy an installed package keeps in its
+    metadata (pyproject's `readme`); empty if neither is there."""
+    if README.is_file():
+        return README.read_text(encoding="utf-8")
+    try:
+        return importlib.metadata.metadata(DISTRIBUTION).get_payload() or ""
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def api_doc() -> str:
     """The README's "Script the app" and "Run and configure" sections, so the tab and the README never disagree."""
-    text = README.read_text() if README.is_file() else ""
+    text = readme_text()
     start, end = text.find("## Script the app"), text.find("## Library")
     return text[start:end] if 0 <= start < end else "See the project's README.md, section \"Script the app\"."
 
@@ -50,7 +63,7 @@ HEAVY = dict(concurrency_id="compute", concurrency_limit=LIMITS.concurrency)  # 
 
 
 def build_demo() -> gr.Blocks:
-    gradio_patches.apply()
+    gradio_compat.apply()
     cache = (cleanup_period(LIMITS.file_age), LIMITS.file_age)  # gradio's copies of outputs and uploads
     with gr.Blocks(title="SSM Robustness Lab", delete_cache=cache) as demo:
         gr.Markdown("# SSM Robustness Lab\nAdversarial attacks on deep state space models (S4, DSS, S5, Mega, "

@@ -217,7 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--attacks", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from app.__main__ import skip_gradio_stub_writing
+    from app.gradio_compat import skip_gradio_stub_writing
     from ssm_lab.threads import torch_threads
 
     skip_gradio_stub_writing()  # as `python -m app` does: a third of gradio's import time

