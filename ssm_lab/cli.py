@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ssm_models.bounds import check_number
 from ssm_models.errors import UserError
 
 from .allocator import keep_freed_memory
@@ -23,8 +24,6 @@ class CLIError(UserError):
 
 
 def _positive_int(text: str) -> int:
-    from ssm_models.bounds import check_number  # importing ssm_models loads torch: only once arguments are parsed
-
     return check_number("value", text, integer=True, positive=True, text=True, error=argparse.ArgumentTypeError)
 
 
