@@ -267,7 +267,7 @@ def evaluate_tab() -> SimpleNamespace:
         with gr.Accordion("Curves (JSON)", open=False):
             curve_json = gr.JSON(label="curves")
 
-    model.change(E.follow_model, [model, dataset], [dataset, eps, curve_eps], api_name=False)
+    model.change(EP.follow_evaluate_model, [model, dataset], [dataset, eps, curve_eps], api_name=False)
     _armed(eval_btn, "evaluate").then(EP.evaluate, [model, dataset, n, attacks, eps, steps, restarts, seed],
                                       [report, confusion_plot, report_file, report_json], api_name="evaluate",
                                       **HEAVY)
