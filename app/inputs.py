@@ -9,7 +9,14 @@ import numpy as np
 
 from .limits import LIMITS, LimitError, as_int
 
-DATASETS = {"MNIST": "mnist", "CIFAR-10": "cifar10"}
+def _menu() -> dict[str, str]:
+    from ssm_lab.datasets.info import DATASETS as INFO
+    from ssm_lab.datasets.info import MODEL_DATASETS
+
+    return {INFO[name].display_name: name for name in MODEL_DATASETS}
+
+
+DATASETS = _menu()  # display name -> dataset key, e.g. {"MNIST": "mnist", "CIFAR-10": "cifar10"}
 SOURCES = ("dataset", "upload", "drawing")
 # how the preview note names each fit of an upload (ssm_lab.image_fit.FITS)
 FIT_NOTES = {"digit": "framed as a digit", "squash": "used as it is (squashed)", "crop": "centre-cropped"}
@@ -60,8 +67,7 @@ def dataset_image(dataset: str, index) -> tuple[np.ndarray, int, str]:
     ds = load_test_split(dataset)
     i = as_int("index", index, 0, len(ds) - 1)
     label = int(ds.labels[i])
-    note = f" (note: {ds.warning})" if ds.warning else ""
-    return ds.images[i], label, f"{dataset} test image #{i} (class {ds.classes[label]}){note}"
+    return ds.images[i], label, f"{dataset} test image #{i} (class {ds.classes[label]}) of the {ds.source}"
 
 
 def upload_image(path, channels: int, size: int, fit: str = "auto", model_dataset: str | None = None) -> np.ndarray:

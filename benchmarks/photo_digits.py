@@ -18,8 +18,9 @@ STANDARD = ("mnist-s4-st", "mnist-dss-st", "mnist-s5-st", "mnist-mega-st", "mnis
 def upload_batch(model, paths: list[str], fit: str) -> torch.Tensor:
     """(N, 1, 28, 28): each file through the app's own upload path, as the preview and the attack see it."""
     from app.handlers import model_x
+    from app.request_types import ImageChoice
 
-    return torch.cat([model_x(model, "upload", "MNIST", 0, path, None, fit)[0] for path in paths])
+    return torch.cat([model_x(model, ImageChoice(source="upload", upload=path, fit=fit))[0] for path in paths])
 
 
 @torch.no_grad()

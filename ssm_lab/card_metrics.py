@@ -6,15 +6,16 @@ from pathlib import Path
 from typing import Callable
 
 from .attacks import make_attack
-from .data import load_dataset, sample_indices
+from .data import bundled_sample, load_dataset, sample_indices
+from .datasets.info import DATASETS
 from .eps import eps_label
 from .evaluate import accuracy_entry, evaluate, predict
 from .intervals import paired_difference
 
 # Bump when a field's measuring protocol changes: a stored entry with another code is measured again.
 CARD_CODE = "card-metrics-2"
-CARD_EPS = {"mnist": (0.1, 0.3), "cifar10": (8 / 255,)}
-PGD_STEP = {"mnist": lambda eps: eps / 4, "cifar10": lambda eps: 2 / 255}
+CARD_EPS = {name: info.card_eps for name, info in DATASETS.items()}
+PGD_STEP = {name: info.card_pgd_step for name, info in DATASETS.items()}  # eps -> the PGD-10 step on the cards
 ATTACK_FIELDS = ("autoattack", "pgd10", "masking")
 DEFAULT_N = 1000  # a Wilson half-width of at most 3.1 points at any accuracy
 AA_BATCH = 250
@@ -46,6 +47,8 @@ def card_metrics(model, dataset: str, *, n: int = DEFAULT_N, seed: int = 0, eps:
         log(f"clean {metrics['clean']['accuracy']:.4f} on {len(y_all)}")
     if (metrics.get("clean_sample") or {}).get("seed") != SAMPLE_SEED:
         metrics["clean_sample"] = clean_sample(model, test)
+    if "clean_bundled_sample" not in metrics:
+        metrics["clean_bundled_sample"] = clean_bundled_sample(model, dataset)
     _save(save, metrics)
     x, y = test.tensors(sample_indices(test, n, seed))
     for value in eps or CARD_EPS[dataset]:
@@ -55,7 +58,7 @@ def card_metrics(model, dataset: str, *, n: int = DEFAULT_N, seed: int = 0, eps:
             if _current(entries.get(label), n, seed):
                 log(f"{field} eps {label}: kept (n={n}, seed {seed}, {CARD_CODE})")
                 continue
-            state = None if state_dir is None else Path(state_dir) / f"{field}-{value:.6g}-n{n}-seed{seed}"
+            state = None if state_dir is None else Path(state_dir) / f"{field}-eps{value:.6g}-n{n}-seed{seed}"
             started = time.time()
             entries[label] = {**measure(model, x, y, value, seed, state, dataset), "seed": seed, "code": CARD_CODE,
                               "seconds": round(time.time() - started, 1)}
@@ -71,6 +74,12 @@ def clean_sample(model, test) -> dict:
     """Clean accuracy on the fixed 200-image sample the test suite re-checks every shipped checkpoint on."""
     x, y = test.tensors(sample_indices(test, SAMPLE_N, SAMPLE_SEED))
     return {**accuracy_entry(int((predict(model, x) == y).sum()), len(y)), "seed": SAMPLE_SEED}
+
+
+def clean_bundled_sample(model, dataset: str) -> dict:
+    """Clean accuracy on the 1,000-image sample shipped in the package: a figure any machine can re-check."""
+    x, y = bundled_sample(dataset).tensors()
+    return accuracy_entry(int((predict(model, x) == y).sum()), len(y))
 
 
 def masking_entry(pgd: dict, autoattack: dict) -> dict:
@@ -111,7 +120,7 @@ def _save(save, metrics: dict) -> None:
 
 
 def _autoattack(model, x, y, eps: float, seed: int, state: Path | None, dataset: str) -> dict:
-    path = None if state is None else state.with_suffix(".safetensors")
+    path = None if state is None else state.with_name(state.name + ".safetensors")  # the eps has a dot
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     attack = make_attack("autoattack", model, eps=eps, version="standard", seed=seed, batch_size=AA_BATCH,
@@ -139,7 +148,7 @@ def square_extra_drop(after: dict) -> float | None:
 
 
 def _pgd10(model, x, y, eps: float, seed: int, state: Path | None, dataset: str) -> dict:
-    path = None if state is None else state.with_suffix(".json")
+    path = None if state is None else state.with_name(state.name + ".json")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     step = PGD_STEP[dataset](eps)

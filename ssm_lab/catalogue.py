@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .datasets.info import DATASETS
 from .eps import eps_label
 
 ARCH_NAMES = {"s4": "S4", "dss": "DSS", "s5": "S5", "mega": "Mega", "mamba": "Mamba"}
 METHOD_NAMES = {"st": "standard", "pgd-at": "PGD-AT", "trades": "TRADES", "freeat": "FreeAT", "yopo": "YOPO"}
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+DATASET_NAMES = {name: info.display_name for name, info in DATASETS.items()}
 SIDE_METRICS = ("clean_on_sample", "ci95")  # numbers that qualify another one, not headline accuracies
 
 
@@ -77,12 +78,7 @@ def describe_entry(entry: dict) -> dict:
     dataset = str(meta.get("dataset", "unknown"))
     method = str(meta.get("method", "unknown"))
     ads = f"AdS ({cfg['ads']})" if cfg.get("ads") else "no AdS"
-    from .data import dataset_info
-
-    try:
-        threat_eps = dataset_info(dataset).eps
-    except ValueError:  # a dataset this project does not know: no threat model to quote
-        threat_eps = None
+    threat_eps = DATASETS[dataset].eps if dataset in DATASETS else None  # none for a dataset this project lacks
     shown = ", ".join(f"{name} {text}" for name, text in threat_model_figures(entry.get("metrics"), threat_eps))
     label = (f"{DATASET_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
              f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "")

@@ -1,4 +1,6 @@
-"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list (benchmarks: python -m benchmarks)."""
+"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list, data.
+
+Benchmarks: python -m benchmarks."""
 from __future__ import annotations
 
 import argparse
@@ -8,23 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ssm_models.bounds import check_number
+from ssm_models.errors import UserError
+
 from .allocator import keep_freed_memory
-from .attack_registry import ATTACK_NAMES, unknown_attack
+from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, unknown_attack
+from .cli_data import add_data_parser
+from .datasets.info import DATASETS
 from .image_fit import FITS
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return check_number("value", text, integer=True, positive=True, text=True, error=argparse.ArgumentTypeError)
 
 
 def _eps(text: str) -> float:
@@ -133,6 +134,8 @@ def _attack_specs(a) -> list[dict]:
 
 def cmd_evaluate(a) -> None:
     from . import distributed
+    from ssm_models.atomic import remove_stale_temporaries
+
     from .evaluate import evaluate
     from .run_lock import exclusive
     from .train import DEFAULT_THREAT
@@ -145,6 +148,8 @@ def cmd_evaluate(a) -> None:
     # two runs sharing a state file would each resume from it and overwrite the other's batches
     lock = exclusive(a.state + ".lock", f"evaluation state {a.state}") if a.state and main else contextlib.nullcontext()
     with lock:
+        if a.state and main:  # a killed run's half-written state files: ours to remove now we hold the lock
+            remove_stale_temporaries(Path(a.state).parent, Path(a.state).name)
         try:
             bar, update = _progress_bar("evaluate") if main else (None, None)
             eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
@@ -270,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model", formatter_class=DEFAULTS)
     t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
-    t.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"], help="training set")
+    t.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="training set")
     t.add_argument("--method", default="st", choices=["st", "pgd-at", "trades", "freeat", "yopo"],
                    help="standard training, or an adversarial-training method")
     t.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training set")
@@ -292,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ads", choices=["relu", "sigmoid", "tanh"], help="add Adaptive Scaling with this activation")
     t.add_argument("--ads-bias", action="store_true", help="AdS with biases and the additive branch")
     t.add_argument("--no-augment", action="store_true", help="no random shifts (and, on CIFAR-10, flips)")
-    t.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
-                   "../shared/data, else fallbacks)")
+    t.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else the Hub "
+                   "or its cache; see `ssm-lab data info`)")
     t.add_argument("--train-limit", type=_positive_int, help=argparse.SUPPRESS)  # smoke runs: first N images only
     t.add_argument("--curve-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--val-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
@@ -314,15 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--step-size", type=_eps, help="PGD step size (default 2.5 * eps / steps)")
         q.add_argument("--restarts", type=_positive_int, help="random restarts, for the attacks that take them "
                        "(default 1)")
-        q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
+        q.add_argument("--version", default="standard", choices=AUTOATTACK_VERSIONS,
                        help="AutoAttack version")
         q.add_argument("--seed", type=int, default=0, help="seed of random starts and sampling")
-        q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
-                       "../shared/data, else fallbacks)")
+        q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else the Hub "
+                       "or its cache, else the bundled sample; see `ssm-lab data info`)")
 
     e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set", formatter_class=DEFAULTS)
     attack_args(e, many=True)
-    e.add_argument("--dataset", choices=["mnist", "cifar10"], help="test set (default: the checkpoint's own)")
+    e.add_argument("--dataset", choices=list(DATASETS), help="test set (default: the checkpoint's own)")
     e.add_argument("--n", type=_positive_int, default=1000, help="test images (a stratified seeded sample)")
     e.add_argument("--batch-size", type=_positive_int, default=100, help="images per attack batch")
     e.add_argument("--state", help="resume file for long runs")
@@ -344,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="per-layer, per-component error scaling", formatter_class=DEFAULTS)
     an.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
-    an.add_argument("--dataset", choices=["mnist", "cifar10"],
+    an.add_argument("--dataset", choices=list(DATASETS),
                     help="test and training set (default: the checkpoint's own)")
     an.add_argument("--n", type=_positive_int, default=256, help="images per split")
     an.add_argument("--eps", type=_eps, help="PGD budget (default: the checkpoint's threat model, else 0.1)")
@@ -364,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("path", help="the reference code's state_dict (.pt; read with torch.load(weights_only=True))")
     ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"],
                     help="the reference model: SSM mode='nplr' (s4) or 'diag' (dss), S6_SSM (mamba), S5_SSM (s5)")
-    ir.add_argument("--dataset", required=True, choices=["mnist", "cifar10"], help="the dataset it was trained on")
+    ir.add_argument("--dataset", required=True, choices=list(DATASETS), help="the dataset it was trained on")
     ir.add_argument("--ads", choices=["relu", "sigmoid", "tanh"],
                     help="activation of the file's AdSS module (the reference does not store it)")
     ir.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -380,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("list", help="architectures, and checkpoints with their card metrics")
     li.add_argument("--root", help="a directory of checkpoints (default: the shipped checkpoints/)")
     li.set_defaults(func=cmd_list)
+
+    add_data_parser(sub)
     return p
 
 
@@ -399,11 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         args.attack = ["pgd"]
     elif isinstance(getattr(args, "attack", None), str):
         args.attack = [args.attack]
-    from ssm_models.errors import UserError  # here: importing ssm_models loads torch, which --help need not wait for
-
     try:
         args.func(args)
-    except (CLIError, UserError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+    # UserError, and the engine's input checks that still raise a built-in type
+    except (UserError, ValueError, OSError, KeyError) as exc:
         print(f"ssm-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

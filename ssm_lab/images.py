@@ -9,12 +9,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ssm_models.errors import UserError
+
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
 MAX_ARRAY_SIDE = 8192
 
 
-class ImageInputError(ValueError):
+class ImageInputError(ValueError, UserError):
     """An image that cannot be used, with the reason."""
 
 

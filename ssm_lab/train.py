@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ssm_models import create_model
-from ssm_models.atomic import atomic_write
+from ssm_models.atomic import atomic_write, remove_stale_temporaries
 from ssm_models.config import ModelConfig
 from ssm_models.families import arch_defaults, list_models
 from ssm_models.hub import save_pretrained
@@ -107,11 +107,19 @@ class TrainConfig:
         return self.eps_warmup_epochs / self.replays if self.freeat_equal_budget else self.eps_warmup_epochs
 
 
-DEFAULT_THREAT = {"mnist": (0.3, 0.04), "cifar10": (8 / 255, 2 / 255)}
+DEFAULT_THREAT = {name: (info.eps, info.pgd_step) for name, info in dataset_info().items()}  # (eps, PGD step)
+
+
+def training_record(dataset: str, train_set, val_set) -> dict:
+    """What the card says the model learned from: source and sizes, and the Hub repo when the images came from it."""
+    hub = dataset_info(dataset).hub
+    from_hub = hub is not None and (train_set.detail or "").startswith(f"{hub.repo_id}@")
+    return {"source": train_set.source, "train": len(train_set), "val": len(val_set),
+            **({"hub_repo": hub.repo_id, "hub_revision": train_set.detail.split("@", 1)[1]} if from_hub else {})}
 
 
 def threat_model(cfg: TrainConfig) -> ThreatModel:
-    eps, step = DEFAULT_THREAT.get(cfg.dataset, (8 / 255, 2 / 255))
+    eps, step = DEFAULT_THREAT[cfg.dataset]
     eps = cfg.eps if cfg.eps is not None else eps
     step = cfg.step_size if cfg.step_size is not None else step
     return ThreatModel(eps=eps, step_size=step, steps=cfg.attack_steps, beta=cfg.beta, replays=cfg.replays,
@@ -158,6 +166,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, log: Callable[[str], None] = pr
     # only rank 0 writes, so only it locks: the other ranks of a torchrun job share its folder
     lock = exclusive(out / LOCK_FILE, f"training folder {out}") if distributed.is_main() else contextlib.nullcontext()
     with lock:
+        if distributed.is_main():  # a killed run's half-written temporaries: ours to remove now we hold the lock
+            for folder in (out, out / "last"):
+                remove_stale_temporaries(folder)
         return _train(cfg, out, log)
 
 
@@ -178,7 +189,8 @@ def _train(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> dict:
     curve_test = torch.randperm(len(x_test), generator=pick)[: cfg.curve_points]
 
     c, s = x_train.shape[1], x_train.shape[-1]
-    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg)}
+    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg),
+            "train_data": training_record(cfg.dataset, train_set, val_set)}
     model = create_model(cfg.arch, in_channels=c, image_size=s, num_classes=len(train_set.classes),
                          **cfg.model, meta=meta)
     tm = threat_model(cfg)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -56,3 +57,15 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete the temporary files `atomic_write` left in `directory` (for the target `name`, else any) when a process
+    was killed mid-write: SIGKILL gives it no chance to clean up. Call it only while holding the directory's
+    run lock, or a live writer's temporary could go. Returns what was removed."""
+    removed = []
+    for tmp in Path(directory).glob(f".{'*' if name is None else glob.escape(name)}.*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

@@ -11,6 +11,7 @@ import torch
 
 from .classifier import SSMClassifier
 from .config import ModelConfig
+from .errors import UserError
 from .hub import expected_tensors
 from .kernels import discretize_dense
 
@@ -38,7 +39,7 @@ SHELL_KEYS = {"input.weight": "embed.proj.weight", "input.bias": "embed.proj.bia
 COMPLEX_KEYS = {_KERNEL + "C", _KERNEL + "B", _KERNEL + "P", _KERNEL + "w", "seq.Lambda", "seq.B", "seq.C"}
 
 
-class ReferenceImportError(ValueError):
+class ReferenceImportError(ValueError, UserError):
     """A file that is not a reference checkpoint of the requested kind, or one we cannot represent exactly."""
 
 

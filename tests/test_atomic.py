@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ssm_models.atomic import DiskFullError, atomic_write
+from ssm_models.atomic import DiskFullError, atomic_write, remove_stale_temporaries
 from ssm_models.errors import UserError
 
 
@@ -44,3 +44,15 @@ def test_a_full_disk_raises_a_user_error_naming_the_path(tmp_path):
     assert str(target) in str(caught.value)
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed_and_nothing_else(tmp_path):
+    atomic_write(tmp_path / "state.json", "complete")
+    stale = [tmp_path / ".state.json.k3j2.tmp", tmp_path / ".model.safetensors.a1b2.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    (tmp_path / "notes.tmp").write_text("not ours: no leading dot")
+    assert remove_stale_temporaries(tmp_path, "state.json") == [stale[0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.safetensors.a1b2.tmp", "notes.tmp", "state.json"]
+    assert remove_stale_temporaries(tmp_path) == [stale[1]]
+    assert (tmp_path / "state.json").read_text() == "complete"

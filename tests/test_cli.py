@@ -79,7 +79,8 @@ def test_analyze_and_report(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["evaluate", "{ck}", "--eps", "-1"], "eps must not be negative"),
-    (["evaluate", "{ck}", "--n", "0"], "positive integer"),
+    (["evaluate", "{ck}", "--n", "0"], "argument --n: value must be positive, got 0"),
+    (["evaluate", "{ck}", "--n", "2.5"], "argument --n: value must be a whole number, got 2.5"),
     (["evaluate", "{ck}", "--eps", "nan"], "eps is NaN"),
     (["evaluate", "{ck}", "--attack", "telepathy", "--n", "5"], "unknown attack"),
     (["evaluate", "/no/such/dir"], "error"),

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from app.handlers import model_x
+from app.request_types import ImageChoice
 from benchmarks.photo_digits import CHECKPOINTS, STANDARD, accuracy, upload_batch
 from ssm_models.hub import load_model
 from testkit.drawn_digits import draw_digit, save_drawing
@@ -55,7 +56,7 @@ def test_the_photo_check_can_fail_the_image_as_it_is_reads_near_chance(models, p
 @pytest.mark.parametrize("name", STANDARD)
 def test_a_drawn_seven_uploaded_as_a_png_reads_seven(name, background, models, tmp_path):
     path = save_drawing(tmp_path / "seven.png", background=background)
-    x = model_x(models[name], "upload", "MNIST", 0, path, None)[0]
+    x = model_x(models[name], ImageChoice(source="upload", upload=path))[0]
     with torch.no_grad():
         assert int(models[name](x).argmax()) == 7
 
@@ -64,7 +65,7 @@ def test_a_drawn_seven_uploaded_as_a_png_reads_seven(name, background, models, t
 def test_a_seven_drawn_on_the_sketchpad_reads_seven(background, models):
     sketch = {"composite": draw_digit(background=background)}
     for name, model in models.items():
-        x = model_x(model, "drawing", "MNIST", 0, None, sketch)[0]
+        x = model_x(model, ImageChoice(source="drawing", sketch=sketch))[0]
         with torch.no_grad():
             prediction = int(model(x).argmax())
         assert prediction == 7, f"{name} read the drawn 7 on {background} as {prediction}"

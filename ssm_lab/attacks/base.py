@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ssm_models.bounds import check_number as bounded_number
+from ssm_models.errors import UserError
 
 from ._runtime import (
     Cancelled,
@@ -46,7 +47,7 @@ def model_image_shape(model) -> tuple[int, int, int] | None:
     return None
 
 
-class AttackParamError(ValueError):
+class AttackParamError(ValueError, UserError):
     """An attack parameter or input that cannot be used; the message names the parameter and the limit."""
 
 

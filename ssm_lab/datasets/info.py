@@ -1,4 +1,4 @@
-"""One `DatasetInfo` per built-in data set: shape, classes, threat model, card budgets and where its images come from."""
+"""One `DatasetInfo` per built-in data set: shape, classes, threat model, card budgets, where its images come from."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
