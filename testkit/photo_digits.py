@@ -82,7 +82,8 @@ def photograph(digit: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 def make_corpus(n: int = 200, seed: int = 0, digits: tuple[np.ndarray, np.ndarray] | None = None) -> list[PhotoDigit]:
-    """n photographed digits drawn at random from `digits` (default: `mnist_test_digits()`), reproducible from `seed`."""
+    """n photographed digits drawn at random from `digits` (default: `mnist_test_digits()`), the same for the
+    same seed."""
     images, labels = digits if digits is not None else mnist_test_digits()
     if not 1 <= n <= len(images):
         raise ValueError(f"n must be between 1 and {len(images)}, got {n}")
