@@ -36,6 +36,17 @@ def select_model(model, current_dataset):
     return chosen.card, eps, gr.update(choices=chosen.classes, value="none"), chosen.dataset, chosen.curves
 
 
+def follow_evaluate_model(model, current_dataset):
+    """Evaluate tab: the test set follows the model; both eps fields follow only when the test set changes, so what
+    the user typed for this test set stays."""
+    if not model:
+        return gr.update(), gr.update(), gr.update()
+    defaults = E.evaluation_defaults(model)
+    if defaults.dataset == current_dataset:
+        return defaults.dataset, gr.update(), gr.update()
+    return outputs(defaults)
+
+
 def preview(model, source, dataset, index, upload, sketch):
     if not model:
         return None, "Choose a model to see what it sees."

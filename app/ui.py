@@ -267,7 +267,7 @@ def evaluate_tab() -> SimpleNamespace:
         with gr.Accordion("Curves (JSON)", open=False):
             curve_json = gr.JSON(label="curves")
 
-    model.change(E.follow_model, [model, dataset], [dataset, eps, curve_eps], api_name=False)
+    model.change(EP.follow_evaluate_model, [model, dataset], [dataset, eps, curve_eps], api_name=False)
     _armed(eval_btn, "evaluate").then(EP.evaluate, [model, dataset, n, attacks, eps, steps, restarts, seed],
                                       [report, confusion_plot, report_file, report_json], api_name="evaluate",
                                       **HEAVY)
@@ -280,11 +280,13 @@ def evaluate_tab() -> SimpleNamespace:
 
 def learn_tab(attack: SimpleNamespace, compare: SimpleNamespace, tabs: gr.Tabs) -> None:
     """Short lessons; each button fills the Attack (or Compare) tab with a preset and runs it."""
+    from .models import catalogue
+
     with gr.Tab("Learn", id="learn"):
-        buttons = []
+        buttons, shipped = [], catalogue()  # the AdS and AutoAttack lessons quote the shipped cards
         for lesson in L.LESSONS:
             with gr.Accordion(lesson.title, open=lesson.key == "adversarial"):
-                gr.Markdown(lesson.text)
+                gr.Markdown(L.lesson_markdown(lesson, shipped))
                 buttons.append((lesson, gr.Button(lesson.button, variant="primary", size="sm")))
     fill = [attack.model, attack.dataset, attack.source, attack.index, *attack.attack_inputs, tabs]
     for lesson, button in buttons:

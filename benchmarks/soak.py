@@ -12,7 +12,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.load_test import DEFAULT_MODELS, Server, client_for, live_server, make_request, process_tree, status_mib
+from benchmarks.load_test import (
+    DEFAULT_MODELS,
+    SMALLEST_TEST_SET,
+    Server,
+    client_for,
+    live_server,
+    make_request,
+    process_tree,
+    status_mib,
+)
 
 WARM_UP = 50  # requests before the reference sample: imports, model loads, caches and allocator pools fill up
 SAMPLE_EVERY = 10
@@ -106,8 +115,8 @@ def request(i: int, models: tuple[str, ...], folder: Path) -> tuple[str, dict, s
 
         return kind, {**attack, "source": "upload", "upload": handle_file(upload_file(folder, rng))}, "/attack"
     if kind == "preview":
-        return kind, dict(model=model, source="dataset", dataset="MNIST", index=rng.randrange(10_000), upload=None,
-                          sketch=None), "/preview"
+        return kind, dict(model=model, source="dataset", dataset="MNIST", index=rng.randrange(SMALLEST_TEST_SET),
+                          upload=None, sketch=None), "/preview"
     if kind == "select_model":
         return kind, dict(model=model, current_dataset="MNIST"), "/select_model"
     if kind == "cost":

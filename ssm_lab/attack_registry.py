@@ -14,6 +14,8 @@ class AttackEntry:
     menu: dict[str, dict] = field(default_factory=dict)  # app menu label -> settings fixed by choosing it
 
 
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand")  # pyautoattack's named versions ('custom' takes sub-attacks)
+
 # Adding an attack: one file in ssm_lab/attacks/ and one entry here. The order is the menu's and the CLI's.
 REGISTRY: tuple[AttackEntry, ...] = (
     AttackEntry("fgsm", "fgsm.FGSM", {"FGSM": {"norm": "Linf"}}),
@@ -26,7 +28,7 @@ REGISTRY: tuple[AttackEntry, ...] = (
     AttackEntry("deepfool", "deepfool.DeepFool", {"DeepFool (L2)": {"norm": "L2"}}),
     AttackEntry("autoattack", "autoattack.AutoAttack",
                 {f"AutoAttack ({version})": {"norm": "Linf", "version": version}
-                 for version in ("standard", "plus", "rand")}),
+                 for version in AUTOATTACK_VERSIONS}),
 )
 ATTACK_NAMES: tuple[str, ...] = tuple(entry.name for entry in REGISTRY)
 # the app's menu: label -> (engine name, fixed settings); the user-facing knobs are passed only where accepted

@@ -58,7 +58,7 @@ def card_metrics(model, dataset: str, *, n: int = DEFAULT_N, seed: int = 0, eps:
             if _current(entries.get(label), n, seed):
                 log(f"{field} eps {label}: kept (n={n}, seed {seed}, {CARD_CODE})")
                 continue
-            state = None if state_dir is None else Path(state_dir) / f"{field}-{value:.6g}-n{n}-seed{seed}"
+            state = None if state_dir is None else Path(state_dir) / f"{field}-eps{value:.6g}-n{n}-seed{seed}"
             started = time.time()
             entries[label] = {**measure(model, x, y, value, seed, state, dataset), "seed": seed, "code": CARD_CODE,
                               "seconds": round(time.time() - started, 1)}
@@ -120,7 +120,7 @@ def _save(save, metrics: dict) -> None:
 
 
 def _autoattack(model, x, y, eps: float, seed: int, state: Path | None, dataset: str) -> dict:
-    path = None if state is None else state.with_suffix(".safetensors")
+    path = None if state is None else state.with_name(state.name + ".safetensors")  # the eps has a dot
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     attack = make_attack("autoattack", model, eps=eps, version="standard", seed=seed, batch_size=AA_BATCH,
@@ -148,7 +148,7 @@ def square_extra_drop(after: dict) -> float | None:
 
 
 def _pgd10(model, x, y, eps: float, seed: int, state: Path | None, dataset: str) -> dict:
-    path = None if state is None else state.with_suffix(".json")
+    path = None if state is None else state.with_name(state.name + ".json")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     step = PGD_STEP[dataset](eps)

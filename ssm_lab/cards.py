@@ -14,8 +14,8 @@ from .card_metrics import CARD_EPS, PGD_STEP, SAMPLE_N, SAMPLE_SEED, card_metric
 from .datasets import mnist as mnist_data
 from .datasets.info import DATASETS
 
-PAPER_SEQUENCE = {"mnist": "784-pixel sequence (one pixel per token)",
-                  "cifar10": "1,024-pixel sequence (one RGB pixel per token)"}
+PAPER_SEQUENCE = {"mnist": "784-pixel sequence, one pixel per token",
+                  "cifar10": "1,024-pixel sequence, one RGB pixel per token"}
 
 
 def training_data(meta: dict) -> dict:
@@ -129,13 +129,25 @@ def masking_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def attack_sample(metrics: dict) -> str:
+    """Which test images the attacks ran on, and whether AutoAttack and PGD-10 saw the same ones."""
+    aa = next(iter((metrics.get("autoattack") or {}).values()), {})
+    pgd = next(iter((metrics.get("pgd10") or {}).values()), {})
+    if not aa.get("n"):
+        return ""
+    seed = aa.get("seed", metrics.get("seed"))
+    if "robust" in aa and "robust" in pgd and aa["n"] == pgd.get("n"):
+        return (f" Attacks run on {aa['n']:,} class-stratified test images (seed {seed}); AutoAttack and PGD-10 "
+                "share them.")
+    return (f" AutoAttack ran on {aa['n']:,} and PGD-10 on {pgd.get('n', 0):,} class-stratified test images (seed "
+            f"{seed}): different samples, so their difference is not a paired comparison.")
+
+
 def card_description(cfg, metrics: dict) -> str:
     """The human part of a model card, from the config (with its training meta) and metrics.json alone."""
     meta = cfg.meta or {}
     tc, tm, method = meta.get("train_config") or {}, meta.get("threat_model") or {}, meta.get("method")
-    aa = next(iter((metrics.get("autoattack") or {}).values()), {})
-    sample = (f" Attacks run on {aa['n']:,} class-stratified test images (seed {aa.get('seed', metrics.get('seed'))})"
-              "; AutoAttack and PGD-10 share them." if aa.get("n") else "")
+    sample = attack_sample(metrics)
     flags = sorted({f for e in (metrics.get("autoattack") or {}).values() for f in e.get("flags") or []})
     data = training_data(meta)
     counts = ", ".join(f"{data[k]:,} {k}" for k in ("train", "val") if data.get(k))

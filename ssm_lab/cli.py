@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ssm_models.bounds import check_number
 from ssm_models.errors import UserError
 
 from .allocator import keep_freed_memory
+from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, unknown_attack
 from .cli_data import add_data_parser
 from .datasets.info import DATASETS
-from .attack_registry import ATTACK_NAMES, unknown_attack
 
 
 class CLIError(UserError):
@@ -23,8 +24,6 @@ class CLIError(UserError):
 
 
 def _positive_int(text: str) -> int:
-    from ssm_models.bounds import check_number  # importing ssm_models loads torch: only once arguments are parsed
-
     return check_number("value", text, integer=True, positive=True, text=True, error=argparse.ArgumentTypeError)
 
 
@@ -319,11 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--step-size", type=_eps, help="PGD step size (default 2.5 * eps / steps)")
         q.add_argument("--restarts", type=_positive_int, help="random restarts, for the attacks that take them "
                        "(default 1)")
-        q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
+        q.add_argument("--version", default="standard", choices=AUTOATTACK_VERSIONS,
                        help="AutoAttack version")
         q.add_argument("--seed", type=int, default=0, help="seed of random starts and sampling")
-        q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
-                       "../shared/data, else fallbacks)")
+        q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else the Hub "
+                       "or its cache, else the bundled sample; see `ssm-lab data info`)")
 
     e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set", formatter_class=DEFAULTS)
     attack_args(e, many=True)

@@ -96,7 +96,7 @@ def test_the_menu_label_leads_with_autoattack_and_its_n_before_pgd10():
 
 
 def test_the_model_card_leads_with_autoattack_and_calls_pgd10_secondary():
-    card = H.select_model("mnist-s4-ads")[0]
+    card = H.select_model("mnist-s4-ads").card
     assert "AutoAttack 40.0% (n=1,000) (headline) · PGD-10 60.0% (n=1,000) (weaker, secondary)" in card, card
     assert card.index("| autoattack 0.3 |") < card.index("| pgd10 0.3 |"), card
 
@@ -435,13 +435,20 @@ def test_summary_says_where_pgd_stopped_and_the_trace_ends_there():
     assert seen == {"all", "early", "failed", "succeeded"}  # every wording is exercised
 
 
-def test_evaluate_tab_budgets_follow_the_model_across_datasets():
-    assert E.follow_model("cifar-dss-st", "MNIST") == ("CIFAR-10", "8/255", E.CURVE_EPS["CIFAR-10"])
-    dataset, eps, curve = E.follow_model("mnist-s4-ads", "CIFAR-10")
-    assert (dataset, eps, curve) == ("MNIST", "0.3", E.CURVE_EPS["MNIST"])
-    dataset, eps, curve = E.follow_model("mnist-s4-st", "MNIST")  # same dataset: what the user typed stays
-    assert dataset == "MNIST" and eps == curve == gr.update()
+def test_evaluation_defaults_follow_the_models_dataset():
+    cifar = E.evaluation_defaults("cifar-dss-st")
+    assert (cifar.dataset, cifar.eps, cifar.curve_eps) == ("CIFAR-10", "8/255", E.CURVE_EPS["CIFAR-10"])
+    mnist = E.evaluation_defaults("mnist-s4-ads")
+    assert (mnist.dataset, mnist.eps, mnist.curve_eps) == ("MNIST", "0.3", E.CURVE_EPS["MNIST"])
     assert all(len(limits.parse_eps_list(text)) == 5 for text in E.CURVE_EPS.values())  # valid defaults
+
+
+def test_evaluate_tab_budgets_change_only_across_datasets():
+    from app.endpoints import follow_evaluate_model
+
+    assert follow_evaluate_model("cifar-dss-st", "MNIST") == ("CIFAR-10", "8/255", E.CURVE_EPS["CIFAR-10"])
+    same = follow_evaluate_model("mnist-s4-st", "MNIST")  # same dataset: what the user typed stays
+    assert same == ("MNIST", gr.update(), gr.update())
 
 
 def test_a_library_attack_traces_its_clean_start_and_its_result():

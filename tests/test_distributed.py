@@ -61,6 +61,7 @@ def test_single_process_helpers_change_nothing(monkeypatch):
     distributed.barrier()
 
 
+@pytest.mark.e2e
 def test_two_process_training_then_evaluation_matches_one_process(tmp_path):
     out = tmp_path / "run"
     proc = _torchrun(["train", "--arch", "s4", "--d-model", "8", "--d-state", "4", "--n-layers", "1",
