@@ -58,16 +58,9 @@ def class_list(model) -> list[str]:
 
 def default_eps(model) -> float:
     """The model's own threat model, else its dataset's usual budget (0.3 for MNIST, 8/255 for CIFAR-10)."""
-    from ssm_lab.data import dataset_info
+    from ssm_lab.threat import model_threat
 
-    meta = model.config.meta or {}
-    threat = meta.get("threat_model") or {}
-    if isinstance(threat, dict) and isinstance(threat.get("eps"), (int, float)) and threat["eps"] > 0:
-        return float(threat["eps"])
-    try:
-        return float(dataset_info(str(meta.get("dataset"))).eps)
-    except ValueError:
-        return 8 / 255
+    return model_threat(model)[0]
 
 
 def eps_text(eps) -> str:
