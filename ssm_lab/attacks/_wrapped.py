@@ -44,6 +44,13 @@ class MultiTargetedAttack(RestartedAttack):
     def target_count(self, n_classes: int) -> int:
         return min(self.n_targets, n_classes - 1)
 
+    def _per_target_cost(self, n: int, n_classes: int, forwards: int, backwards: int, one_run: str):
+        """`_cost` when each image runs `restarts` times per target class, each run `forwards` + `backwards` passes."""
+        runs = n * self.restarts * self.target_count(n_classes)
+        return (n + runs * forwards, runs * backwards,
+                f"{self.name.upper()}: {self.target_count(n_classes)} target class(es) x {self.restarts} restart(s) x "
+                f"{one_run} (each target only on images still unbroken)")
+
     def usable_targets(self, n_classes: int, ctx: RunContext) -> int:
         """At most n_classes - 1 target classes exist; say so when fewer than requested are used."""
         if self.n_targets > n_classes - 1:

@@ -34,11 +34,9 @@ class APGDT(MultiTargetedAttack):
     summary_text = "Targeted Auto-PGD on the DLR loss over the top wrong classes (torchattacks.APGDT)."
 
     def _cost(self, n, n_classes):
-        runs = n * self.restarts * self.target_count(n_classes)
-        return (n + runs * (self.steps + 2), runs * (self.steps + 1),
-                f"APGD-T: {self.target_count(n_classes)} target class(es) x {self.restarts} restart(s) x "
-                f"({self.steps} + 1) forward+backward per image, +1 forward per target to rank the classes "
-                "(each target only on images still unbroken)")
+        return self._per_target_cost(n, n_classes, self.steps + 2, self.steps + 1,
+                                     f"({self.steps} + 1) forward+backward per image, +1 forward per target to rank "
+                                     "the classes")
 
     def _build(self, model, goal, n_classes, ctx):
         import torchattacks

@@ -15,11 +15,9 @@ class FABT(MultiTargetedAttack):
     summary_text = "Targeted fast adaptive boundary attack (torchattacks.FAB, multi-targeted)."
 
     def _cost(self, n, n_classes):
-        runs = n * self.restarts * self.target_count(n_classes)
-        return (n + runs * (2 * self.steps + 3), runs * self.steps,
-                f"FAB-T: {self.target_count(n_classes)} target class(es) x {self.restarts} restart(s) x "
-                f"{self.steps} steps of 1 forward+backward and 1 checking forward per image, +3 forwards per run "
-                "(each target only on images still unbroken)")
+        return self._per_target_cost(n, n_classes, 2 * self.steps + 3, self.steps,
+                                     f"{self.steps} steps of 1 forward+backward and 1 checking forward per image, "
+                                     "+3 forwards per run")
 
     def _build(self, model, goal, n_classes, ctx):
         import torchattacks  # imported on first use: it pulls in scipy.stats, a second of app start-up
