@@ -395,23 +395,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _set_torch_threads(args) -> None:
+    import torch
+
+    from .threads import torch_threads
+
+    threads = torch_threads(args.threads, default=None if args.command == "train" else 1)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in COMPUTE_COMMANDS:
-        import torch
-
-        from .threads import torch_threads
-
-        threads = torch_threads(args.threads, default=None if args.command == "train" else 1)
-        if threads is not None:
-            torch.set_num_threads(threads)
     if getattr(args, "attack", "absent") is None:
         args.attack = ["pgd"]
     elif isinstance(getattr(args, "attack", None), str):
         args.attack = [args.attack]
     try:
+        if args.command in COMPUTE_COMMANDS:
+            _set_torch_threads(args)
         args.func(args)
     # UserError, and the engine's input checks that still raise a built-in type
     except (UserError, ValueError, OSError, KeyError) as exc:
