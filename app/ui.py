@@ -14,7 +14,7 @@ from . import evaluation as E
 from . import gradio_compat
 from . import handlers as H
 from . import learn as L
-from .attack_menu import ATTACK_MENU, LINF_ATTACKS, eps_text
+from .attack_menu import ATTACK_MENU, LINF_ATTACKS, TARGET_LABEL, eps_text
 from .common import arm_cancel, cancel_job
 from .inputs import DATASETS, SOURCES, class_names
 from .limits import LIMITS, cleanup_period
@@ -50,7 +50,7 @@ def _attack_controls():
     steps = gr.Slider(1, LIMITS.steps, value=10, step=1, label="steps (Square: x25 queries)")
     step_size = gr.Number(value=0, label="step size (PGD; 0 = default 2.5 eps / steps)")
     restarts = gr.Slider(1, LIMITS.restarts, value=1, step=1, label="restarts")
-    target = gr.Dropdown(["none"], value="none", label="target class (FGSM, PGD, CW)", allow_custom_value=True)
+    target = gr.Dropdown(["none"], value="none", label=TARGET_LABEL, allow_custom_value=True)
     seed = gr.Number(value=0, precision=0, label="seed")
     return attack, eps, eps_note, steps, step_size, restarts, target, seed
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ssm_lab.attack_registry import TARGETED_MENU
 from testkit.app_process import serving_app
 
 START_TIMEOUT_S = 180
@@ -24,7 +25,6 @@ LINF_ATTACKS = ("FGSM", "PGD (Linf)", "APGD-CE", "APGD-T", "Square", "FAB-T")
 L2_ATTACKS = ("PGD (L2)", "CW (L2)", "DeepFool (L2)")
 LINF_EPS = ("2/255", "4/255", "8/255", "0.05", "0.1", "0.2", "0.3")
 L2_EPS = ("0.5", "1.0", "2.0", "3.0")
-TARGETED = ("FGSM", "PGD (Linf)", "PGD (L2)", "CW (L2)")
 QUEUE_FULL = "Queue is full"  # what gradio_client raises (QueueError) when the server answers 503 queue_full
 
 
@@ -105,7 +105,7 @@ def make_request(user: int, k: int, models: tuple[str, ...], quick: bool = False
     attack = rng.choice(LINF_ATTACKS + L2_ATTACKS)
     l2 = attack in L2_ATTACKS
     steps = rng.choice((4, 8) if attack == "Square" else (5, 10) if quick else (5, 10, 20))
-    target = str(rng.randrange(10)) if attack in TARGETED and rng.random() < 0.3 else "none"
+    target = str(rng.randrange(10)) if attack in TARGETED_MENU and rng.random() < 0.3 else "none"
     # small budgets too: attacks that fail run every step, which keeps concurrent requests overlapping
     eps = rng.choice(L2_EPS if l2 else LINF_EPS)
     return dict(model=rng.choice(models), source="dataset", dataset="MNIST", index=rng.randrange(SMALLEST_TEST_SET),

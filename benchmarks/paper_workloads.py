@@ -8,12 +8,14 @@ import tempfile
 
 import torch
 
+from ssm_lab.datasets.info import DATASETS
+
 from .harness import measure, measure_interleaved
 from .results import Row, Target
 from .sections.common import UNBREAKABLE_EPS, own_labels
 
 INTERACTIVE_TARGET_S = {"mamba": 1.5, "s4": 0.5}
-CIFAR_EPS = 8 / 255
+CIFAR = DATASETS["cifar10"]  # its threat model: eps 8/255, PGD step 2/255
 ROBUST_IMAGES = {"mamba": 8, "s4": 100}  # full mode; each image costs 11 passes of the model
 EPOCH_IMAGES, TRAIN_BATCH, TRAIN_BATCHES = 50_000, 64, 4
 NAMES = {"mamba": "Mamba", "s4": "S4"}
@@ -78,7 +80,7 @@ def _autoattack(section, settings, models: dict, x_one: dict) -> list[str]:
     for arch, model in models.items():
         x = x_one[arch]
         y = own_labels(model, x)
-        attack = make_attack("autoattack", model, eps=CIFAR_EPS, seed=0, **version)
+        attack = make_attack("autoattack", model, eps=CIFAR.eps, seed=0, **version)
         results = []
         timing = section.add_timing(f"{arch}.autoattack", measure(lambda: results.append(attack.run(x, y)), 1,
                                                                   warmup=0, memory=False))
@@ -140,7 +142,7 @@ def _pgd_at_epoch(section, settings) -> str:
     model = create_model("s4", **config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=2e-4)
     steps = 2 if settings.quick else 10
-    method = MethodStep("pgd-at", model, optimizer, ThreatModel(eps=CIFAR_EPS, step_size=2 / 255, steps=steps), 0)
+    method = MethodStep("pgd-at", model, optimizer, ThreatModel(eps=CIFAR.eps, step_size=CIFAR.pgd_step, steps=steps), 0)
     x, source = cifar_images(TRAIN_BATCH, "train")
     if x is None:
         x, source = torch.rand(TRAIN_BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(0)), "random images"

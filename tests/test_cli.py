@@ -200,7 +200,22 @@ def test_train_keeps_torchs_thread_count_unless_told(tmp_path, monkeypatch):
 
     monkeypatch.delenv("SSM_LAB_TORCH_THREADS", raising=False)
     assert torch_threads(default=None) is None and torch_threads() == 1 and torch_threads(3) == 3
-    monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "0")  # not a thread count: ignored
-    assert torch_threads() == 1
     monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "2")
     assert torch_threads(default=None) == 2
+
+
+@pytest.mark.parametrize("value, says", [("0", "at least 1"), ("two", "a number"), ("1.5", "whole number"),
+                                         ("100000", "MAX_THREADS")])
+def test_a_bad_thread_count_in_the_environment_is_refused_naming_the_variable(monkeypatch, value, says):
+    from ssm_lab.threads import ThreadCountError, torch_threads
+
+    monkeypatch.setenv("SSM_LAB_TORCH_THREADS", value)
+    with pytest.raises(ThreadCountError, match=f"SSM_LAB_TORCH_THREADS.*{says}|{says}.*SSM_LAB_TORCH_THREADS"):
+        torch_threads()
+
+
+def test_a_bad_thread_count_stops_the_cli_with_a_message_not_a_traceback(checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "0")
+    code = main(["evaluate", str(checkpoint), "--n", "4", "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "SSM_LAB_TORCH_THREADS must be at least 1" in capsys.readouterr().err
