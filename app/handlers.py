@@ -10,7 +10,7 @@ import numpy as np
 from ssm_lab.catalogue import catalogue_rows
 from ssm_lab.eps import eps_label
 
-from . import inputs
+from . import inputs, opening
 from .attack_menu import attack_settings, class_list, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .learn import ads_pair
@@ -73,7 +73,7 @@ def load_hub_model(repo_id: str, revision: str = "") -> str:
 def dataset_of(model) -> str:
     """The menu name of a model's dataset (MNIST when unknown), to preselect matching test images."""
     key = (model.config.meta or {}).get("dataset")
-    return next((label for label, value in inputs.DATASETS.items() if value == key), "MNIST")
+    return next((label for label, value in inputs.DATASETS.items() if value == key), opening.DATASET)
 
 
 def model_x(model, image: ImageChoice):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import opening
 from .limits import LIMITS, LimitError, as_int
 
 def _menu() -> dict[str, str]:
@@ -134,7 +135,7 @@ def drawing_to_digit(arr: np.ndarray, size: int = 28) -> np.ndarray:
     return np.clip(canvas, 0, 255).astype(np.uint8)[None]  # (1, S, S)
 
 
-def model_input(source: str, channels: int, size: int, *, dataset: str = "MNIST", index=0, upload=None,
+def model_input(source: str, channels: int, size: int, *, dataset: str = opening.DATASET, index=0, upload=None,
                 sketch=None, model_dataset: str | None = None) -> tuple[np.ndarray, int | None, str]:
     """uint8 (channels, size, size) the model sees, the true label when known for this model, and a description.
 
