@@ -8,7 +8,7 @@ import weakref
 import numpy as np
 
 from ssm_lab.catalogue import catalogue_rows
-from ssm_lab.eps import eps_label
+from ssm_lab.eps import eps_label, grey_levels
 
 from . import inputs, opening
 from .attack_menu import attack_settings, class_list, default_eps
@@ -186,7 +186,7 @@ def summary_markdown(res: dict, classes: list[str], params: dict, attack: str, a
              f"- label **{name(res['label'])}** ({'given' if res['label_given'] else 'the clean prediction'})",
              f"- clean prediction **{name(res['pred_clean'])}** ({res['p_clean'].max():.1%})",
              f"- adversarial prediction **{name(res['pred_adv'])}** ({res['p_adv'].max():.1%})",
-             f"- perturbation: Linf {res['linf']:.4f} ({res['linf'] * 255:.1f}/255), L2 {res['l2']:.4f}; budget "
+             f"- perturbation: Linf {res['linf']:.4f} ({grey_levels(res['linf'], '.1f')}), L2 {res['l2']:.4f}; budget "
              f"{params['norm']} eps = {eps_label(params['eps'])}",
              f"- survives 8-bit PNG: {png}",
              f"- {res['seconds']:.2f} s, seed {params['seed']}"]
