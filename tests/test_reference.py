@@ -290,3 +290,11 @@ def test_cli_import_reference_end_to_end(tmp_path):
     assert (model.config.arch, model.config.tokenizer, model.config.meta["dataset"]) == ("mamba", "paper", "mnist")
     x = images("mnist")
     assert rel_err(ours(model, x, torch.float32), reference_forward(state, x, "mamba")) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_the_reference_importers_image_shapes_agree_with_the_dataset_info(name):
+    from ssm_lab.datasets.info import DATASETS as INFO
+    from ssm_models.reference import DATASETS
+
+    assert DATASETS[name] == (INFO[name].channels, INFO[name].image_size)
