@@ -123,7 +123,8 @@ def threat_model_rows(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for e in entries:
         metrics, eps = e["metrics"] if isinstance(e["metrics"], dict) else {}, e["threat_eps"]
-        rows.append([e["name"], DATASET_DISPLAY_NAMES.get(e["dataset"], e["dataset"]), ARCH_NAMES.get(e["arch"], e["arch"]),
+        rows.append([e["name"], DATASET_DISPLAY_NAMES.get(e["dataset"], e["dataset"]),
+                     ARCH_NAMES.get(e["arch"], e["arch"]),
                      METHOD_NAMES.get(e["method"], e["method"]), e["ads"] or "-", shown(metrics.get("clean")),
                      shown(at_eps(metrics.get("autoattack"), eps) if eps else None),
                      shown(at_eps(metrics.get("pgd10"), eps) if eps else None),
