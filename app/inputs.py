@@ -10,6 +10,7 @@ import numpy as np
 from . import opening
 from .limits import LIMITS, LimitError, as_int
 
+
 def _menu() -> dict[str, str]:
     from ssm_lab.datasets.info import DATASETS as INFO
     from ssm_lab.datasets.info import MODEL_DATASETS

@@ -11,10 +11,9 @@ from ssm_lab.datasets.info import DATASETS as INFO
 
 from . import endpoints as EP
 from . import evaluation as E
-from . import gradio_compat
+from . import gradio_compat, opening
 from . import handlers as H
 from . import learn as L
-from . import opening
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, TARGET_LABEL, eps_text
 from .common import arm_cancel, cancel_job
 from .inputs import DATASETS, SOURCES, class_names

@@ -127,9 +127,9 @@ def _attack_specs(a) -> list[dict]:
 
 
 def cmd_evaluate(a) -> None:
-    from . import distributed
     from ssm_models.atomic import remove_stale_temporaries
 
+    from . import distributed
     from .evaluate import evaluate
     from .run_lock import exclusive
     from .train import DEFAULT_THREAT
