@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ssm_lab.attack_registry import ATTACK_MENU, TARGETED_MENU
+from ssm_lab.eps import grey_levels
 
 from .limits import LIMITS, LimitError, as_float, as_int, parse_eps
 
@@ -70,4 +71,4 @@ def eps_text(eps) -> str:
         value = parse_eps(eps)
     except LimitError as exc:
         return f"eps: {exc}"
-    return f"eps = {value:.6g} = {value * 255:.4g}/255"
+    return f"eps = {value:.6g} = {grey_levels(value)}"

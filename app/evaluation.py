@@ -6,6 +6,7 @@ import json
 from ssm_lab.eps import eps_label
 from ssm_models.atomic import atomic_write
 
+from . import opening
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .compare import check_fits, chosen_models, sample_test_images, spec_cost, spec_for
@@ -26,7 +27,7 @@ def evaluation_defaults(model_name: str) -> EvaluationDefaults:
     model = MODELS.get(model_name)
     dataset = dataset_of(model)
     return EvaluationDefaults(dataset=dataset, eps=eps_label(default_eps(model), approx=False),
-                              curve_eps=CURVE_EPS.get(dataset, CURVE_EPS["MNIST"]))
+                              curve_eps=CURVE_EPS.get(dataset, CURVE_EPS[opening.DATASET]))
 
 
 def _pct(entry: dict) -> str:

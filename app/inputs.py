@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import opening
 from .limits import LIMITS, LimitError, as_int
+
 
 def _menu() -> dict[str, str]:
     from ssm_lab.datasets.info import DATASETS as INFO
@@ -103,7 +105,7 @@ def sketch_array(sketch) -> np.ndarray | None:
     return arr
 
 
-def model_input(source: str, channels: int, size: int, *, dataset: str = "MNIST", index=0, upload=None,
+def model_input(source: str, channels: int, size: int, *, dataset: str = opening.DATASET, index=0, upload=None,
                 sketch=None, model_dataset: str | None = None, fit: str = "auto") -> tuple[np.ndarray, int | None, str]:
     """uint8 (channels, size, size) the model sees, the true label when known for this model, and a description.
 

@@ -7,11 +7,12 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from ssm_lab.datasets.info import DATASETS as INFO
 from ssm_lab.image_fit import FITS
 
 from . import endpoints as EP
 from . import evaluation as E
-from . import gradio_compat
+from . import gradio_compat, opening
 from . import handlers as H
 from . import learn as L
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, TARGET_LABEL, eps_text
@@ -45,8 +46,8 @@ def api_doc() -> str:
 
 def _attack_controls():
     attack = gr.Dropdown(list(ATTACK_MENU), value="PGD (Linf)", label="Attack")
-    eps = gr.Textbox(value="0.3", label="eps (budget)", info="a number or k/255, e.g. 0.3 or 8/255")
-    eps_note = gr.Markdown(eps_text("0.3"))
+    eps = gr.Textbox(value=opening.EPS, label="eps (budget)", info="a number or k/255, e.g. 0.3 or 8/255")
+    eps_note = gr.Markdown(eps_text(opening.EPS))
     steps = gr.Slider(1, LIMITS.steps, value=10, step=1, label="steps (Square: x25 queries)")
     step_size = gr.Number(value=0, label="step size (PGD; 0 = default 2.5 eps / steps)")
     restarts = gr.Slider(1, LIMITS.restarts, value=1, step=1, label="restarts")
@@ -93,7 +94,7 @@ def on_startup(demo: gr.Blocks, attack: SimpleNamespace, compare: SimpleNamespac
         return (gr.update(choices=choices, value=info["value"]), info["table"],
                 gr.update(choices=choices, value=group), gr.update(choices=choices, value=info["value"]),
                 gr.update(choices=choices, value=group), note,
-                gr.update(choices=["any"] + class_names("MNIST"), value="any"))
+                gr.update(choices=["any"] + class_names(opening.DATASET), value="any"))
 
     demo.load(startup, None, [attack.model, attack.table, compare.models, evaluate.model, evaluate.curve_models,
                               attack.card, attack.klass], api_name="startup")
@@ -165,7 +166,7 @@ def _image_controls() -> SimpleNamespace:
     """Where the image comes from (test set, upload, drawing) and what the model sees of it."""
     source = gr.Radio(list(SOURCES), value="dataset", label="Image source")
     with gr.Tab("Test set"):
-        dataset = gr.Radio(list(DATASETS), value="MNIST", label="dataset")
+        dataset = gr.Radio(list(DATASETS), value=opening.DATASET, label="dataset")
         klass = gr.Dropdown(["any"], value="any", label="class")
         with gr.Row():
             index = gr.Number(value=0, precision=0, minimum=0, label="index in the test set")
@@ -224,7 +225,7 @@ def compare_tab(attack: SimpleNamespace) -> SimpleNamespace:
         gr.Markdown("### Transfer matrix\nAdversarial examples crafted on each model (rows), accuracy of "
                     "each model (columns) on them. Uses the attack, eps, steps and seed above.")
         with gr.Row():
-            transfer_dataset = gr.Radio(list(DATASETS), value="MNIST", label="test set")
+            transfer_dataset = gr.Radio(list(DATASETS), value=opening.DATASET, label="test set")
             transfer_n = gr.Slider(1, LIMITS.eval_n, value=min(32, LIMITS.eval_n), step=1, label="images")
         transfer_btn = gr.Button("Compute the transfer matrix")
         transfer_plot = gr.Plot(label="transfer matrix")
@@ -247,11 +248,11 @@ def evaluate_tab() -> SimpleNamespace:
     with gr.Tab("Evaluate", id="evaluate"):
         with gr.Row():
             model = gr.Dropdown([], label="model", allow_custom_value=True)
-            dataset = gr.Radio(list(DATASETS), value="MNIST", label="test set")
+            dataset = gr.Radio(list(DATASETS), value=opening.DATASET, label="test set")
             n = gr.Slider(1, LIMITS.eval_n, value=min(64, LIMITS.eval_n), step=1, label="images")
         with gr.Row():
             attacks = gr.CheckboxGroup(list(ATTACK_MENU), value=["FGSM", "PGD (Linf)"], label="attacks")
-            eps = gr.Textbox(value="0.3", label="eps", info="a number or k/255")
+            eps = gr.Textbox(value=opening.EPS, label="eps", info="a number or k/255")
             steps = gr.Slider(1, LIMITS.steps, value=10, step=1, label="steps")
             restarts = gr.Slider(1, LIMITS.restarts, value=1, step=1, label="restarts")
             seed = gr.Number(value=0, precision=0, label="seed")
@@ -270,7 +271,7 @@ def evaluate_tab() -> SimpleNamespace:
         with gr.Row():
             curve_models = model_picker()
             curve_attack = gr.Dropdown(LINF_ATTACKS, value="PGD (Linf)", label="attack (Linf)")
-            curve_eps = gr.Textbox(value=E.CURVE_EPS["MNIST"], label="eps values",
+            curve_eps = gr.Textbox(value=E.CURVE_EPS[opening.DATASET], label="eps values",
                                    info=f"comma-separated, at most {LIMITS.eps_points}")
         curve_btn = gr.Button("Plot accuracy vs eps (same images and settings as above)")
         curve_plot = gr.Plot(label="accuracy vs eps", elem_id="curve-plot")
@@ -343,7 +344,7 @@ def _preset_values(lesson: L.Lesson):
         p = lesson.preset
         entries = catalogue()
         name = L.pick_model(entries, p.prefer)
-        out = [name, "MNIST" if p.prefer.get("dataset", "mnist") == "mnist" else "CIFAR-10", "dataset", p.index,
+        out = [name, INFO[p.prefer.get("dataset", "mnist")].display_name, "dataset", p.index,
                p.attack, p.eps, p.steps, p.step_size, p.restarts, p.target, p.seed,
                gr.Tabs(selected="compare" if p.compare else "attack")]
         if p.compare:

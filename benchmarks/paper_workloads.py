@@ -142,7 +142,8 @@ def _pgd_at_epoch(section, settings) -> str:
     model = create_model("s4", **config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=2e-4)
     steps = 2 if settings.quick else 10
-    method = MethodStep("pgd-at", model, optimizer, ThreatModel(eps=CIFAR.eps, step_size=CIFAR.pgd_step, steps=steps), 0)
+    threat = ThreatModel(eps=CIFAR.eps, step_size=CIFAR.pgd_step, steps=steps)
+    method = MethodStep("pgd-at", model, optimizer, threat, 0)
     x, source = cifar_images(TRAIN_BATCH, "train")
     if x is None:
         x, source = torch.rand(TRAIN_BATCH, 3, 32, 32, generator=torch.Generator().manual_seed(0)), "random images"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import subprocess
 import sys
@@ -29,12 +30,7 @@ def _positive_int(text: str) -> int:
     return check_number("value", text, integer=True, positive=True, text=True, error=argparse.ArgumentTypeError)
 
 
-def _eps(text: str) -> float:
-    """Accepts 0.3 or 8/255."""
-    try:
-        return parse_eps(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_eps = functools.partial(parse_eps, error=argparse.ArgumentTypeError)  # 0.3 or 8/255
 
 
 def _attack_name(text: str) -> str:

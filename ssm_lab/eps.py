@@ -25,6 +25,11 @@ def parse_eps(text, *, error: type[Exception] = ValueError) -> float:
     return check_number("eps", value, lo=0, hi=MAX_EPS, error=error)
 
 
+def grey_levels(eps: float, spec: str = ".4g") -> str:
+    """0.3 -> '76.5/255': a budget or a perturbation as a number of 8-bit grey levels."""
+    return f"{eps * LEVELS:{spec}}/{LEVELS}"
+
+
 def eps_label(eps: float, *, approx: bool = True) -> str:
     """8/255 -> '8/255'; 0.3 -> '0.3'; 0.031 -> '0.031 (~7.9/255)', or '0.031' with approx=False (an input field).
 
@@ -35,4 +40,4 @@ def eps_label(eps: float, *, approx: bool = True) -> str:
     if whole and eps < 0.2:
         return f"{round(levels)}/{LEVELS}"
     text = f"{eps:.6g}"
-    return text if whole or not approx else f"{text} (~{levels:.1f}/{LEVELS})"
+    return text if whole or not approx else f"{text} (~{grey_levels(eps, '.1f')})"
