@@ -9,15 +9,7 @@ import gradio as gr
 from . import compare as C
 from . import evaluation as E
 from . import handlers as H
-from .request_types import (
-    AttackRequest,
-    CompareRequest,
-    CostRequest,
-    CurvesRequest,
-    EvaluateRequest,
-    PreviewRequest,
-    TransferRequest,
-)
+from . import request_types as Q
 from .result_types import outputs
 
 
@@ -36,39 +28,50 @@ def select_model(model, current_dataset):
     return chosen.card, eps, gr.update(choices=chosen.classes, value="none"), chosen.dataset, chosen.curves
 
 
-def preview(model, source, dataset, index, upload, sketch):
+def follow_evaluate_model(model, current_dataset):
+    """Evaluate tab: the test set follows the model; both eps fields follow only when the test set changes, so what
+    the user typed for this test set stays."""
+    if not model:
+        return gr.update(), gr.update(), gr.update()
+    defaults = E.evaluation_defaults(model)
+    if defaults.dataset == current_dataset:
+        return defaults.dataset, gr.update(), gr.update()
+    return outputs(defaults)
+
+
+def preview(model, source, dataset, index, upload, sketch, fit):
     if not model:
         return None, "Choose a model to see what it sees."
-    return outputs(H.preview(_ask(PreviewRequest, locals())))
+    return outputs(H.preview(_ask(Q.PreviewRequest, locals())))
 
 
 def cost(model, attack, eps, steps, step_size, restarts, target, seed):
     if not model:
         return ""
     try:
-        return H.estimate_cost(_ask(CostRequest, locals()))
+        return H.estimate_cost(_ask(Q.CostRequest, locals()))
     except gr.Error as exc:  # shown in place while the user is still typing, not as a pop-up
         return f"**Cannot run yet:** {exc.message}"
 
 
-def run_attack(model, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts, target, seed,
-               request: gr.Request, progress=gr.Progress()):
-    return outputs(H.run_attack(_ask(AttackRequest, locals()), progress=progress, session=request))
+def run_attack(model, source, dataset, index, upload, sketch, fit, attack, eps, steps, step_size, restarts, target,
+               seed, request: gr.Request, progress=gr.Progress()):
+    return outputs(H.run_attack(_ask(Q.AttackRequest, locals()), progress=progress, session=request))
 
 
-def compare(models, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts, target, seed,
-            request: gr.Request, progress=gr.Progress()):
-    return outputs(C.compare_models(_ask(CompareRequest, locals()), progress=progress, session=request))
+def compare(models, source, dataset, index, upload, sketch, fit, attack, eps, steps, step_size, restarts, target,
+            seed, request: gr.Request, progress=gr.Progress()):
+    return outputs(C.compare_models(_ask(Q.CompareRequest, locals()), progress=progress, session=request))
 
 
 def transfer(models, dataset, n, attack, eps, steps, restarts, seed, request: gr.Request, progress=gr.Progress()):
-    return outputs(C.transfer(_ask(TransferRequest, locals()), progress=progress, session=request))
+    return outputs(C.transfer(_ask(Q.TransferRequest, locals()), progress=progress, session=request))
 
 
 def evaluate(model, dataset, n, attacks, eps, steps, restarts, seed, request: gr.Request, progress=gr.Progress()):
-    return outputs(E.evaluate_model(_ask(EvaluateRequest, locals()), progress=progress, session=request))
+    return outputs(E.evaluate_model(_ask(Q.EvaluateRequest, locals()), progress=progress, session=request))
 
 
 def eps_curves(models, dataset, n, attack, eps_values, steps, restarts, seed, request: gr.Request,
                progress=gr.Progress()):
-    return outputs(E.eps_curves(_ask(CurvesRequest, locals()), progress=progress, session=request))
+    return outputs(E.eps_curves(_ask(Q.CurvesRequest, locals()), progress=progress, session=request))

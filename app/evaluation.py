@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 
-import gradio as gr
-
 from ssm_lab.eps import eps_label
 from ssm_models.atomic import atomic_write
 
+from . import opening
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .compare import check_fits, chosen_models, sample_test_images, spec_cost, spec_for
@@ -15,22 +14,20 @@ from .handlers import dataset_of
 from .limits import LimitError, check_passes, parse_eps, parse_eps_list
 from .models import MODELS
 from .request_types import CurvesRequest, EvaluateRequest
-from .result_types import CurvesResult, EvaluateResult
+from .result_types import CurvesResult, EvaluateResult, EvaluationDefaults
 
 # default eps grids of the accuracy-vs-eps plot, up to about the dataset's threat model and past it
 CURVE_EPS = {"MNIST": "0, 0.05, 0.1, 0.2, 0.3", "CIFAR-10": "0, 2/255, 4/255, 8/255, 16/255"}
 
 
-def follow_model(name: str, current_dataset: str):
-    """Evaluate tab, a model was picked: the test set follows it, and so do both eps fields when the dataset changes
-    (0.3 means nothing on CIFAR-10, 8/255 little on MNIST). Returns updates for (test set, eps, curve eps)."""
-    if not name:
-        return gr.update(), gr.update(), gr.update()
-    model = MODELS.get(name)
+@user_errors
+def evaluation_defaults(model_name: str) -> EvaluationDefaults:
+    """The test set and the budgets that suit a model: its dataset, its threat model's eps and an eps grid up to
+    about it (0.3 means nothing on CIFAR-10, 8/255 little on MNIST)."""
+    model = MODELS.get(model_name)
     dataset = dataset_of(model)
-    if dataset == current_dataset:
-        return dataset, gr.update(), gr.update()
-    return dataset, eps_label(default_eps(model), approx=False), CURVE_EPS.get(dataset, gr.update())
+    return EvaluationDefaults(dataset=dataset, eps=eps_label(default_eps(model), approx=False),
+                              curve_eps=CURVE_EPS.get(dataset, CURVE_EPS[opening.DATASET]))
 
 
 def _pct(entry: dict) -> str:

@@ -13,6 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ssm_lab.release_fence import untested_release_message
 from ssm_models.atomic import atomic_write
 
 # Each patch below was written against and measured on this release line (requirements.txt pins it).
@@ -29,11 +30,9 @@ def gradio_version() -> str:
 
 def untested_version_message(version: str) -> str | None:
     """None on the tested release line, else what to check; `version` is a gradio version string."""
-    if version == TESTED_GRADIO or version.startswith(TESTED_GRADIO + "."):
-        return None
-    return (f"gradio {version} is installed, but app/gradio_compat.py was written for gradio {TESTED_GRADIO}.x "
-            f"(requirements.txt pins it): each work-around there names the upstream behaviour it replaces; check "
-            f"it against this gradio, then update TESTED_GRADIO")
+    return untested_release_message("gradio", version, TESTED_GRADIO, "app/gradio_compat.py",
+                                    "each work-around there (each names the upstream behaviour it replaces), then "
+                                    "update TESTED_GRADIO")
 
 
 def warn_if_untested() -> None:

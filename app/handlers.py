@@ -8,9 +8,9 @@ import weakref
 import numpy as np
 
 from ssm_lab.catalogue import catalogue_rows
-from ssm_lab.eps import eps_label
+from ssm_lab.eps import eps_label, grey_levels
 
-from . import inputs
+from . import inputs, opening
 from .attack_menu import attack_settings, class_list, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .learn import ads_pair
@@ -73,7 +73,7 @@ def load_hub_model(repo_id: str, revision: str = "") -> str:
 def dataset_of(model) -> str:
     """The menu name of a model's dataset (MNIST when unknown), to preselect matching test images."""
     key = (model.config.meta or {}).get("dataset")
-    return next((label for label, value in inputs.DATASETS.items() if value == key), "MNIST")
+    return next((label for label, value in inputs.DATASETS.items() if value == key), opening.DATASET)
 
 
 def model_x(model, image: ImageChoice):
@@ -82,14 +82,15 @@ def model_x(model, image: ImageChoice):
 
     cfg = model.config
     arr, label, text = inputs.model_input(image.source, cfg.in_channels, cfg.image_size, dataset=image.dataset,
-                                          index=image.index, upload=image.upload, sketch=image.sketch,
+                                          index=image.index, upload=image.upload, sketch=image.sketch, fit=image.fit,
                                           model_dataset=(cfg.meta or {}).get("dataset"))
     return to_tensor(arr), label, text
 
 
 @user_errors
 def preview(request: PreviewRequest) -> Preview:
-    """Exactly what the model sees (after resizing and channel conversion), enlarged, and where it came from."""
+    """Exactly what the model sees (after framing, resizing and channel conversion), enlarged, and where it came
+    from."""
     model = MODELS.get(request.model)
     x, label, text = model_x(model, request)
     cfg = model.config
@@ -186,7 +187,7 @@ def summary_markdown(res: dict, classes: list[str], params: dict, attack: str, a
              f"- label **{name(res['label'])}** ({'given' if res['label_given'] else 'the clean prediction'})",
              f"- clean prediction **{name(res['pred_clean'])}** ({res['p_clean'].max():.1%})",
              f"- adversarial prediction **{name(res['pred_adv'])}** ({res['p_adv'].max():.1%})",
-             f"- perturbation: Linf {res['linf']:.4f} ({res['linf'] * 255:.1f}/255), L2 {res['l2']:.4f}; budget "
+             f"- perturbation: Linf {res['linf']:.4f} ({grey_levels(res['linf'], '.1f')}), L2 {res['l2']:.4f}; budget "
              f"{params['norm']} eps = {eps_label(params['eps'])}",
              f"- survives 8-bit PNG: {png}",
              f"- {res['seconds']:.2f} s, seed {params['seed']}"]

@@ -86,7 +86,8 @@ Compare tab: look at the change rate of the `ads` component in the error-scaling
   model, and the summary says where.
 - **Error scaling**: top, the mean squared error (MSE) and the KL divergence between clean and adversarial features
   at every probe, from the embedding to the logits (log scale); bottom, each component's change rate
-  (after - before) / before: above 0 the component amplifies the attack's effect, below 0 it damps it.
+  (after - before) / before, from the error at its own input and at its output: above 0 the component amplifies
+  the attack's effect, below 0 it damps it.
 - **Error along the sequence**: the per-token distance between clean and adversarial features after each layer,
   drawn at the tokens' image positions.
 - **Survives 8-bit PNG**: whether the attack still works after rounding to the 256 grey levels a PNG stores.

@@ -6,16 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import opening
+
 
 @dataclass(frozen=True, kw_only=True)
 class ImageChoice:
     """Which image to attack: a test-set image by index, an uploaded file, or a drawing."""
 
     source: str = "dataset"  # "dataset", "upload" or "drawing"
-    dataset: str = "MNIST"  # menu name of the test set
+    dataset: str = opening.DATASET  # menu name of the test set
     index: Any = 0
     upload: str | None = None  # path of the uploaded file
     sketch: Any = None  # gradio Sketchpad value
+    fit: str = "auto"  # how an upload becomes the model's input: a key of ssm_lab.image_fit.FITS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,7 +26,7 @@ class AttackChoice:
     """The attack tab's knobs; `steps` buys queries for Square, `step_size` 0 means the attack's default."""
 
     attack: str = "PGD (Linf)"  # a label of the attack menu
-    eps: Any = "0.3"  # a number or k/255
+    eps: Any = opening.EPS  # a number or k/255
     steps: Any = 10
     step_size: Any = 0
     restarts: Any = 1
@@ -55,7 +58,7 @@ class CompareRequest(AttackChoice, ImageChoice):
 class TestSetChoice:
     """A seeded, class-stratified sample of test images and the iteration budget of the attacks run on it."""
 
-    dataset: str = "MNIST"
+    dataset: str = opening.DATASET
     n: Any = 64
     steps: Any = 10
     restarts: Any = 1
@@ -66,14 +69,14 @@ class TestSetChoice:
 class TransferRequest(TestSetChoice):
     models: list[str]
     attack: str = "PGD (Linf)"
-    eps: Any = "0.3"
+    eps: Any = opening.EPS
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluateRequest(TestSetChoice):
     model: str
     attacks: list[str]
-    eps: Any = "0.3"
+    eps: Any = opening.EPS
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,6 +24,13 @@ class ModelSelection:
 
 
 @dataclass
+class EvaluationDefaults:
+    dataset: str  # menu name of the model's test set
+    eps: str  # its threat model's budget, as the eps field shows it
+    curve_eps: str  # the accuracy-vs-eps grid for that test set
+
+
+@dataclass
 class Preview:
     image: Image  # what the model sees, enlarged
     note: str

@@ -7,12 +7,15 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from ssm_lab.datasets.info import DATASETS as INFO
+from ssm_lab.image_fit import FITS
+
 from . import endpoints as EP
 from . import evaluation as E
-from . import gradio_compat
+from . import gradio_compat, opening
 from . import handlers as H
 from . import learn as L
-from .attack_menu import ATTACK_MENU, LINF_ATTACKS, eps_text
+from .attack_menu import ATTACK_MENU, LINF_ATTACKS, TARGET_LABEL, eps_text
 from .common import arm_cancel, cancel_job
 from .inputs import DATASETS, SOURCES, class_names
 from .limits import LIMITS, cleanup_period
@@ -43,12 +46,12 @@ def api_doc() -> str:
 
 def _attack_controls():
     attack = gr.Dropdown(list(ATTACK_MENU), value="PGD (Linf)", label="Attack")
-    eps = gr.Textbox(value="0.3", label="eps (budget)", info="a number or k/255, e.g. 0.3 or 8/255")
-    eps_note = gr.Markdown(eps_text("0.3"))
+    eps = gr.Textbox(value=opening.EPS, label="eps (budget)", info="a number or k/255, e.g. 0.3 or 8/255")
+    eps_note = gr.Markdown(eps_text(opening.EPS))
     steps = gr.Slider(1, LIMITS.steps, value=10, step=1, label="steps (Square: x25 queries)")
     step_size = gr.Number(value=0, label="step size (PGD; 0 = default 2.5 eps / steps)")
     restarts = gr.Slider(1, LIMITS.restarts, value=1, step=1, label="restarts")
-    target = gr.Dropdown(["none"], value="none", label="target class (FGSM, PGD, CW)", allow_custom_value=True)
+    target = gr.Dropdown(["none"], value="none", label=TARGET_LABEL, allow_custom_value=True)
     seed = gr.Number(value=0, precision=0, label="seed")
     return attack, eps, eps_note, steps, step_size, restarts, target, seed
 
@@ -91,7 +94,7 @@ def on_startup(demo: gr.Blocks, attack: SimpleNamespace, compare: SimpleNamespac
         return (gr.update(choices=choices, value=info["value"]), info["table"],
                 gr.update(choices=choices, value=group), gr.update(choices=choices, value=info["value"]),
                 gr.update(choices=choices, value=group), note,
-                gr.update(choices=["any"] + class_names("MNIST"), value="any"))
+                gr.update(choices=["any"] + class_names(opening.DATASET), value="any"))
 
     demo.load(startup, None, [attack.model, attack.table, compare.models, evaluate.model, evaluate.curve_models,
                               attack.card, attack.klass], api_name="startup")
@@ -163,13 +166,19 @@ def _image_controls() -> SimpleNamespace:
     """Where the image comes from (test set, upload, drawing) and what the model sees of it."""
     source = gr.Radio(list(SOURCES), value="dataset", label="Image source")
     with gr.Tab("Test set"):
-        dataset = gr.Radio(list(DATASETS), value="MNIST", label="dataset")
+        dataset = gr.Radio(list(DATASETS), value=opening.DATASET, label="dataset")
         klass = gr.Dropdown(["any"], value="any", label="class")
         with gr.Row():
             index = gr.Number(value=0, precision=0, minimum=0, label="index in the test set")
             random_btn = gr.Button("Random image")
     with gr.Tab("Upload"):
-        upload = gr.File(label="image (PNG, JPEG, BMP, GIF, TIFF, WebP)", type="filepath", file_types=["image"])
+        # image_mode=None hands over the file itself: digit framing reads its alpha and its full size; a mirrored
+        # webcam shot would turn a digit held up to the camera into its mirror image
+        upload = gr.Image(label="image: a file (PNG, JPEG, BMP, GIF, TIFF, WebP), the webcam or the clipboard",
+                          type="filepath", image_mode=None, format="png", sources=["upload", "webcam", "clipboard"],
+                          webcam_options=gr.WebcamOptions(mirror=False), elem_id="upload-image")
+        fit = gr.Radio([(FITS[k], k) for k in ("auto", "squash", "crop")], value="auto",
+                       label="how the upload becomes the model's input")
     with gr.Tab("Draw a digit"):
         sketch = gr.Sketchpad(label="draw a digit: pick the brush on the left, then draw", type="numpy",
                               image_mode="RGBA", canvas_size=(280, 280), fixed_canvas=True,
@@ -177,21 +186,23 @@ def _image_controls() -> SimpleNamespace:
     preview = gr.Image(label="What the model sees", elem_classes="result-image", **IMAGE)
     preview_note = gr.Markdown(elem_id="preview-note")
     return SimpleNamespace(source=source, dataset=dataset, klass=klass, index=index, random_btn=random_btn,
-                           upload=upload, sketch=sketch, preview=preview, preview_note=preview_note,
-                           inputs=[source, dataset, index, upload, sketch])
+                           upload=upload, sketch=sketch, fit=fit, preview=preview, preview_note=preview_note,
+                           inputs=[source, dataset, index, upload, sketch, fit])
 
 
 def _wire_image(image: SimpleNamespace, preview_io: dict) -> None:
     """The preview follows every change of the image; picking a class, a random image, an upload or a drawing
     switches the source to it."""
-    gr.on([image.source.change, image.index.change, image.dataset.change, image.upload.change], api_name="preview",
-          trigger_mode="always_last", **preview_io)
+    gr.on([image.source.change, image.index.change, image.dataset.change, image.upload.change, image.fit.change],
+          api_name="preview", trigger_mode="always_last", **preview_io)
     image.dataset.change(lambda d: gr.update(choices=["any"] + class_names(d), value="any"), image.dataset,
                          image.klass, api_name="dataset_classes")
     image.klass.input(H.pick_class, [image.dataset, image.klass], image.index, api_name="first_of_class")
     image.random_btn.click(H.pick_random, [image.dataset, image.klass], image.index, api_name="random_image").then(
         lambda: "dataset", None, image.source, api_name=False)
-    image.upload.upload(lambda: "upload", None, image.source, api_name="use_upload")
+    # a file, a webcam shot and a pasted image all arrive as a change of value
+    image.upload.change(lambda value, current: "upload" if value else current, [image.upload, image.source],
+                        image.source, api_name="use_upload")
     image.sketch.change(lambda sk, current: "drawing" if _drawn(sk) else current, [image.sketch, image.source],
                         image.source, api_name="use_drawing", trigger_mode="always_last").then(
         api_name=False, **preview_io)
@@ -214,7 +225,7 @@ def compare_tab(attack: SimpleNamespace) -> SimpleNamespace:
         gr.Markdown("### Transfer matrix\nAdversarial examples crafted on each model (rows), accuracy of "
                     "each model (columns) on them. Uses the attack, eps, steps and seed above.")
         with gr.Row():
-            transfer_dataset = gr.Radio(list(DATASETS), value="MNIST", label="test set")
+            transfer_dataset = gr.Radio(list(DATASETS), value=opening.DATASET, label="test set")
             transfer_n = gr.Slider(1, LIMITS.eval_n, value=min(32, LIMITS.eval_n), step=1, label="images")
         transfer_btn = gr.Button("Compute the transfer matrix")
         transfer_plot = gr.Plot(label="transfer matrix")
@@ -237,11 +248,11 @@ def evaluate_tab() -> SimpleNamespace:
     with gr.Tab("Evaluate", id="evaluate"):
         with gr.Row():
             model = gr.Dropdown([], label="model", allow_custom_value=True)
-            dataset = gr.Radio(list(DATASETS), value="MNIST", label="test set")
+            dataset = gr.Radio(list(DATASETS), value=opening.DATASET, label="test set")
             n = gr.Slider(1, LIMITS.eval_n, value=min(64, LIMITS.eval_n), step=1, label="images")
         with gr.Row():
             attacks = gr.CheckboxGroup(list(ATTACK_MENU), value=["FGSM", "PGD (Linf)"], label="attacks")
-            eps = gr.Textbox(value="0.3", label="eps", info="a number or k/255")
+            eps = gr.Textbox(value=opening.EPS, label="eps", info="a number or k/255")
             steps = gr.Slider(1, LIMITS.steps, value=10, step=1, label="steps")
             restarts = gr.Slider(1, LIMITS.restarts, value=1, step=1, label="restarts")
             seed = gr.Number(value=0, precision=0, label="seed")
@@ -260,14 +271,14 @@ def evaluate_tab() -> SimpleNamespace:
         with gr.Row():
             curve_models = model_picker()
             curve_attack = gr.Dropdown(LINF_ATTACKS, value="PGD (Linf)", label="attack (Linf)")
-            curve_eps = gr.Textbox(value=E.CURVE_EPS["MNIST"], label="eps values",
+            curve_eps = gr.Textbox(value=E.CURVE_EPS[opening.DATASET], label="eps values",
                                    info=f"comma-separated, at most {LIMITS.eps_points}")
         curve_btn = gr.Button("Plot accuracy vs eps (same images and settings as above)")
         curve_plot = gr.Plot(label="accuracy vs eps", elem_id="curve-plot")
         with gr.Accordion("Curves (JSON)", open=False):
             curve_json = gr.JSON(label="curves")
 
-    model.change(E.follow_model, [model, dataset], [dataset, eps, curve_eps], api_name=False)
+    model.change(EP.follow_evaluate_model, [model, dataset], [dataset, eps, curve_eps], api_name=False)
     _armed(eval_btn, "evaluate").then(EP.evaluate, [model, dataset, n, attacks, eps, steps, restarts, seed],
                                       [report, confusion_plot, report_file, report_json], api_name="evaluate",
                                       **HEAVY)
@@ -333,7 +344,7 @@ def _preset_values(lesson: L.Lesson):
         p = lesson.preset
         entries = catalogue()
         name = L.pick_model(entries, p.prefer)
-        out = [name, "MNIST" if p.prefer.get("dataset", "mnist") == "mnist" else "CIFAR-10", "dataset", p.index,
+        out = [name, INFO[p.prefer.get("dataset", "mnist")].display_name, "dataset", p.index,
                p.attack, p.eps, p.steps, p.step_size, p.restarts, p.target, p.seed,
                gr.Tabs(selected="compare" if p.compare else "attack")]
         if p.compare:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.verdict import report_and_exit_code
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 5
 SEED = 7
@@ -230,13 +232,9 @@ def main(argv=None) -> int:
     start = time.time()
     report = run(args.model, args.index, args.checkpoints, server=not args.no_server,
                  log=lambda text: print(text, file=sys.stderr))
-    print(f"model {args.model}, MNIST test image {args.index}, {STEPS} steps, seed {SEED}; "
-          f"{time.time() - start:.0f} s; allowed to vary: {'; '.join(VARYING)}\n")
-    print(table(report))
-    bad = failures(report)
-    for problem in bad:
-        print("DIFFERS:", problem, file=sys.stderr)
-    return 1 if bad else 0
+    headline = (f"model {args.model}, MNIST test image {args.index}, {STEPS} steps, seed {SEED}; "
+                f"{time.time() - start:.0f} s; allowed to vary: {'; '.join(VARYING)}")
+    return report_and_exit_code(headline, table(report), failures(report), "DIFFERS")
 
 
 if __name__ == "__main__":

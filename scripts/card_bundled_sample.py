@@ -10,12 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ssm_lab.card_metrics import clean_bundled_sample
+from ssm_lab.cards import write_card
+from ssm_models.hub import list_checkpoints, load_model
 
-from ssm_lab.card_metrics import clean_bundled_sample  # noqa: E402
-from ssm_lab.cards import write_card  # noqa: E402
-from ssm_models.hub import list_checkpoints, load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

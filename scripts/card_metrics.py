@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ssm_lab.card_metrics import DEFAULT_N, card_metrics
+from ssm_lab.cards import write_card
+from ssm_models.atomic import atomic_write
 
-from ssm_lab.card_metrics import DEFAULT_N, card_metrics  # noqa: E402
-from ssm_lab.cards import write_card  # noqa: E402
-from ssm_models.atomic import atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 STATE_DIR = ".card_state"
 

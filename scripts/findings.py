@@ -12,20 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from ssm_lab.analysis import error_scaling, summarize_by_component  # noqa: E402
-from ssm_lab.attacks import make_attack  # noqa: E402
-from ssm_lab.catalogue import catalogue_entries  # noqa: E402
-from ssm_lab.data import load_dataset, sample_indices  # noqa: E402
-from ssm_lab.evaluate import accuracy_entry, predict  # noqa: E402
-from ssm_lab.findings_tables import (  # noqa: E402
+from ssm_lab.analysis import error_scaling, summarize_by_component
+from ssm_lab.attacks import make_attack
+from ssm_lab.catalogue import catalogue_entries
+from ssm_lab.data import load_dataset, sample_indices
+from ssm_lab.datasets.info import DATASETS
+from ssm_lab.evaluate import accuracy_entry, predict
+from ssm_lab.findings_tables import (
     NO_DIFFERENCE,
     ads_comparisons,
     comparison,
@@ -36,9 +33,10 @@ from ssm_lab.findings_tables import (  # noqa: E402
     table2,
     training_comparisons,
 )
-from ssm_lab.plots import component_bars_figure, training_curves_figure  # noqa: E402
-from ssm_lab.train import DEFAULT_THREAT  # noqa: E402
-from ssm_models.hub import load_model  # noqa: E402
+from ssm_lab.plots import component_bars_figure, training_curves_figure
+from ssm_models.hub import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CK = ROOT / "checkpoints"
 DOCS = ROOT / "docs"
@@ -103,7 +101,8 @@ def card_sections(cards: list[dict]) -> list[str]:
     mnist = [e for e in cards if e["dataset"] == "mnist"]
     cifar = [e for e in cards if e["dataset"] == "cifar10"]
     lines = ["## Table 1: MNIST, family x training method", "",
-             "Each cell: clean accuracy on the full test set / **AutoAttack standard** at Linf eps 0.3 on the card's "
+             "Each cell: clean accuracy on the full test set / **AutoAttack standard** at Linf eps "
+             f"{DATASETS['mnist'].eps_label} on the card's "
              "stratified test images, with 95% Wilson intervals and n; checkpoints without AdS. Card metrics from "
              "each checkpoint's metrics.json.", "", *table1(mnist), "",
              "## Table 2: MNIST, AdS variants under PGD-AT", "", "Same cells as Table 1.", "", *table2(mnist), "",
@@ -116,8 +115,8 @@ def card_sections(cards: list[dict]) -> list[str]:
              "The paper: AdS brings S4 and DSS close to Mega. Each AdS variant against the same model without it:",
              "", *say(ads_comparisons(mnist)), *say(ads_comparisons(mnist, what="clean")), ""]
     if cifar:
-        lines += ["## CIFAR-10 at eps = 8/255", "", *table1(cifar, "cifar10"), "", *say(training_comparisons(
-            cifar, "cifar10") + ads_comparisons(cifar, "cifar10")), ""]
+        lines += [f"## CIFAR-10 at eps = {DATASETS['cifar10'].eps_label}", "", *table1(cifar, "cifar10"), "",
+                  *say(training_comparisons(cifar, "cifar10") + ads_comparisons(cifar, "cifar10")), ""]
     lines += ["## Gradient masking: how far PGD-10 overstates AutoAttack", "",
               "The diagnostic is the PGD-10 minus AutoAttack gap on the same images with Newcombe's paired 95% "
               "interval: an interval above zero means PGD-10's gradients were misled and its figure overstates the "
@@ -176,7 +175,7 @@ def main() -> None:
             stale.unlink()
     test = load_dataset("mnist", "test")
     train = load_dataset("mnist", "train")
-    eps = DEFAULT_THREAT["mnist"][0]
+    eps = DATASETS["mnist"].eps
 
     def ck(name):
         path = CK / name

@@ -231,8 +231,8 @@ def evaluate_dataset(model, data, attacks: Sequence[dict], n: int, eps: float, b
 
     idx = sample_indices(data, min(n, len(data.labels)), seed)
     x, y = data.tensors(idx)
-    info = {"dataset": data.name, "split": data.split, "source": data.source, "warning": data.warning,
-            "n": len(y), "seed": seed}
+    info = {"dataset": data.name, "split": data.split, "source": data.source, "origin": data.detail,
+            "warning": data.warning, "n": len(y), "seed": seed}
     return evaluate(model, x, y, attacks, eps=eps, batch_size=batch_size, seed=seed, data_info=info, **kwargs)
 
 

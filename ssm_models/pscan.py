@@ -180,10 +180,14 @@ class _TiledSelectiveScan(torch.autograd.Function):
                 gk.mul_(d)
                 gk[1:].mul_(hk[:-1])
                 gk[0].mul_(h_start)
-                if want_A:
-                    grad_A[es] += (gk * dt_tm[span, bs, es, None]).sum((0, 1))
-                # sum_n over A-weighted terms: a multiply and a contiguous sum are 4x faster than an einsum
-                grad_dt_decay[span, bs, es] = gk.mul_(A[es]).sum(-1)
+                per_channel = gk.permute(2, 0, 1, 3).reshape(et, k * bt, n)  # (e, k b, N), a strided view
+                if want_A:  # sum over time and batch of g dt, one (1, k b) @ (k b, N) product per channel
+                    dt_rows = dt_tm[span, bs, es].reshape(k * bt, et).T[:, None, :]  # (e, 1, k b)
+                    grad_A[es] += torch.bmm(dt_rows, per_channel)[:, 0]
+                # sum over N of A g, (1, N) @ (N, k b) per channel on the strided view: no copy, and faster than
+                # a multiply and a sum (or 5x faster than the equivalent einsum, which copies)
+                weighted = torch.bmm(A[es, None, :], per_channel.transpose(1, 2))[:, 0]  # (e, k b)
+                grad_dt_decay[span, bs, es] = weighted.T.reshape(k, bt, et)
         grad_x = (dt_tm * g_dot_B).transpose(0, 1)  # (batch, L, E)
         grad_dt = (x_tm * g_dot_B + grad_dt_decay).transpose(0, 1)  # (batch, L, E)
         return grad_x, grad_dt, grad_A, grad_B.transpose(0, 1), grad_C.transpose(0, 1), None

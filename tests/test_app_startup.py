@@ -22,6 +22,7 @@ def _run(code: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.e2e
 def test_gradio_does_not_rewrite_its_stubs_and_still_builds_components():
     out = _run("from app.gradio_compat import skip_gradio_stub_writing\n"
                "skip_gradio_stub_writing()\n"
@@ -33,6 +34,7 @@ def test_gradio_does_not_rewrite_its_stubs_and_still_builds_components():
     assert out == "True Textbox True"
 
 
+@pytest.mark.e2e
 def test_engine_imports_leave_torchattacks_and_scipy_for_first_use():
     out = _run("import sys, json\n"
                "import ssm_lab.analysis, ssm_lab.attacks, ssm_lab.plots, ssm_lab.single\n"
@@ -75,6 +77,7 @@ def test_warm_up_stays_out_of_the_way_of_a_page_that_came_first(served):
 
 
 @pytest.mark.parametrize("threads, telemetry", [("1", None), ("2", "True")])
+@pytest.mark.e2e
 def test_process_is_prepared_before_torch_and_gradio_load(monkeypatch, threads, telemetry):
     monkeypatch.setenv("SSM_LAB_TORCH_THREADS", threads)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # SSM_LAB_TORCH_THREADS wins, as torch.set_num_threads did

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ssm_lab.card_metrics import CARD_CODE, card_metrics, masking_entry, robust_flags, square_extra_drop
-from ssm_lab.evaluate import eps_label
+from ssm_lab.eps import eps_label
 from ssm_lab.intervals import excludes_zero, hybrid_score_difference, paired_difference, separated
 from ssm_models import create_model
 

@@ -64,6 +64,7 @@ def test_the_fingerprint_sees_one_ulp_and_another_seed(tmp_path):
     assert "adversarial.npy" in D.differences(base, other)
 
 
+@pytest.mark.e2e
 def test_fresh_processes_give_the_same_answer(answers):
     labels = ["PGD (Linf)", "Square"]
     fresh = D.children(MODEL, INDEX, labels)  # two processes side by side; SSM_LAB_CHECKPOINTS is inherited

@@ -5,6 +5,7 @@ import pytest
 import torch
 from mambapy.mamba import MambaBlock as ReferenceMambaBlock
 from mambapy.mamba import MambaConfig as ReferenceConfig
+from model_helpers import rel_err, seeded_model
 
 from ssm_models import create_model, probe_names, record
 from ssm_models.mamba import MambaBlock
@@ -14,14 +15,8 @@ SMALL = dict(d_model=16, d_state=8, n_layers=2, image_size=8)
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach(), b.detach()
-    return float((a - b).norm() / b.norm())
-
-
 def make(dtype=torch.float32, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return create_model("mamba", **{**SMALL, **overrides}).to(dtype)
+    return seeded_model("mamba", SMALL, dtype, **overrides)
 
 
 def scan_inputs(batch, length, inner, state, dtype):

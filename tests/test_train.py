@@ -58,6 +58,7 @@ def test_changed_config_refuses_to_resume(tmp_path):
     ({"eps": 2.0}, "eps=2 is above the limit of 1"),
     ({"model": {**TINY["model"], "d_model": 10**5}}, "d_model=100000 is above the limit of 1024"),
     ({"freeat_equal_budget": True}, "does not apply to method 'pgd-at'"),
+    ({"step_size": 0.0}, "step_size must be positive"),
 ])
 def test_bad_configs_are_refused_before_anything_is_written(tmp_path, change, message):
     out = tmp_path / "run"

@@ -9,11 +9,12 @@ import torch
 
 from ssm_models.atomic import atomic_write
 
+from ..attack_registry import AUTOATTACK_VERSIONS
 from ._runtime import Cancelled, RunContext
 from .autoattack_compat import LOGGER, captured_logs, reset_dynamic_check_counter, warn_if_untested
 from .base import Attack, AttackParamError
 
-VERSIONS = ("standard", "plus", "rand", "custom")
+VERSIONS = (*AUTOATTACK_VERSIONS, "custom")
 SUB_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 CHECK_FORWARDS = 9  # per image and sub-attack: 5 randomness + 1 range + 1 dynamic check, clean and final accuracy
 

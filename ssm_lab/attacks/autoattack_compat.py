@@ -7,6 +7,7 @@ import logging
 import threading
 import warnings
 
+from ..release_fence import untested_release_message
 from ._runtime import RunContext
 
 # The log capture, the check counter reset and the cost model in autoattack.py were read off this release line
@@ -22,11 +23,9 @@ class UntestedAutoAttackWarning(UserWarning):
 
 def untested_version_message(version: str) -> str | None:
     """None on the tested release line, else what to check; `version` is a pyautoattack version string."""
-    if version == TESTED_PYAUTOATTACK or version.startswith(TESTED_PYAUTOATTACK + "."):
-        return None
-    return (f"pyautoattack {version} is installed, but ssm_lab/attacks/autoattack_compat.py was written for "
-            f"pyautoattack {TESTED_PYAUTOATTACK}.x (requirements.txt pins it): check its log messages, its "
-            f"checks.funcs counter and the cost model in autoattack.py against this version")
+    return untested_release_message("pyautoattack", version, TESTED_PYAUTOATTACK,
+                                    "ssm_lab/attacks/autoattack_compat.py",
+                                    "its log messages, its checks.funcs counter and the cost model in autoattack.py")
 
 
 def warn_if_untested() -> None:

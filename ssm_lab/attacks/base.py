@@ -55,6 +55,15 @@ class AttackParamError(ValueError, UserError):
 check_number = functools.partial(bounded_number, error=AttackParamError)
 
 
+def check_steps(steps, lo: int = 1) -> int:
+    """An iteration count within [lo, MAX_STEPS]; PGD allows 0 (its random start alone)."""
+    return check_number("steps", steps, lo=lo, hi=MAX_STEPS, integer=True, cap="MAX_STEPS")
+
+
+def check_restarts(restarts) -> int:
+    return check_number("restarts", restarts, lo=1, hi=MAX_RESTARTS, integer=True, cap="MAX_RESTARTS")
+
+
 @dataclass
 class AttackResult:
     """Adversarial batch and what happened while making it (counts are per image: a batch of 8 counts 8)."""
