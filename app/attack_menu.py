@@ -1,13 +1,16 @@
 """The attack menu of the app and the translation of its knobs into engine parameters, after the server's caps."""
 from __future__ import annotations
 
-from ssm_lab.attack_registry import ATTACK_MENU
+from ssm_lab.attack_registry import ATTACK_MENU, TARGETED_MENU
+from ssm_lab.eps import grey_levels
 
 from .limits import LIMITS, LimitError, as_float, as_int, parse_eps
 
 LINF_ATTACKS = [label for label, (_, fixed) in ATTACK_MENU.items() if fixed["norm"] == "Linf"]
 QUERIES_PER_STEP = 25  # Square is gradient-free: the steps knob buys 25 queries per step
 NO_TARGET = ("", "none", "untargeted")
+# 'target class (FGSM, PGD, CW)': the menu's targeted attacks by the first word of their labels
+TARGET_LABEL = f"target class ({', '.join(dict.fromkeys(label.split()[0] for label in TARGETED_MENU))})"
 
 
 def norm_of(attack: str) -> str:
@@ -19,7 +22,7 @@ def norm_of(attack: str) -> str:
 def attack_settings(attack: str, model, *, eps, steps, step_size=None, restarts=1, target=None,
                     seed=0) -> tuple[str, dict]:
     """The engine name and the keyword arguments for make_attack."""
-    from ssm_lab.attacks import attack_params, targeted_attacks
+    from ssm_lab.attacks import attack_params
 
     norm = norm_of(attack)
     name, fixed = ATTACK_MENU[attack]
@@ -39,9 +42,8 @@ def attack_settings(attack: str, model, *, eps, steps, step_size=None, restarts=
             params["step_size"] = step
     if target is not None and str(target).strip().lower() not in NO_TARGET:
         if "target" not in accepted:
-            targeted = [label for label, (engine, _) in ATTACK_MENU.items() if engine in targeted_attacks()]
             raise LimitError(f"{attack} has no targeted mode here; set the target class to 'none', or choose "
-                             f"{', '.join(targeted)} for a targeted attack")
+                             f"{', '.join(TARGETED_MENU)} for a targeted attack")
         classes = class_list(model)
         index = classes.index(str(target)) if str(target) in classes else \
             as_int("target class", target, 0, model.config.num_classes - 1)
@@ -58,16 +60,9 @@ def class_list(model) -> list[str]:
 
 def default_eps(model) -> float:
     """The model's own threat model, else its dataset's usual budget (0.3 for MNIST, 8/255 for CIFAR-10)."""
-    from ssm_lab.data import dataset_info
+    from ssm_lab.threat import model_threat
 
-    meta = model.config.meta or {}
-    threat = meta.get("threat_model") or {}
-    if isinstance(threat, dict) and isinstance(threat.get("eps"), (int, float)) and threat["eps"] > 0:
-        return float(threat["eps"])
-    try:
-        return float(dataset_info(str(meta.get("dataset"))).eps)
-    except ValueError:
-        return 8 / 255
+    return model_threat(model)[0]
 
 
 def eps_text(eps) -> str:
@@ -76,4 +71,4 @@ def eps_text(eps) -> str:
         value = parse_eps(eps)
     except LimitError as exc:
         return f"eps: {exc}"
-    return f"eps = {value:.6g} = {value * 255:.4g}/255"
+    return f"eps = {value:.6g} = {grey_levels(value)}"

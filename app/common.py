@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import shutil
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from ssm_models.errors import UserError
+
+from .gradio_compat import sweep_upload_folder
 from .limits import LIMITS, LimitError, cleanup_period
 
 RUNS_DIR = Path(tempfile.gettempdir()) / "ssm-lab-runs"
@@ -41,10 +43,9 @@ def user_errors(fn):
 
 
 def is_user_error(exc: Exception) -> bool:
-    """Input the user can fix: bad values, unknown or unreachable checkpoints, unreadable images, missing data."""
-    from ssm_lab.data import DataError
-
-    return isinstance(exc, (ValueError, DataError, FileNotFoundError)) and not isinstance(exc, UnicodeError)
+    """Input the user can fix: our UserErrors, and the engine's checks that still raise a built-in ValueError or
+    FileNotFoundError (bad values, unknown or unreachable checkpoints)."""
+    return isinstance(exc, (UserError, ValueError, FileNotFoundError)) and not isinstance(exc, UnicodeError)
 
 
 def public_model_info(info: dict, name: str) -> dict:
@@ -58,13 +59,7 @@ def public_model_info(info: dict, name: str) -> dict:
 
 def is_expected(exc: Exception) -> bool:
     """The errors the engine and the app raise on purpose for bad input: no traceback needed in the log."""
-    from ssm_lab.attacks import AttackParamError
-    from ssm_lab.data import DataError
-    from ssm_lab.images import ImageInputError
-    from ssm_models import ConfigError
-    from ssm_models.hub import CheckpointError
-
-    return isinstance(exc, (LimitError, AttackParamError, DataError, ImageInputError, ConfigError, CheckpointError))
+    return isinstance(exc, UserError)
 
 
 def session_key(request) -> str:
@@ -135,33 +130,5 @@ def new_run_dir() -> Path:
                 shutil.rmtree(old, ignore_errors=True)
         except OSError:
             pass
-    sweep_gradio_cache(now)
+    sweep_upload_folder(now, RUN_MAX_AGE_S, cleanup_period(RUN_MAX_AGE_S))
     return Path(tempfile.mkdtemp(prefix="run-", dir=RUNS_DIR))
-
-
-_LAST_SWEEP = [0.0]
-
-
-def sweep_gradio_cache(now: float) -> None:
-    """What gradio's own clean-up (delete_cache) leaves behind, which would pile up for as long as the server runs:
-    - the one-file folders it makes for cached files stay when the files are deleted: removed once empty for a
-      whole file age (rmdir refuses a folder that is not empty, so no cached file is touched here);
-    - gr.File(type="filepath") leaves an empty, untracked `tmpXXXXXXXX` file at the top of the cache for every
-      upload (gradio 6.x `File._process_single_file`): top-level files unchanged for a whole file age are deleted.
-      Everything gradio serves lives in the folders; a top-level file is an upload being received (its time
-      changes as it is written) or one of these.
-    Runs at most once per clean-up period."""
-    from gradio.utils import get_upload_folder
-
-    if now - _LAST_SWEEP[0] < cleanup_period(RUN_MAX_AGE_S):
-        return
-    _LAST_SWEEP[0] = now
-    with contextlib.suppress(OSError), os.scandir(get_upload_folder()) as entries:
-        for entry in entries:
-            with contextlib.suppress(OSError):
-                if now - entry.stat(follow_symlinks=False).st_mtime <= RUN_MAX_AGE_S:
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    os.rmdir(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    os.unlink(entry.path)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from .attack_menu import attack_settings, class_list
 from .common import cancellable, holding, progress_callback, user_errors
-from .handlers import model_x, perturbation_image
+from .handlers import engine_settings, model_x, perturbation_image
 from .inputs import DATASETS, display, load_test_split
 from .limits import LIMITS, LimitError, as_int, check_passes
 from .models import MODELS
+from .request_types import CompareRequest, TestSetChoice, TransferRequest
+from .result_types import CompareResult, TransferResult
 
 
 def chosen_models(names, limit: int | None = None) -> dict:
@@ -20,29 +22,27 @@ def chosen_models(names, limit: int | None = None) -> dict:
 
 
 @user_errors
-def compare_models(model_names, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts,
-                   target, seed, progress=None, request=None):
+def compare_models(request: CompareRequest, progress=None, session=None) -> CompareResult:
     """Same image and attack on each model: gallery (adversarial + perturbation), table, error-scaling bars."""
     from ssm_lab import plots
     from ssm_lab.analysis import error_scaling
     from ssm_lab.attacks import make_attack
     from ssm_lab.single import attack_single
 
-    models = chosen_models(model_names)
+    models = chosen_models(request.models)
     jobs, total = [], 0
     for name, model in models.items():
-        engine, params = attack_settings(attack, model, eps=eps, steps=steps, step_size=step_size,
-                                         restarts=restarts, target=target, seed=seed)
+        engine, params = engine_settings(request, model)
         total += sum(make_attack(engine, model, **params).cost(1, trace=True)[k] for k in ("forward", "backward"))
         jobs.append((name, model, engine, params))
-    check_passes({"forward": total}, f"{attack} on {len(jobs)} models")
+    check_passes({"forward": total}, f"{request.attack} on {len(jobs)} models")
     gallery, rows, analyses = [], [], {}
     report = progress_callback(progress)
-    with cancellable("compare", request) as cancel:
+    with cancellable("compare", session) as cancel:
         for i, (name, model, engine, params) in enumerate(jobs):
             if cancel.is_set():
                 break
-            x, label, _ = model_x(model, source, dataset, index, upload, sketch)
+            x, label, _ = model_x(model, request)
             seed_value = params.pop("seed")
 
             def step(done: int, total: int, message: str, i=i, name=name) -> None:
@@ -63,7 +63,7 @@ def compare_models(model_names, source, dataset, index, upload, sketch, attack, 
     headers = ["model", "label", "clean pred", "clean conf", "adv pred", "adv conf", "fooled", "survives PNG",
                "Linf", "L2", "seconds"]
     figure = plots.component_bars_figure(analyses, "mse") if analyses else None
-    return gallery, {"headers": headers, "data": rows}, figure
+    return CompareResult(gallery=gallery, table={"headers": headers, "data": rows}, scaling=figure)
 
 
 def sample_test_images(dataset: str, n, seed):
@@ -90,10 +90,10 @@ def check_fits(models: dict, x, classes: list[str]) -> None:
                              f"{len(classes)} classes: choose models of one dataset")
 
 
-def spec_for(attack: str, model, *, eps, steps, restarts, seed) -> tuple[dict, float, int]:
+def spec_for(attack: str, model, test_set: TestSetChoice, *, eps) -> tuple[dict, float, int]:
     """The attack as an evaluate/transfer spec (name + settings), its eps and seed, after the caps."""
-    engine, params = attack_settings(attack, model, eps=eps, steps=steps, step_size=None, restarts=restarts,
-                                     target=None, seed=seed)
+    engine, params = attack_settings(attack, model, eps=eps, steps=test_set.steps, step_size=None,
+                                     restarts=test_set.restarts, target=None, seed=test_set.seed)
     eps_value, seed_value = params.pop("eps"), params.pop("seed")
     return {"name": engine, **params}, eps_value, seed_value
 
@@ -106,24 +106,24 @@ def spec_cost(spec: dict, model, eps: float, n: int) -> dict:
 
 
 @user_errors
-def transfer(model_names, dataset, n, attack, eps, steps, restarts, seed, progress=None, request=None):
+def transfer(request: TransferRequest, progress=None, session=None) -> TransferResult:
     """Accuracy of each model (columns) on adversarial examples crafted on each model (rows)."""
     from ssm_lab import plots
     from ssm_lab.evaluate import transfer_matrix
 
-    models = chosen_models(model_names)
-    x, y, info, ds = sample_test_images(dataset, n, seed)
+    models = chosen_models(request.models)
+    x, y, info, ds = sample_test_images(request.dataset, request.n, request.seed)
     check_fits(models, x, ds.classes)
     first = next(iter(models.values()))
-    spec, eps_value, seed_value = spec_for(attack, first, eps=eps, steps=steps, restarts=restarts, seed=seed)
+    spec, eps_value, seed_value = spec_for(request.attack, first, request, eps=request.eps)
     total = {"forward": 0, "backward": 0}
     for model in models.values():
         cost = spec_cost(spec, model, eps_value, len(x))
         total["forward"] += cost["forward"] + len(x) * len(models)
         total["backward"] += cost["backward"]
     check_passes(total, f"the transfer matrix of {len(models)} models on {len(x)} images")
-    with cancellable("compare", request) as cancel, holding(models.values()):
+    with cancellable("compare", session) as cancel, holding(models.values()):
         result = transfer_matrix(models, x, y, spec, eps=eps_value, seed=seed_value,
                                  progress=progress_callback(progress), cancel=cancel)
     result["data"] = info
-    return plots.transfer_figure(result), result
+    return TransferResult(figure=plots.transfer_figure(result), result=result)

@@ -3,32 +3,31 @@ from __future__ import annotations
 
 import json
 
-import gradio as gr
-
 from ssm_lab.eps import eps_label
 from ssm_models.atomic import atomic_write
 
+from . import opening
 from .attack_menu import ATTACK_MENU, LINF_ATTACKS, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .compare import check_fits, chosen_models, sample_test_images, spec_cost, spec_for
 from .handlers import dataset_of
 from .limits import LimitError, check_passes, parse_eps, parse_eps_list
 from .models import MODELS
+from .request_types import CurvesRequest, EvaluateRequest
+from .result_types import CurvesResult, EvaluateResult, EvaluationDefaults
 
 # default eps grids of the accuracy-vs-eps plot, up to about the dataset's threat model and past it
 CURVE_EPS = {"MNIST": "0, 0.05, 0.1, 0.2, 0.3", "CIFAR-10": "0, 2/255, 4/255, 8/255, 16/255"}
 
 
-def follow_model(name: str, current_dataset: str):
-    """Evaluate tab, a model was picked: the test set follows it, and so do both eps fields when the dataset changes
-    (0.3 means nothing on CIFAR-10, 8/255 little on MNIST). Returns updates for (test set, eps, curve eps)."""
-    if not name:
-        return gr.update(), gr.update(), gr.update()
-    model = MODELS.get(name)
+@user_errors
+def evaluation_defaults(model_name: str) -> EvaluationDefaults:
+    """The test set and the budgets that suit a model: its dataset, its threat model's eps and an eps grid up to
+    about it (0.3 means nothing on CIFAR-10, 8/255 little on MNIST)."""
+    model = MODELS.get(model_name)
     dataset = dataset_of(model)
-    if dataset == current_dataset:
-        return dataset, gr.update(), gr.update()
-    return dataset, eps_label(default_eps(model), approx=False), CURVE_EPS.get(dataset, gr.update())
+    return EvaluationDefaults(dataset=dataset, eps=eps_label(default_eps(model), approx=False),
+                              curve_eps=CURVE_EPS.get(dataset, CURVE_EPS[opening.DATASET]))
 
 
 def _pct(entry: dict) -> str:
@@ -54,13 +53,14 @@ def report_markdown(report: dict, model_name: str) -> str:
 
 
 @user_errors
-def evaluate_model(model_name, dataset, n, attacks, eps, steps, restarts, seed, progress=None, request=None):
+def evaluate_model(request: EvaluateRequest, progress=None, session=None) -> EvaluateResult:
     """Clean and robust accuracy with Wilson intervals; confusion matrix of the last attack; JSON report file."""
     from ssm_lab import plots
     from ssm_lab.evaluate import evaluate
 
+    model_name = request.model
     model = MODELS.get(model_name)
-    attacks = [a for a in (attacks or []) if a]
+    attacks = [a for a in (request.attacks or []) if a]
     if not attacks:
         raise LimitError("choose at least one attack")
     unknown = [a for a in attacks if a not in ATTACK_MENU]
@@ -69,17 +69,17 @@ def evaluate_model(model_name, dataset, n, attacks, eps, steps, restarts, seed, 
     norms = {ATTACK_MENU[a][1]["norm"] for a in attacks}
     if len(norms) > 1:
         raise LimitError("one evaluation uses one threat model: evaluate Linf and L2 attacks separately")
-    x, y, info, ds = sample_test_images(dataset, n, seed)
+    x, y, info, ds = sample_test_images(request.dataset, request.n, request.seed)
     check_fits({model_name: model}, x, ds.classes)
     specs, total = [], {"forward": 0, "backward": 0}
     for attack in attacks:
-        spec, eps_value, seed_value = spec_for(attack, model, eps=eps, steps=steps, restarts=restarts, seed=seed)
+        spec, eps_value, seed_value = spec_for(attack, model, request, eps=request.eps)
         spec.pop("norm")
         cost = spec_cost(spec, model, eps_value, len(x))
         total = {k: total[k] + cost[k] for k in total}
         specs.append(spec)
     check_passes(total, f"{len(specs)} attack(s) on {len(x)} images")
-    with cancellable("evaluate", request) as cancel, holding([model]):
+    with cancellable("evaluate", session) as cancel, holding([model]):
         report = evaluate(model, x, y, specs, eps=eps_value, norm=norms.pop(), seed=seed_value,
                           progress=progress_callback(progress), cancel=cancel, data_info=info)
     report["checkpoint"] = model_name
@@ -94,7 +94,8 @@ def evaluate_model(model_name, dataset, n, attacks, eps, steps, restarts, seed, 
         figure.update_layout(title=f"Predictions under {last['attack']} (rows: true class), n={len(truth)}")
     path = new_run_dir() / "evaluation.json"
     atomic_write(path, json.dumps(report, indent=1))
-    return report_markdown(report, model_name), figure, str(path), _compact(report)
+    return EvaluateResult(text=report_markdown(report, model_name), confusion=figure, report_file=str(path),
+                          report=_compact(report))
 
 
 def _compact(report: dict) -> dict:
@@ -105,20 +106,20 @@ def _compact(report: dict) -> dict:
 
 
 @user_errors
-def eps_curves(model_names, dataset, n, attack, eps_values, steps, restarts, seed, progress=None, request=None):
+def eps_curves(request: CurvesRequest, progress=None, session=None) -> CurvesResult:
     """Robust accuracy against one Linf attack over several eps values, one curve per model, same images."""
     from ssm_lab import plots
     from ssm_lab.evaluate import eps_curve
 
-    if ATTACK_MENU.get(attack, ("", {}))[1].get("norm") != "Linf":
+    if ATTACK_MENU.get(request.attack, ("", {}))[1].get("norm") != "Linf":
         raise LimitError(f"accuracy-vs-eps curves use Linf attacks; choose one of {', '.join(LINF_ATTACKS)}")
-    models = chosen_models(model_names)
-    values = parse_eps_list(eps_values)
-    x, y, info, ds = sample_test_images(dataset, n, seed)
+    models = chosen_models(request.models)
+    values = parse_eps_list(request.eps_values)
+    x, y, info, ds = sample_test_images(request.dataset, request.n, request.seed)
     check_fits(models, x, ds.classes)
     first = next(iter(models.values()))
-    spec, _, seed_value = spec_for(attack, first, eps=max(values) if max(values) > 0 else parse_eps("0.1"),
-                                   steps=steps, restarts=restarts, seed=seed)
+    spec, _, seed_value = spec_for(request.attack, first, request,
+                                   eps=max(values) if max(values) > 0 else parse_eps("0.1"))
     spec.pop("norm")
     total = {"forward": 0, "backward": 0}
     for model in models.values():
@@ -127,11 +128,11 @@ def eps_curves(model_names, dataset, n, attack, eps_values, steps, restarts, see
                 cost = spec_cost(spec, model, value, len(x))
                 total = {k: total[k] + cost[k] for k in total}
     check_passes(total, f"{len(values)} eps values x {len(models)} models on {len(x)} images")
-    with cancellable("evaluate", request) as cancel, holding(models.values()):
+    with cancellable("evaluate", session) as cancel, holding(models.values()):
         curves = eps_curve(models, x, y, values, spec, seed=seed_value, progress=progress_callback(progress),
                            cancel=cancel)
     for rows in curves["curves"].values():
         for row in rows:
             row.pop("predictions", None)  # per-point lists belong in evaluation reports, not in a curve
     curves["data"] = info
-    return plots.eps_curve_figure(curves), curves
+    return CurvesResult(figure=plots.eps_curve_figure(curves), curves=curves)

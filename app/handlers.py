@@ -8,9 +8,9 @@ import weakref
 import numpy as np
 
 from ssm_lab.catalogue import catalogue_rows
-from ssm_lab.eps import eps_label
+from ssm_lab.eps import eps_label, grey_levels
 
-from . import inputs
+from . import inputs, opening
 from .attack_menu import attack_settings, class_list, default_eps
 from .common import cancellable, holding, new_run_dir, progress_callback, public_model_info, user_errors
 from .learn import ads_pair
@@ -23,6 +23,8 @@ from .models import (
     resolve_source,
     training_curves,
 )
+from .request_types import AttackChoice, AttackRequest, CostRequest, ImageChoice, PreviewRequest
+from .result_types import AttackResult, ModelSelection, Preview
 
 PREVIEW_SIDE = inputs.PREVIEW_SIDE
 # set by the first page (or API client) to ask for the start-up data: its own requests now load the preselected
@@ -44,7 +46,7 @@ def startup() -> dict:
 
 
 @user_errors
-def select_model(model_name: str):
+def select_model(model_name: str) -> ModelSelection:
     """Load (or take from the LRU) a model: its card, its default eps, its classes (for the target menu), the
     test set that matches it, and its training curves when they were shipped with it."""
     from ssm_lab.plots import training_curves_figure
@@ -52,8 +54,8 @@ def select_model(model_name: str):
     model = MODELS.get(model_name)
     curves = training_curves(model_name)
     figure = training_curves_figure(curves, f"Training curves of {model_name}") if curves else None
-    eps = eps_label(default_eps(model), approx=False)
-    return card_markdown(model, model_name), eps, ["none"] + class_list(model), dataset_of(model), figure
+    return ModelSelection(card=card_markdown(model, model_name), eps=eps_label(default_eps(model), approx=False),
+                          classes=["none"] + class_list(model), dataset=dataset_of(model), curves=figure)
 
 
 @user_errors
@@ -71,30 +73,32 @@ def load_hub_model(repo_id: str, revision: str = "") -> str:
 def dataset_of(model) -> str:
     """The menu name of a model's dataset (MNIST when unknown), to preselect matching test images."""
     key = (model.config.meta or {}).get("dataset")
-    return next((label for label, value in inputs.DATASETS.items() if value == key), "MNIST")
+    return next((label for label, value in inputs.DATASETS.items() if value == key), opening.DATASET)
 
 
-def model_x(model, source, dataset, index, upload, sketch):
+def model_x(model, image: ImageChoice):
     """(1, C, S, S) float input in [0, 1] for this model, the label when known, and a description."""
     from ssm_lab.images import to_tensor
 
     cfg = model.config
-    arr, label, text = inputs.model_input(source, cfg.in_channels, cfg.image_size, dataset=dataset, index=index,
-                                          upload=upload, sketch=sketch,
+    arr, label, text = inputs.model_input(image.source, cfg.in_channels, cfg.image_size, dataset=image.dataset,
+                                          index=image.index, upload=image.upload, sketch=image.sketch, fit=image.fit,
                                           model_dataset=(cfg.meta or {}).get("dataset"))
     return to_tensor(arr), label, text
 
 
 @user_errors
-def preview(model_name: str, source: str, dataset: str, index, upload=None, sketch=None):
-    """Exactly what the model sees (after resizing and channel conversion), enlarged, and where it came from."""
-    model = MODELS.get(model_name)
-    x, label, text = model_x(model, source, dataset, index, upload, sketch)
+def preview(request: PreviewRequest) -> Preview:
+    """Exactly what the model sees (after framing, resizing and channel conversion), enlarged, and where it came
+    from."""
+    model = MODELS.get(request.model)
+    x, label, text = model_x(model, request)
     cfg = model.config
     # without a true class, `text` already says the attack works against the model's clean prediction
     label_text = f"; true class **{class_list(model)[label]}**" if label is not None else ""
-    return inputs.display(x), (f"{text}. Shown as the model sees it ({cfg.in_channels}x{cfg.image_size}x"
-                               f"{cfg.image_size}, enlarged without smoothing){label_text}.")
+    return Preview(image=inputs.display(x), note=f"{text}. Shown as the model sees it ({cfg.in_channels}x"
+                                                 f"{cfg.image_size}x{cfg.image_size}, enlarged without smoothing)"
+                                                 f"{label_text}.")
 
 
 @user_errors
@@ -136,15 +140,20 @@ def cost_text(cost: dict, model, what: str = "1 image") -> str:
             f"per request. {cost['description']}")
 
 
+def engine_settings(choice: AttackChoice, model) -> tuple[str, dict]:
+    """The engine name and make_attack keyword arguments of the attack tab's knobs, after the server's caps."""
+    return attack_settings(choice.attack, model, eps=choice.eps, steps=choice.steps, step_size=choice.step_size,
+                           restarts=choice.restarts, target=choice.target, seed=choice.seed)
+
+
 @user_errors
-def estimate_cost(model_name, attack, eps, steps, step_size, restarts, target, seed) -> str:
+def estimate_cost(request: CostRequest) -> str:
     from ssm_lab.attacks import make_attack
 
-    model = MODELS.get(model_name)
-    name, params = attack_settings(attack, model, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
-                                   target=target, seed=seed)
+    model = MODELS.get(request.model)
+    name, params = engine_settings(request, model)
     cost = make_attack(name, model, **params).cost(1, trace=True)
-    check_passes(cost, attack)
+    check_passes(cost, request.attack)
     return cost_text(cost, model)
 
 
@@ -178,7 +187,7 @@ def summary_markdown(res: dict, classes: list[str], params: dict, attack: str, a
              f"- label **{name(res['label'])}** ({'given' if res['label_given'] else 'the clean prediction'})",
              f"- clean prediction **{name(res['pred_clean'])}** ({res['p_clean'].max():.1%})",
              f"- adversarial prediction **{name(res['pred_adv'])}** ({res['p_adv'].max():.1%})",
-             f"- perturbation: Linf {res['linf']:.4f} ({res['linf'] * 255:.1f}/255), L2 {res['l2']:.4f}; budget "
+             f"- perturbation: Linf {res['linf']:.4f} ({grey_levels(res['linf'], '.1f')}), L2 {res['l2']:.4f}; budget "
              f"{params['norm']} eps = {eps_label(params['eps'])}",
              f"- survives 8-bit PNG: {png}",
              f"- {res['seconds']:.2f} s, seed {params['seed']}"]
@@ -197,36 +206,36 @@ def perturbation_image(delta) -> np.ndarray:
 
 
 @user_errors
-def run_attack(model_name, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts, target,
-               seed, progress=None, request=None):
-    """Attack one image. Returns clean, adversarial and perturbation images, a summary, four figures
-    (top-k, trace, error scaling, error along the sequence), the download paths and the run card."""
+def run_attack(request: AttackRequest, progress=None, session=None) -> AttackResult:
+    """Attack one image: clean, adversarial and perturbation images, a summary, four figures (top-k, trace, error
+    scaling, error along the sequence), the download paths and the run card. `session` (gradio's request) scopes
+    the cancel button."""
     from ssm_lab import plots
     from ssm_lab.analysis import error_scaling
     from ssm_lab.attacks import make_attack
     from ssm_lab.single import attack_single, run_card, save_artefacts
 
-    model = MODELS.get(model_name)
-    x, label, text = model_x(model, source, dataset, index, upload, sketch)
-    name, params = attack_settings(attack, model, eps=eps, steps=steps, step_size=step_size, restarts=restarts,
-                                   target=target, seed=seed)
+    model = MODELS.get(request.model)
+    x, label, text = model_x(model, request)
+    name, params = engine_settings(request, model)
     planned = make_attack(name, model, **params)
-    check_passes(planned.cost(1, trace=True), attack)
+    check_passes(planned.cost(1, trace=True), request.attack)
     seed_value = params.pop("seed")
-    with cancellable("attack", request) as cancel, holding([model]):
+    with cancellable("attack", session) as cancel, holding([model]):
         res = attack_single(model, x, label, name, seed=seed_value, progress=progress_callback(progress),
                             cancel=cancel, **params)
         analysis = error_scaling(model, x, res["adv"])
     classes = class_list(model)
-    card = run_card(model, res, name, params, seed_value, model_name, classes)
+    card = run_card(model, res, name, params, seed_value, request.model, classes)
     card["input"] = text
-    card["model"] = public_model_info(card["model"], model_name)
+    card["model"] = public_model_info(card["model"], request.model)
     paths = save_artefacts(res, card, new_run_dir())
     params["seed"] = seed_value
-    figures = (plots.topk_figure(classes, res["p_clean"], res["p_adv"]),
-               plots.trace_figure(res["trace"], params.get("steps"), planned.owns_loop),
-               plots.error_scaling_figure(analysis, "Error scaling for this image"),
-               plots.token_error_figure(analysis["token_error_maps"], model.config.image_size))
-    return (inputs.display(x), inputs.display(res["adv"]), perturbation_image(res["delta"]),
-            summary_markdown(res, classes, params, attack, name), *figures,
-            [str(paths["png"]), str(paths["npy"]), str(paths["card"])], card)
+    return AttackResult(
+        clean=inputs.display(x), adversarial=inputs.display(res["adv"]), perturbation=perturbation_image(res["delta"]),
+        summary=summary_markdown(res, classes, params, request.attack, name),
+        topk=plots.topk_figure(classes, res["p_clean"], res["p_adv"]),
+        trace=plots.trace_figure(res["trace"], params.get("steps"), planned.owns_loop),
+        scaling=plots.error_scaling_figure(analysis, "Error scaling for this image"),
+        tokens=plots.token_error_figure(analysis["token_error_maps"], model.config.image_size),
+        files=[str(paths["png"]), str(paths["npy"]), str(paths["card"])], card=card)

@@ -6,9 +6,11 @@ import os
 from dataclasses import dataclass, fields
 
 from ssm_lab.eps import parse_eps as parse_eps_as
+from ssm_models.bounds import check_number
+from ssm_models.errors import UserError
 
 
-class LimitError(ValueError):
+class LimitError(ValueError, UserError):
     """A request above a server cap or with an unusable value; the message names the field and the cap."""
 
 
@@ -35,13 +37,8 @@ class Limits:
             raw = os.environ.get(f"SSM_LAB_MAX_{f.name.upper()}")
             if raw is None or raw.strip() == "":
                 continue
-            try:
-                value = int(raw)
-            except ValueError:
-                raise LimitError(f"SSM_LAB_MAX_{f.name.upper()} must be a whole number, got {raw!r}") from None
-            if value < 1:
-                raise LimitError(f"SSM_LAB_MAX_{f.name.upper()} must be at least 1, got {value}")
-            values[f.name] = value
+            values[f.name] = check_number(f"SSM_LAB_MAX_{f.name.upper()}", raw, lo=1, integer=True, text=True,
+                                          error=LimitError)
         return cls(**values)
 
 
@@ -55,15 +52,11 @@ def cleanup_period(file_age: int) -> int:
 
 def as_int(name: str, value, lo: int, hi: int, cap_name: str = "") -> int:
     """A whole number in [lo, hi]; gradio sends floats from Number/Slider, and API clients may send strings."""
-    from ssm_models.bounds import check_number  # importing ssm_models loads torch: not when the page is built
-
     return check_number(name, value, lo=lo, hi=hi, integer=True, text=True, error=LimitError,
                         cap=f"server cap {cap_name}" if cap_name else "")
 
 
 def as_float(name: str, value, lo: float, hi: float) -> float:
-    from ssm_models.bounds import check_number
-
     return check_number(name, value, lo=lo, hi=hi, text=True, error=LimitError)
 
 

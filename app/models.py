@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ssm_lab.catalogue import (
     ARCH_NAMES,
-    DATASET_NAMES,
+    DATASET_DISPLAY_NAMES,
     METHOD_NAMES,
     headline_metrics,
     lead_order,
@@ -121,7 +121,7 @@ def card_markdown(model, name: str) -> str:
     threat = meta.get("threat_model") or {}
     threat_text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in threat.items()) \
         if isinstance(threat, dict) else str(threat)
-    dataset = DATASET_NAMES.get(meta.get("dataset"), meta.get("dataset", "?"))
+    dataset = DATASET_DISPLAY_NAMES.get(meta.get("dataset"), meta.get("dataset", "?"))
     lines = [f"**{ARCH_NAMES.get(cfg.arch, cfg.arch)}** on **{dataset}**"
              f", trained with **{METHOD_NAMES.get(meta.get('method'), meta.get('method', '?'))}**, "
              f"{'AdS ' + cfg.ads if cfg.ads else 'no AdS'}",

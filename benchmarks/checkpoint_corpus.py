@@ -28,6 +28,7 @@ from benchmarks.hub_faults import (
     same_weights,
     warm_up,
 )
+from benchmarks.verdict import report_and_exit_code
 from testkit.hub_server import HubServer
 
 # per load; the largest allowed config (the over-budget case) would need about 1 GB. A lying Hub that streams more
@@ -509,13 +510,9 @@ def main(argv=None) -> int:
     start = time.time()
     results = run(cases, log=(lambda text: print(text, file=sys.stderr)) if args.verbose else None)
     worst = max(results, key=lambda r: r["peak_mib"])
-    print(f"{len(cases)} cases, {len(results)} loads in {time.time() - start:.1f} s; largest peak RSS growth "
-          f"{worst['peak_mib']:.1f} MiB ({worst['case']} [{worst['where']}]), bound {MAX_PEAK_MIB} MiB\n")
-    print(tables(results))
-    problems = failures(results)
-    for problem in problems:
-        print("FAIL:", problem, file=sys.stderr)
-    return 1 if problems else 0
+    headline = (f"{len(cases)} cases, {len(results)} loads in {time.time() - start:.1f} s; largest peak RSS growth "
+                f"{worst['peak_mib']:.1f} MiB ({worst['case']} [{worst['where']}]), bound {MAX_PEAK_MIB} MiB")
+    return report_and_exit_code(headline, tables(results), failures(results), "FAIL")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.verdict import report_and_exit_code
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 5
 SEED = 7
@@ -24,12 +26,13 @@ VARYING = ("the seconds in the summary and the run card", "the download paths")
 
 
 def requests(model: str, index: int) -> dict[str, dict]:
-    """Label -> run_attack keyword arguments: every attack of the app's menu, and PGD with a target class."""
+    """Label -> AttackRequest fields (the /attack endpoint's parameters): every attack of the app's menu, and PGD
+    with a target class."""
     from app.attack_menu import ATTACK_MENU
 
     out = {}
     for label, (_, fixed) in ATTACK_MENU.items():
-        out[label] = dict(model_name=model, source="dataset", dataset="MNIST", index=index, upload=None, sketch=None,
+        out[label] = dict(model=model, source="dataset", dataset="MNIST", index=index, upload=None, sketch=None,
                           attack=label, eps="2" if fixed["norm"] == "L2" else "0.3", steps=STEPS, step_size=0,
                           restarts=1, target="none", seed=SEED)
     out["PGD (Linf), target 3"] = {**out["PGD (Linf)"], "target": "3"}
@@ -54,14 +57,14 @@ def _without_seconds(card: dict) -> dict:
 
 def fingerprint(out) -> dict[str, str]:
     """sha256 of every part of run_attack's answer, wall-clock seconds and download paths aside."""
-    clean, adv, delta, summary, topk, trace, scaling, tokens, files, card = out
-    png, npy, card_path = (Path(p) for p in files)
+    png, npy, card_path = (Path(p) for p in out.files)
     parts = {
-        "clean image": clean, "adversarial image": adv, "perturbation image": delta,
-        "summary": re.sub(r"- [\d.]+ s, seed", "- <seconds> s, seed", summary),
-        "top-k figure": topk.to_plotly_json()["data"], "trace figure": trace.to_plotly_json()["data"],
-        "error-scaling figure": scaling.to_plotly_json()["data"], "token-error figure": tokens.to_plotly_json()["data"],
-        "run card": _without_seconds(card), "adversarial.npy": np.load(npy), "adversarial.png": png.read_bytes(),
+        "clean image": out.clean, "adversarial image": out.adversarial, "perturbation image": out.perturbation,
+        "summary": re.sub(r"- [\d.]+ s, seed", "- <seconds> s, seed", out.summary),
+        "top-k figure": out.topk.to_plotly_json()["data"], "trace figure": out.trace.to_plotly_json()["data"],
+        "error-scaling figure": out.scaling.to_plotly_json()["data"],
+        "token-error figure": out.tokens.to_plotly_json()["data"], "run card": _without_seconds(out.card),
+        "adversarial.npy": np.load(npy), "adversarial.png": png.read_bytes(),
         "run_card.json": _without_seconds(json.loads(card_path.read_text())),
     }
     return {name: hashlib.sha256(value if isinstance(value, bytes) else _canonical(value)).hexdigest()
@@ -74,9 +77,10 @@ def differences(a: dict[str, str], b: dict[str, str]) -> list[str]:
 
 def attack_once(kwargs: dict) -> tuple[dict[str, str], float]:
     from app import handlers
+    from app.request_types import AttackRequest
 
     start = time.perf_counter()
-    out = handlers.run_attack(**kwargs, progress=lambda *args, **kw: None)
+    out = handlers.run_attack(AttackRequest(**kwargs), progress=lambda *args, **kw: None)
     return fingerprint(out), time.perf_counter() - start
 
 
@@ -127,15 +131,15 @@ def through_server(model: str, index: int, checkpoints: Path, labels) -> dict[st
         client = Client(url, verbose=False)
         for label in labels:
             kwargs = requests(model, index)[label]
-            kwargs["model"] = kwargs.pop("model_name")
             answers = []
             for _ in range(2):
-                out = client.predict(**kwargs, api_name="/attack")
-                images = [Path(p).read_bytes() for p in out[:3]]
-                npy = np.load(next(p for p in out[8] if p.endswith(".npy")))
+                clean, adv, delta, summary, *_figures, files, card = client.predict(**kwargs, api_name="/attack")
+                images = [Path(p).read_bytes() for p in (clean, adv, delta)]
+                npy = np.load(next(p for p in files if p.endswith(".npy")))
+                seconds_free = re.sub(r"- [\d.]+ s, seed", "", summary)
                 answers.append({"images": hashlib.sha256(b"".join(images)).hexdigest(),
-                                "summary": hashlib.sha256(re.sub(r"- [\d.]+ s, seed", "", out[3]).encode()).hexdigest(),
-                                "run card": hashlib.sha256(_canonical(_without_seconds(out[9]))).hexdigest(),
+                                "summary": hashlib.sha256(seconds_free.encode()).hexdigest(),
+                                "run card": hashlib.sha256(_canonical(_without_seconds(card))).hexdigest(),
                                 "adversarial.npy": hashlib.sha256(_canonical(npy)).hexdigest()})
             results[label] = {"first": answers[0], "second": answers[1], "differ": differences(*answers)}
     return results
@@ -215,7 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--attacks", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from app.__main__ import skip_gradio_stub_writing
+    from app.gradio_compat import skip_gradio_stub_writing
     from ssm_lab.threads import torch_threads
 
     skip_gradio_stub_writing()  # as `python -m app` does: a third of gradio's import time
@@ -228,13 +232,9 @@ def main(argv=None) -> int:
     start = time.time()
     report = run(args.model, args.index, args.checkpoints, server=not args.no_server,
                  log=lambda text: print(text, file=sys.stderr))
-    print(f"model {args.model}, MNIST test image {args.index}, {STEPS} steps, seed {SEED}; "
-          f"{time.time() - start:.0f} s; allowed to vary: {'; '.join(VARYING)}\n")
-    print(table(report))
-    bad = failures(report)
-    for problem in bad:
-        print("DIFFERS:", problem, file=sys.stderr)
-    return 1 if bad else 0
+    headline = (f"model {args.model}, MNIST test image {args.index}, {STEPS} steps, seed {SEED}; "
+                f"{time.time() - start:.0f} s; allowed to vary: {'; '.join(VARYING)}")
+    return report_and_exit_code(headline, table(report), failures(report), "DIFFERS")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from unittest import mock
 
+from benchmarks.verdict import report_and_exit_code
 from testkit.hub_server import HubEnvironment, HubServer
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -359,14 +360,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     start = time.time()
     results = run(args.repeat, args.faults, args.skip_waits, log=lambda text: print(text, file=sys.stderr))
-    print(f"{sum(map(len, results.values()))} trials in {time.time() - start:.0f} s "
-          f"(retry pauses {'skipped' if args.skip_waits else 'real'})\n")
-    print(table(results))
+    headline = (f"{sum(map(len, results.values()))} trials in {time.time() - start:.0f} s "
+                f"(retry pauses {'skipped' if args.skip_waits else 'real'})")
     bad = [t for trials in results.values() for t in trials
            if not (t["as_expected"] and t["next_ok"] and not t["cache_after_fault"] and not t["cache_after_next"])]
-    for t in bad[:10]:
-        print("UNEXPECTED:", t, file=sys.stderr)
-    return 1 if bad else 0
+    return report_and_exit_code(headline, table(results), bad, "UNEXPECTED", most=10)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .kill_files import file_differences, folder_problems
 from .kill_runs import MODES, child_env, cli_command, kill_in_write, run, run_and_kill
 
 REPO = "org/model"
-BIG = {"d_model": 96, "n_layers": 2, "d_state": 16, "image_size": 28, "num_classes": 10}  # weights of ~0.5 MB
+BIG = {"d_model": 96, "n_layers": 2, "d_state": 16, "image_size": 28, "num_classes": 10}  # 98 KB of weights
 LOAD = "import sys; from ssm_models.hub import load_model; load_model(sys.argv[1])"
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -16,16 +15,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from testkit.app_process import free_port, stop, wait_until_serving
+from ssm_lab.attack_registry import TARGETED_MENU
+from testkit.app_process import serving_app
 
-ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
+SMALLEST_TEST_SET = 1_000  # the bundled sample an offline app serves: every test set has these indices
 DEFAULT_MODELS = ("mnist-s4-st", "mnist-dss-st", "mnist-s5-st", "mnist-s4-pgdat")
 LINF_ATTACKS = ("FGSM", "PGD (Linf)", "APGD-CE", "APGD-T", "Square", "FAB-T")
 L2_ATTACKS = ("PGD (L2)", "CW (L2)", "DeepFool (L2)")
 LINF_EPS = ("2/255", "4/255", "8/255", "0.05", "0.1", "0.2", "0.3")
 L2_EPS = ("0.5", "1.0", "2.0", "3.0")
-TARGETED = ("FGSM", "PGD (Linf)", "PGD (L2)", "CW (L2)")
 QUEUE_FULL = "Queue is full"  # what gradio_client raises (QueueError) when the server answers 503 queue_full
 
 
@@ -49,7 +48,6 @@ def live_server(workdir: Path, checkpoints: Path | None = None, **env_extra: str
     workdir.mkdir(parents=True, exist_ok=True)
     for d in ("gradio", "tmp"):
         (workdir / d).mkdir(exist_ok=True)
-    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(workdir / "gradio"),
            "TMPDIR": str(workdir / "tmp"), **env_extra}
@@ -57,17 +55,8 @@ def live_server(workdir: Path, checkpoints: Path | None = None, **env_extra: str
         env.pop(name, None)
     if checkpoints is not None:
         env["SSM_LAB_CHECKPOINTS"] = str(checkpoints)
-    url = f"http://127.0.0.1:{port}/"
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            wait_until_serving(proc, url, START_TIMEOUT_S, log_path)
-            yield Server(url, proc.pid, workdir, time.perf_counter() - started)
-        finally:
-            stop(proc)
+    with serving_app(env, workdir / "server.log", START_TIMEOUT_S) as (url, pid, seconds):
+        yield Server(url, pid, workdir, seconds)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -116,11 +105,11 @@ def make_request(user: int, k: int, models: tuple[str, ...], quick: bool = False
     attack = rng.choice(LINF_ATTACKS + L2_ATTACKS)
     l2 = attack in L2_ATTACKS
     steps = rng.choice((4, 8) if attack == "Square" else (5, 10) if quick else (5, 10, 20))
-    target = str(rng.randrange(10)) if attack in TARGETED and rng.random() < 0.3 else "none"
+    target = str(rng.randrange(10)) if attack in TARGETED_MENU and rng.random() < 0.3 else "none"
     # small budgets too: attacks that fail run every step, which keeps concurrent requests overlapping
     eps = rng.choice(L2_EPS if l2 else LINF_EPS)
-    return dict(model=rng.choice(models), source="dataset", dataset="MNIST", index=rng.randrange(10_000), upload=None,
-                sketch=None, attack=attack, eps=eps, steps=steps, step_size=0, restarts=1, target=target,
+    return dict(model=rng.choice(models), source="dataset", dataset="MNIST", index=rng.randrange(SMALLEST_TEST_SET),
+                upload=None, sketch=None, attack=attack, eps=eps, steps=steps, step_size=0, restarts=1, target=target,
                 seed=rng.randrange(10_000))
 
 

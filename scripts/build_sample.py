@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ssm_lab.datasets.base import carve_per_class
+from ssm_lab.datasets.cifar10 import cached_split
+from ssm_lab.datasets.mnist import read_test_set
+from ssm_lab.datasets.sample import PER_CLASS, SAMPLE_SEED, sample_path
+from ssm_models.atomic import atomic_write
 
-from ssm_lab.datasets.base import carve_per_class  # noqa: E402
-from ssm_lab.datasets.cifar10 import cached_split  # noqa: E402
-from ssm_lab.datasets.mnist import read_test_set  # noqa: E402
-from ssm_lab.datasets.sample import PER_CLASS, SAMPLE_SEED, sample_path  # noqa: E402
-from ssm_models.atomic import atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_sample(name: str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -43,9 +42,11 @@ Rebuild with `python scripts/build_sample.py ../shared/data` (the development da
   Hub's `ylecun/mnist` test split). An index is the position in the official test set (0-9,999).
 - `cifar10-test-sample.npz`: from a public **JPEG conversion** of the CIFAR-10 test set
   (`test/<class>/<NNNN>.jpg`, 1,000 per class), so its pixels differ slightly from the original PNG/binary
-  pixels the Hub's `uoft-cs/cifar10` holds. The conversion does not keep the official test-set index; an index
-  here is `1000 * class + NNNN` (class in CIFAR-10's order: airplane, automobile, bird, cat, deer, dog, frog,
-  horse, ship, truck), i.e. the image `test/<class>/<NNNN>.jpg` of the conversion.
+  pixels the Hub's `uoft-cs/cifar10` holds. The conversion numbers files per class (0000-0999) and does not
+  record the official test-set index; whether its numbers follow the official order within each class could not
+  be checked here (no original copy on this machine). So an index here is `1000 * class + NNNN` (class in
+  CIFAR-10's order: airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck), i.e. the image
+  `test/<class>/<NNNN>.jpg` of the conversion, not an official test-set index.
 
 Numbers computed on this sample say so ("bundled sample (1,000)") and are not comparable with full-test-set
 figures; each shipped model card records its clean accuracy on it (`clean_bundled_sample`).

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ssm_lab.card_metrics import DEFAULT_N, card_metrics
+from ssm_lab.cards import write_card
+from ssm_models.atomic import atomic_write
 
-from ssm_lab.card_metrics import DEFAULT_N, card_metrics  # noqa: E402
-from ssm_lab.cards import write_card  # noqa: E402
-from ssm_models.atomic import atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 STATE_DIR = ".card_state"
 
@@ -44,8 +42,9 @@ def measure(directory: Path, a) -> None:
     def save(metrics: dict) -> None:
         atomic_write(path, json.dumps(metrics, indent=1, allow_nan=False) + "\n")
 
-    metrics = card_metrics(model, model.config.meta["dataset"], n=a.aa_n, seed=a.seed, eps=tuple(a.eps) if a.eps else None,
-                           data_dir=a.data_dir, previous=previous, attacks_only=a.attacks_only,
+    eps = tuple(a.eps) if a.eps else None
+    metrics = card_metrics(model, model.config.meta["dataset"], n=a.aa_n, seed=a.seed, eps=eps, data_dir=a.data_dir,
+                           previous=previous, attacks_only=a.attacks_only,
                            state_dir=directory / STATE_DIR, save=save,
                            log=lambda m: print(f"[{directory.name}] {m}", flush=True))
     write_card(directory, metrics)

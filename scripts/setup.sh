@@ -13,3 +13,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
+# The browser the browser tests drive: Debian's chromium when running as root (CI, containers), else Playwright's
+# own download. Never fatal: without a browser only the browser tests fail, and they say how to get one.
+playwright_browsers=${PLAYWRIGHT_BROWSERS_PATH:-$HOME/.cache/ms-playwright}
+if [ -x /usr/bin/chromium ] || ls "$playwright_browsers"/chromium*-*/ >/dev/null 2>&1; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; then
+    echo "setup: installed Debian's chromium (apt-get) for the browser tests"
+  else
+    echo "setup: could not install Debian's chromium with apt-get; the browser tests will fail" >&2
+  fi
+elif .venv/bin/python -m playwright install chromium >/dev/null 2>&1; then
+  echo "setup: downloaded Playwright's chromium for the browser tests"
+else
+  echo "setup: could not download Playwright's chromium; the browser tests will fail" >&2
+fi

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ssm_lab.allocator import keep_freed_memory
+from ssm_lab.train import TrainConfig, train
 
-from ssm_lab.allocator import keep_freed_memory  # noqa: E402
-from ssm_lab.train import TrainConfig, train  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # Short patch sequences train fast on a CPU; dt is scaled to their length (the LegS default 1e-3..1e-1 suits
 # L = 784 pixels), and the S4/DSS/S5 blocks use the standard GELU (the reference never calls it; see the cards).

@@ -9,9 +9,11 @@ Definitions (the paper does not publish its code; these are ours):
   MSE it does not change when a component only rescales its output (AdS's `act(W y) * y` or a linear layer can
   multiply every feature by a large factor), so its change rate says whether the component amplifies the
   error relative to the signal it carries.
-- Change rate of a component: (M_after - M_before) / M_before, where "before" is the probe immediately
-  preceding it in the same layer (the layer input for its first component). r < 0: the component shrinks
-  the clean/adversarial gap; r > 0: it amplifies it.
+- Change rate of a component: (M_after - M_before) / M_before, where "before" is the component's own input and
+  "after" its own output, both recorded in the same forward pass (`ssm_models.record`: a forward pre-hook beside
+  each forward hook). So `residual_norm` compares LayerNorm(z) with z = x + mixer(x), Mega's attention its output
+  with its values v and its gate with the candidate h, Mamba's conv its SiLU output with the x half of in_proj
+  (each row names its input). r < 0: the component shrinks the clean/adversarial gap; r > 0: it amplifies it.
 - Error along the sequence: per-token L2 norm of f_clean - f_adv, mapped back onto image coordinates.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ssm_models import record
+from ssm_models.probes import input_description
 
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
 METRICS = ("mse", "kl", "rel")
@@ -48,9 +51,15 @@ def feature_relative_error(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tens
     return diff.pow(2).sum(1) / clean.pow(2).sum(1).clamp_min(1e-300)  # (B,)
 
 
+def _errors(f_clean: torch.Tensor, f_adv: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"mse": feature_mse(f_clean, f_adv), "kl": feature_kl(f_clean, f_adv),
+            "rel": feature_relative_error(f_clean, f_adv)}  # each (B,)
+
+
 @torch.no_grad()
 def probe_errors(model, x_clean: torch.Tensor, x_adv: torch.Tensor) -> "OrderedDict[str, dict]":
-    """For every probe: per-image MSE and KL (B,) and per-token error norms (B, L) where there is a token axis."""
+    """For every probe: per-image MSE, KL and relative error (B,) of its output and, under "input", of its own
+    input; per-token error norms (B, L) of the output where there is a token axis."""
     model.eval()
     with record(model, detach=True) as clean:
         model(x_clean)
@@ -58,46 +67,41 @@ def probe_errors(model, x_clean: torch.Tensor, x_adv: torch.Tensor) -> "OrderedD
         model(x_adv)
     out: "OrderedDict[str, dict]" = OrderedDict()
     for name, f_clean in clean.items():
-        f_adv = adv[name]
-        entry = {"mse": feature_mse(f_clean, f_adv), "kl": feature_kl(f_clean, f_adv),
-                 "rel": feature_relative_error(f_clean, f_adv)}
+        entry = _errors(f_clean, adv[name])
+        entry["input"] = _errors(clean.inputs[name], adv.inputs[name])
         if f_clean.dim() == 3:  # (B, L, H)
-            entry["token_error"] = (f_clean - f_adv).norm(dim=-1)  # (B, L)
+            entry["token_error"] = (f_clean - adv[name]).norm(dim=-1)  # (B, L)
         out[name] = entry
     return out
 
 
-def component_chain(names: list[str]) -> list[tuple[str, str, str, int]]:
-    """(component, probe, previous probe, layer) for each in-layer probe, in forward order."""
-    chain, previous = [], None
-    for name in names:
-        match = _LAYER.match(name)
-        if match and previous is not None:
-            chain.append((match.group(2), name, previous, int(match.group(1))))
-        previous = name
-    return chain
-
-
 def error_scaling(model, x_clean: torch.Tensor, x_adv: torch.Tensor, batch_size: int = 128) -> dict:
-    """Aggregate MSE/KL per probe and change rates per component over a sample of (clean, adversarial) pairs."""
+    """Aggregate MSE/KL/relative error per probe (output, and `input`) and change rates per in-layer component,
+    each from that component's own input and output, over a sample of (clean, adversarial) pairs."""
     sums: "OrderedDict[str, dict]" = OrderedDict()
     token_maps: dict[str, torch.Tensor] = {}
     n = len(x_clean)
     for start in range(0, n, batch_size):
         errors = probe_errors(model, x_clean[start:start + batch_size], x_adv[start:start + batch_size])
         for name, entry in errors.items():
-            acc = sums.setdefault(name, dict.fromkeys(METRICS, 0.0))
+            acc = sums.setdefault(name, {"output": dict.fromkeys(METRICS, 0.0), "input": dict.fromkeys(METRICS, 0.0)})
             for metric in METRICS:
-                acc[metric] += entry[metric].sum().item()
+                acc["output"][metric] += entry[metric].sum().item()
+                acc["input"][metric] += entry["input"][metric].sum().item()
             if "token_error" in entry:
                 per_image = model.token_map(entry["token_error"].float())  # (B, S, S)
                 token_maps[name] = token_maps.get(name, 0) + per_image.sum(0)
-    probes = OrderedDict((name, {m: v[m] / n for m in METRICS}) for name, v in sums.items())
+    probes = OrderedDict((name, {**{m: v["output"][m] / n for m in METRICS},
+                                 "input": {m: v["input"][m] / n for m in METRICS}}) for name, v in sums.items())
     components = []
-    for component, name, before, layer in component_chain(list(probes)):
-        row = {"layer": layer, "component": component, "probe": name, "before": before}
+    for name, probe in probes.items():
+        match = _LAYER.match(name)
+        if not match:
+            continue
+        row = {"layer": int(match.group(1)), "component": match.group(2), "probe": name,
+               "input": input_description(model, name)}
         for metric in METRICS:
-            b, a = probes[before][metric], probes[name][metric]
+            b, a = probe["input"][metric], probe[metric]
             row[f"{metric}_before"], row[f"{metric}_after"] = b, a
             row[f"{metric}_change_rate"] = (a - b) / b if b > 0 else None
         components.append(row)

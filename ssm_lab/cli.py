@@ -1,39 +1,36 @@
-"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list (benchmarks: python -m benchmarks)."""
+"""`ssm-lab`: train, evaluate, attack, analyze, report, import-reference, serve, list, data.
+
+Benchmarks: python -m benchmarks."""
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from ssm_models.bounds import check_number
+from ssm_models.errors import UserError
+
 from .allocator import keep_freed_memory
-from .attack_registry import ATTACK_NAMES, unknown_attack
+from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, unknown_attack
+from .cli_data import add_data_parser
+from .datasets.info import DATASETS, MODEL_DATASETS
+from .eps import eps_label, parse_eps
+from .image_fit import FITS
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """A user-facing error: printed without a traceback, exit code 2."""
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+    return check_number("value", text, integer=True, positive=True, text=True, error=argparse.ArgumentTypeError)
 
 
-def _eps(text: str) -> float:
-    """Accepts 0.3 or 8/255."""
-    from .eps import parse_eps
-
-    try:
-        return parse_eps(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_eps = functools.partial(parse_eps, error=argparse.ArgumentTypeError)  # 0.3 or 8/255
 
 
 def _attack_name(text: str) -> str:
@@ -131,9 +128,9 @@ def _attack_specs(a) -> list[dict]:
 
 
 def cmd_evaluate(a) -> None:
-    from . import distributed
     from ssm_models.atomic import remove_stale_temporaries
 
+    from . import distributed
     from .evaluate import evaluate
     from .run_lock import exclusive
     from .train import DEFAULT_THREAT
@@ -177,7 +174,7 @@ def cmd_attack(a) -> None:
     norm = a.norm or default_norm(a.attack[0])
     card = attack_image_file(_load(a.checkpoint), a.image, a.attack[0], out_dir=a.out_dir, eps=a.eps, norm=norm,
                              steps=a.steps, step_size=a.step_size, restarts=a.restarts, target=a.target, seed=a.seed,
-                             checkpoint=a.checkpoint)
+                             checkpoint=a.checkpoint, fit=a.fit)
     print(json.dumps(card["results"], indent=1))
 
 
@@ -262,6 +259,16 @@ class DEFAULTS(argparse.HelpFormatter):
 COMPUTE_COMMANDS = ("train", "evaluate", "attack", "analyze", "import-reference")
 
 
+def _per_dataset(field: str) -> str:
+    """'MNIST 0.3, CIFAR-10 8/255': a threat-model value of each data set with shipped models, for --help."""
+    return ", ".join(f"{DATASETS[name].display_name} {eps_label(getattr(DATASETS[name], field), approx=False)}"
+                     for name in MODEL_DATASETS)
+
+
+DATA_DIR_HELP = (f"folder holding {' and '.join(name + '/' for name in MODEL_DATASETS)} (default: $SSM_LAB_DATA, "
+                 "else the Hub or its cache{}; see `ssm-lab data info`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssm-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -274,14 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model", formatter_class=DEFAULTS)
     t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
-    t.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"], help="training set")
+    t.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="training set")
     t.add_argument("--method", default="st", choices=["st", "pgd-at", "trades", "freeat", "yopo"],
                    help="standard training, or an adversarial-training method")
     t.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training set")
     t.add_argument("--batch-size", type=_positive_int, default=64, help="images per step")
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW, cosine schedule)")
-    t.add_argument("--eps", type=_eps, help="training budget, a number or k/255 (default: MNIST 0.3, CIFAR-10 8/255)")
-    t.add_argument("--step-size", type=_eps, help="attack step size (default: MNIST 0.04, CIFAR-10 2/255)")
+    t.add_argument("--eps", type=_eps, help=f"training budget, a number or k/255 (default: {_per_dataset('eps')})")
+    t.add_argument("--step-size", type=_eps, help=f"attack step size (default: {_per_dataset('pgd_step')})")
     t.add_argument("--attack-steps", type=_positive_int, default=10, help="PGD steps of the training attack")
     t.add_argument("--beta", type=float, default=6.0, help="TRADES trade-off between clean and robust loss")
     t.add_argument("--replays", type=_positive_int, default=4, help="FreeAT: times each minibatch is replayed")
@@ -296,8 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ads", choices=["relu", "sigmoid", "tanh"], help="add Adaptive Scaling with this activation")
     t.add_argument("--ads-bias", action="store_true", help="AdS with biases and the additive branch")
     t.add_argument("--no-augment", action="store_true", help="no random shifts (and, on CIFAR-10, flips)")
-    t.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
-                   "../shared/data, else fallbacks)")
+    t.add_argument("--data-dir", help=DATA_DIR_HELP.format(""))
     t.add_argument("--train-limit", type=_positive_int, help=argparse.SUPPRESS)  # smoke runs: first N images only
     t.add_argument("--curve-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--val-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
@@ -318,16 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--step-size", type=_eps, help="PGD step size (default 2.5 * eps / steps)")
         q.add_argument("--restarts", type=_positive_int, help="random restarts, for the attacks that take them "
                        "(default 1)")
-        q.add_argument("--version", default="standard", choices=["standard", "plus", "rand"],
+        q.add_argument("--version", default="standard", choices=AUTOATTACK_VERSIONS,
                        help="AutoAttack version")
         q.add_argument("--seed", type=int, default=0, help="seed of random starts and sampling")
-        q.add_argument("--data-dir", help="folder holding mnist/ and cifar10/ (default: $SSM_LAB_DATA, else "
-                       "../shared/data, else fallbacks)")
+        q.add_argument("--data-dir", help=DATA_DIR_HELP.format(", else the bundled sample"))
+
+    def sample_args(q, what: str, n: int, n_help: str):
+        q.add_argument("--dataset", choices=list(DATASETS), help=f"{what} (default: the checkpoint's own)")
+        q.add_argument("--n", type=_positive_int, default=n, help=n_help)
 
     e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set", formatter_class=DEFAULTS)
     attack_args(e, many=True)
-    e.add_argument("--dataset", choices=["mnist", "cifar10"], help="test set (default: the checkpoint's own)")
-    e.add_argument("--n", type=_positive_int, default=1000, help="test images (a stratified seeded sample)")
+    sample_args(e, "test set", 1000, "test images (a stratified seeded sample)")
     e.add_argument("--batch-size", type=_positive_int, default=100, help="images per attack batch")
     e.add_argument("--state", help="resume file for long runs")
     e.add_argument("--out", help="report JSON (default: print it)")
@@ -338,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack_args(at, many=False)
     at.add_argument("--image", required=True, help="any image file Pillow reads (PNG, JPEG, ...), up to 20 MB and 40 "
                     "megapixels; converted and resized to the model's input")
+    at.add_argument("--fit", choices=list(FITS), default="auto",
+                    help="how the image becomes the model's input: " + "; ".join(f"{k}: {v}" for k, v in FITS.items()))
     at.add_argument("--target", type=int,
                     help="class index for a targeted attack (the attacks with a targeted mode)")
     at.add_argument("--out-dir", required=True, help="where the adversarial PNG, the lossless NPY and the run card go")
@@ -346,13 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="per-layer, per-component error scaling", formatter_class=DEFAULTS)
     an.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
-    an.add_argument("--dataset", choices=["mnist", "cifar10"],
-                    help="test and training set (default: the checkpoint's own)")
-    an.add_argument("--n", type=_positive_int, default=256, help="images per split")
+    sample_args(an, "test and training set", 256, "images per split")
     an.add_argument("--eps", type=_eps, help="PGD budget (default: the checkpoint's threat model, else 0.1)")
     an.add_argument("--steps", type=_positive_int, default=10, help="PGD steps")
     an.add_argument("--seed", type=int, default=0, help="seed of sampling and random starts")
-    an.add_argument("--data-dir", help="folder holding mnist/ and cifar10/")
+    an.add_argument("--data-dir", help=DATA_DIR_HELP.format(""))
     an.add_argument("--out", help="analysis JSON (default: print it)")
     threads_arg(an)
     an.set_defaults(func=cmd_analyze)
@@ -366,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("path", help="the reference code's state_dict (.pt; read with torch.load(weights_only=True))")
     ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"],
                     help="the reference model: SSM mode='nplr' (s4) or 'diag' (dss), S6_SSM (mamba), S5_SSM (s5)")
-    ir.add_argument("--dataset", required=True, choices=["mnist", "cifar10"], help="the dataset it was trained on")
+    ir.add_argument("--dataset", required=True, choices=list(DATASETS), help="the dataset it was trained on")
     ir.add_argument("--ads", choices=["relu", "sigmoid", "tanh"],
                     help="activation of the file's AdSS module (the reference does not store it)")
     ir.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -382,30 +390,35 @@ def build_parser() -> argparse.ArgumentParser:
     li = sub.add_parser("list", help="architectures, and checkpoints with their card metrics")
     li.add_argument("--root", help="a directory of checkpoints (default: the shipped checkpoints/)")
     li.set_defaults(func=cmd_list)
+
+    add_data_parser(sub)
     return p
+
+
+def _set_torch_threads(args) -> None:
+    import torch
+
+    from .threads import torch_threads
+
+    threads = torch_threads(args.threads, default=None if args.command == "train" else 1)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in COMPUTE_COMMANDS:
-        import torch
-
-        from .threads import torch_threads
-
-        threads = torch_threads(args.threads, default=None if args.command == "train" else 1)
-        if threads is not None:
-            torch.set_num_threads(threads)
     if getattr(args, "attack", "absent") is None:
         args.attack = ["pgd"]
     elif isinstance(getattr(args, "attack", None), str):
         args.attack = [args.attack]
-    from ssm_models.errors import UserError  # here: importing ssm_models loads torch, which --help need not wait for
-
     try:
+        if args.command in COMPUTE_COMMANDS:
+            _set_torch_threads(args)
         args.func(args)
-    except (CLIError, UserError, ValueError, FileNotFoundError, OSError, KeyError) as exc:
+    # UserError, and the engine's input checks that still raise a built-in type
+    except (UserError, ValueError, OSError, KeyError) as exc:
         print(f"ssm-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

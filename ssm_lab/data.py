@@ -14,7 +14,7 @@ from .datasets.base import (
     dataset_info,
     sample_indices,
 )
-from .datasets.builtin import RESOLUTION_ORDER, load_builtin
+from .datasets.builtin import RESOLUTION_ORDER, bundled_sample, load_builtin
 from .datasets.folder import convert_image, load_folder
 from .datasets.info import MODEL_DATASETS
 
@@ -31,6 +31,7 @@ __all__ = [
     "ImageDataset",
     "MODEL_DATASETS",
     "RESOLUTION_ORDER",
+    "bundled_sample",
     "cache_dir",
     "class_indices",
     "convert_image",

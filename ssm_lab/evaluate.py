@@ -7,7 +7,7 @@ import platform
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -73,10 +73,15 @@ def model_identity(model) -> dict:
 
 
 def attack_label(entry: dict) -> str:
-    """An evaluation report's attack entry for people: 'pgd (steps=10, restarts=1)', '(cancelled: partial)' if so."""
+    """An evaluation report's attack entry for people: 'pgd (steps=10, restarts=1)', and for a cancelled run
+    '(cancelled: 40 of 100 images attacked)'."""
     params = ", ".join(f"{k}={v}" for k, v in (entry.get("params") or {}).items())
-    return (entry["attack"] + (f" ({params})" if params else "")
-            + ("" if entry.get("complete", True) else " (cancelled: partial)"))
+    partial = ""
+    if not entry.get("complete", True):
+        requested = entry.get("n_requested")
+        partial = (f" (cancelled: {entry.get('n')} of {requested} images attacked)" if requested is not None
+                   else " (cancelled: partial)")
+    return entry["attack"] + (f" ({params})" if params else "") + partial
 
 
 @torch.no_grad()  # no graph, and time-invariant kernels come from their cache
@@ -91,8 +96,11 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
     """Evaluate `model` on (x, y) against each attack spec (`{"name": "pgd", "steps": 10, ...}`).
 
     Every attack runs on every clean-correct point (individual robust accuracies); the worst case marks a point
-    robust only if it survived all attacks. With `state_path`, finished batches are saved after each batch, and a
-    re-run with the same arguments resumes where it stopped. The SSM gradient checks (float32 vs float64, and
+    robust only if it survived all attacks. A batch counts only when the attack ran to completion on every one of
+    its images: a cancel inside a batch discards that batch, so each entry's `n` is the images attacked (not
+    `n_requested`) and `complete` says whether that is all of them. With `state_path`, finished batches are saved
+    after each batch (an unfinished one never is), and a re-run with the same arguments resumes where it stopped,
+    recomputing the discarded batch. The SSM gradient checks (float32 vs float64, and
     scan vs sequential for Mamba) run on the first `checks` images; a failed one adds a flag to the report.
     """
     n = len(x)
@@ -116,27 +124,21 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
         preds = done.setdefault("pred", [None] * n)  # adversarial prediction per point (clean one if already wrong)
         attack = make_attack(name, model, **{"eps": eps, "norm": norm, "seed": seed, **spec})
         todo = [i for i in range(n) if done["robust"][i] is None]
-        seconds_before, mine = done["seconds"], []
+        seconds_before, mine, cancelled = done["seconds"], [], False
         # Under torchrun each rank takes whole batches of the single-process batching, round-robin: an attack's
         # random start depends on the batch it is run on, so identical batches give bit-identical results.
         for start in distributed.shard(range(0, len(todo), batch_size)):
-            if cancel is not None and cancel.is_set():
-                break
             idx = todo[start:start + batch_size]
+            outcome = None if cancel is not None and cancel.is_set() else \
+                _attack_batch(attack, x, y, idx, clean_ok, clean_pred, cancel)
+            if outcome is None:
+                cancelled = True
+                break
+            for i, still, p in zip(idx, outcome.robust, outcome.preds):
+                done["robust"][i], preds[i] = still, p
+            done["seconds"] += outcome.seconds
+            done["flags"] = sorted(set(done["flags"]) | set(outcome.flags))
             mine += idx
-            ok = [i for i in idx if clean_ok[i]]
-            for i in idx:
-                done["robust"][i] = False
-                preds[i] = int(clean_pred[i])
-            if ok:
-                t_batch = time.time()
-                result = attack.run(x[ok], y[ok], cancel=cancel)
-                adv_pred = result.pred  # the attack already classified its final points
-                for i, still, p in zip(ok, (adv_pred == y[ok]).tolist(), adv_pred.tolist()):
-                    done["robust"][i] = bool(still)
-                    preds[i] = int(p)
-                done["seconds"] += time.time() - t_batch
-                done["flags"] = sorted(set(done["flags"]) | set(getattr(result, "flags", []) or []))
             if distributed.is_main():
                 _save_state(state_path, state)
             if progress is not None:
@@ -148,16 +150,14 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
         robust = [bool(r) for r in done["robust"] if r is not None]
         entry = accuracy_entry(sum(robust), len(robust))
         entry.update(attack=name, params=spec, seconds=round(done["seconds"], 2), flags=done["flags"],
-                     complete=len(robust) == n, predictions=list(preds))
+                     n_requested=n, complete=len(robust) == n, cancelled=cancelled, predictions=list(preds))
         results[key] = entry
-    finished = [v for v in state["attacks"].values() if all(r is not None for r in v["robust"])]
-    worst = [all(v["robust"][i] for v in finished) and bool(clean_ok[i]) for i in range(n)] if finished else []
     report = {
         "n": n,
         "threat_model": {"norm": norm, "eps": eps, "eps_label": eps_label(eps)},
         "clean": accuracy_entry(int(clean_ok.sum()), n),
         "attacks": list(results.values()),
-        "worst_case": accuracy_entry(sum(worst), n) if finished else None,
+        "worst_case": _worst_case([state["attacks"][key] for key in results], clean_ok, n),
         "seed": seed,
         "seconds": round(time.time() - t0, 2),
         "model": model_identity(model),
@@ -170,6 +170,40 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[dict], *
                              | {c["flag"] for c in report["gradient_checks"] if c["flag"]})
     report["model_info"] = model_info(report)
     return report
+
+
+class BatchOutcome(NamedTuple):
+    robust: list[bool]
+    preds: list[int]
+    flags: list[str]
+    seconds: float
+
+
+def _attack_batch(attack, x, y, idx: list[int], clean_ok, clean_pred, cancel) -> BatchOutcome | None:
+    """Robustness and prediction of each image of the batch, or None when the attack did not run to completion on
+    every clean-correct image of it (a cancel): such a batch measured nothing and is not kept."""
+    robust, preds = [False] * len(idx), [int(clean_pred[i]) for i in idx]  # a clean error is not robust
+    ok = [k for k, i in enumerate(idx) if clean_ok[i]]
+    if not ok:
+        return BatchOutcome(robust, preds, [], 0.0)
+    rows = [idx[k] for k in ok]
+    t0 = time.time()
+    result = attack.run(x[rows], y[rows], cancel=cancel)
+    if not bool(result.completed.all()):
+        return None
+    adv_pred = result.pred  # the attack already classified its final points
+    for k, still, p in zip(ok, (adv_pred == y[rows]).tolist(), adv_pred.tolist()):
+        robust[k], preds[k] = bool(still), int(p)
+    return BatchOutcome(robust, preds, list(getattr(result, "flags", []) or []), time.time() - t0)
+
+
+def _worst_case(entries: list[dict], clean_ok, n: int) -> dict | None:
+    """Robust accuracy under the worst of the attacks, over the images every one of them attacked."""
+    measured = [i for i in range(n) if all(e["robust"][i] is not None for e in entries)]
+    if not entries or not measured:
+        return None
+    worst = [all(e["robust"][i] for e in entries) and bool(clean_ok[i]) for i in measured]
+    return {**accuracy_entry(sum(worst), len(measured)), "n_requested": n, "complete": len(measured) == n}
 
 
 def _merge_ranks(done: dict, preds: list, mine: list[int], seconds_before: float) -> None:
@@ -197,8 +231,8 @@ def evaluate_dataset(model, data, attacks: Sequence[dict], n: int, eps: float, b
 
     idx = sample_indices(data, min(n, len(data.labels)), seed)
     x, y = data.tensors(idx)
-    info = {"dataset": data.name, "split": data.split, "source": data.source, "warning": data.warning,
-            "n": len(y), "seed": seed}
+    info = {"dataset": data.name, "split": data.split, "source": data.source, "origin": data.detail,
+            "warning": data.warning, "n": len(y), "seed": seed}
     return evaluate(model, x, y, attacks, eps=eps, batch_size=batch_size, seed=seed, data_info=info, **kwargs)
 
 
@@ -206,6 +240,8 @@ def model_info(report: dict) -> dict:
     """The RobustBench model_info fields (percent strings) for this run; robust accuracy is the worst case."""
     model, data = report["model"], report.get("data") or {}
     robust = report["worst_case"] or {"accuracy": float("nan")}
+    if not robust.get("complete", True):  # a partial run states no headline robust accuracy
+        robust = {"accuracy": float("nan")}
     return {
         "name": model.get("source") or model.get("arch"),
         "architecture": model.get("arch"),
@@ -216,6 +252,7 @@ def model_info(report: dict) -> dict:
         "robust_acc": f"{100 * robust['accuracy']:.2f}",
         "autoattack_acc": next((f"{100 * a['accuracy']:.2f}" for a in report["attacks"]
                                 if a["attack"] == "autoattack" and a["complete"]), None),
+        "complete": report["complete"],
         "n_examples": report["n"],
         "attacks": [a["attack"] for a in report["attacks"]],
         "reported": None,
@@ -252,9 +289,12 @@ def _load_state(path, n, eps, attacks, seed) -> dict:
 
 
 def _save_state(path, state) -> None:
-    if path is None:
-        return
-    atomic_write(path, json.dumps(state))
+    """The resume file (JSON): {"signature": {n, eps, seed, attacks}, "attacks": {spec key: {"robust": [true,
+    false or null per image], "pred": [int or null], "seconds", "flags"}}}; null = not attacked yet. Only whole,
+    completed batches are ever written, atomically (fsynced temp file, then rename), so a SIGKILL at any moment
+    leaves the previous state or the next one."""
+    if path is not None:
+        atomic_write(path, json.dumps(state))
 
 
 def eps_curve(models: dict, x: torch.Tensor, y: torch.Tensor, eps_values: Sequence[float], attack: dict,
@@ -282,14 +322,24 @@ def eps_curve(models: dict, x: torch.Tensor, y: torch.Tensor, eps_values: Sequen
 
 def transfer_matrix(models: dict, x: torch.Tensor, y: torch.Tensor, attack: dict, *, eps: float, seed: int = 0,
                     batch_size: int = 100, progress: Progress | None = None, cancel=None) -> dict:
-    """Accuracy of each target model on adversarial examples crafted on each source model (rows: source)."""
+    """Accuracy of each target model on adversarial examples crafted on each source model (rows: source).
+
+    After a cancel, a row counts only the images its attack finished (its cells' `n`), rows of sources never
+    reached are left out (`sources` lists the rows), and `complete` is False."""
     labels = list(models)
-    matrix = []
+    matrix, complete = [], True
     for step, source in enumerate(labels):
         spec = dict(attack)
-        adv = make_attack(spec.pop("name"), models[source], eps=eps, seed=seed, **spec).run(x, y, cancel=cancel).adv
-        matrix.append([accuracy_entry(int((predict(models[t], adv, batch_size) == y).sum()), len(x)) for t in labels])
+        result = make_attack(spec.pop("name"), models[source], eps=eps, seed=seed, **spec).run(x, y, cancel=cancel)
+        attacked = result.completed  # (N,) bool
+        complete = bool(attacked.all())
+        if attacked.any():
+            adv, truth = result.adv[attacked], y[attacked]
+            matrix.append([accuracy_entry(int((predict(models[t], adv, batch_size) == truth).sum()), len(truth))
+                           for t in labels])
         if progress is not None:
             progress(step + 1, len(labels), f"crafted on {source}")
+        if not complete:
+            break
     return {"n": len(x), "eps": eps, "eps_label": eps_label(eps), "attack": attack, "models": labels,
-            "matrix": matrix}
+            "sources": labels[:len(matrix)], "matrix": matrix, "complete": complete}

@@ -116,7 +116,8 @@ def eps_curve_figure(curves: dict) -> go.Figure:
 
 def transfer_figure(transfer: dict) -> go.Figure:
     z = [[cell["accuracy"] for cell in row] for row in transfer["matrix"]]
-    fig = go.Figure(go.Heatmap(z=z, x=transfer["models"], y=transfer["models"], zmin=0, zmax=1, colorscale="RdYlGn",
+    sources = transfer.get("sources", transfer["models"])  # fewer rows after a cancel
+    fig = go.Figure(go.Heatmap(z=z, x=transfer["models"], y=sources, zmin=0, zmax=1, colorscale="RdYlGn",
                                text=[[f"{v:.2f}" for v in row] for row in z], texttemplate="%{text}"))
     fig.update_layout(title=f"Transfer: accuracy of target (column) on examples crafted on source (row), "
                             f"n={transfer['n']}, eps={transfer['eps_label']}",

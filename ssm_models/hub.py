@@ -40,7 +40,16 @@ METRICS_NAME = "metrics.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_METRICS_BYTES = 1024 * 1024
-SHIPPED_ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def shipped_root(package: Path = Path(__file__).resolve().parent) -> Path:
+    """Inside the installed package (pyproject maps the top-level checkpoints/ there), else beside the packages in
+    a source checkout."""
+    installed = package / "checkpoints"
+    return installed if installed.is_dir() else package.parent / "checkpoints"
+
+
+SHIPPED_ROOT = shipped_root()
 
 
 # ----- save ------------------------------------------------------------------------------------

@@ -54,8 +54,10 @@ class MambaBlock(nn.Module):
         inner = expand * d_model
         self.d_inner, self.d_state, self.d_conv = inner, d_state, d_conv
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
-        # S4D-real initialisation: A_n = -n for every channel
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(inner, 1))
+        # S4D-real initialisation: A_n = -n for every channel, in the default dtype like every other parameter
+        # (a float32 A_log under a float64 default broke the scan's backward)
+        states = torch.arange(1, d_state + 1, dtype=torch.get_default_dtype())  # (N,)
+        self.A_log = nn.Parameter(torch.log(states).repeat(inner, 1))
         self.D = nn.Parameter(torch.ones(inner))
         self.A_log._no_weight_decay = True
         self.D._no_weight_decay = True

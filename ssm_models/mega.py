@@ -66,6 +66,8 @@ class MultiDimEMA(nn.Module):
 class GatedSoftmaxAttention(nn.Module):
     """The `attn` probe point: softmax(q k^T / sqrt(z) + bias[j - i]) v, over the whole sequence or in chunks."""
 
+    probe_input = 2  # the analysis compares the output with v, the values it averages (q, k only weight them)
+
     def __init__(self, z_dim: int, max_positions: int, chunk: int = -1):
         super().__init__()
         self.scaling = z_dim ** -0.5
@@ -101,6 +103,8 @@ class GatedSoftmaxAttention(nn.Module):
 
 class UpdateGate(nn.Module):
     """The `gate` probe point: u * h + (1 - u) * x."""
+
+    probe_input = 1  # the analysis compares the gate's output with h, the candidate it lets through
 
     def forward(self, u: torch.Tensor, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(x, u, h - x)  # (B, L, H)

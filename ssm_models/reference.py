@@ -11,10 +11,14 @@ import torch
 
 from .classifier import SSMClassifier
 from .config import ModelConfig
+from .errors import UserError
 from .hub import expected_tensors
 from .kernels import discretize_dense
 
-DATASETS = {"mnist": (1, 28), "cifar10": (3, 32)}  # channels, image size; inputs in [0, 1], unnormalised
+# The paper's two data sets: channels, image size; inputs in [0, 1], unnormalised. ssm_lab's DatasetInfo is the
+# source of these facts, but ssm_models sits below ssm_lab and cannot import it; tests/test_reference.py checks that
+# the two agree.
+DATASETS = {"mnist": (1, 28), "cifar10": (3, 32)}
 REFERENCE_CLASS = {"s4": "SSM(mode='nplr')", "dss": "SSM(mode='diag')", "mamba": "S6_SSM", "s5": "S5_SSM"}
 MAX_FILE_BYTES = 256 * 2**20  # the paper's largest model (Mamba, ~616k parameters) is ~2.5 MB
 MAX_STORED_LENGTH = 1 << 20
@@ -38,7 +42,7 @@ SHELL_KEYS = {"input.weight": "embed.proj.weight", "input.bias": "embed.proj.bia
 COMPLEX_KEYS = {_KERNEL + "C", _KERNEL + "B", _KERNEL + "P", _KERNEL + "w", "seq.Lambda", "seq.B", "seq.C"}
 
 
-class ReferenceImportError(ValueError):
+class ReferenceImportError(ValueError, UserError):
     """A file that is not a reference checkpoint of the requested kind, or one we cannot represent exactly."""
 
 

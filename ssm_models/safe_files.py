@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -27,7 +27,7 @@ _ST_DTYPES = {"F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (tor
 _ACCEPTED = {torch.float32: ("F32", "F16", "BF16")}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, UserError):
     """A checkpoint that is missing, unreachable, malformed or inconsistent with its config."""
 
 

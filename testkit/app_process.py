@@ -48,20 +48,27 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_app(checkpoints: Path, log_path: Path, **env_extra):
-    """`python -m app --port <free>` with its own checkpoints; yields (url, seconds until the first HTTP 200)."""
+def serving_app(env: dict[str, str], log_path: Path, timeout_s: float = START_TIMEOUT_S):
+    """`python -m app --port <free>` with exactly `env`; yields (url, pid, seconds until the first HTTP 200)."""
     port = free_port()
-    env = {**os.environ, "SSM_LAB_CHECKPOINTS": str(checkpoints), "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", **env_extra}
-    env.pop("SSM_LAB_HOST", None)
-    env.pop("SSM_LAB_PORT", None)
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
-            wait_until_serving(proc, url, START_TIMEOUT_S, log_path)
-            yield url, time.perf_counter() - started
+            wait_until_serving(proc, url, timeout_s, log_path)
+            yield url, proc.pid, time.perf_counter() - started
         finally:
             stop(proc)
+
+
+@contextlib.contextmanager
+def running_app(checkpoints: Path, log_path: Path, **env_extra):
+    """The app with its own checkpoints, offline; yields (url, seconds until the first HTTP 200)."""
+    env = {**os.environ, "SSM_LAB_CHECKPOINTS": str(checkpoints), "HF_HUB_OFFLINE": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", **env_extra}
+    env.pop("SSM_LAB_HOST", None)
+    env.pop("SSM_LAB_PORT", None)
+    with serving_app(env, log_path) as (url, _, seconds):
+        yield url, seconds

@@ -11,6 +11,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from testkit.hub_uploads import handle_post
+
 _RESOLVE = re.compile(r"^/(?:(?P<kind>datasets)/)?(?P<org>[^/]+)/(?P<name>[^/]+)/resolve/(?P<revision>[^/]+)/"
                       r"(?P<filename>.+)$")
 DATASETS_DIR = "datasets"  # data set repos live under <root>/datasets/<org>/<name>, as their URLs do
@@ -202,6 +204,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._serve("GET")
 
+    def do_POST(self) -> None:
+        handle_post(self)
+
     def _reply(self, method: str, status: int, headers: dict[str, str], body: bytes = b"") -> None:
         self.server.hub.requests.append((method, self.path, status))
         self.send_response(status)
@@ -210,7 +215,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.close_connection = True  # no keep-alive: a stopped server must not keep answering old connections
-        if method == "GET" and body:
+        if method != "HEAD" and body:
             self.wfile.write(body)
 
     def _error(self, method: str, status: int, code: str | None, message: str, commit: str | None = None) -> None:

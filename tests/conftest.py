@@ -6,6 +6,13 @@ import pytest
 from testkit.hub_server import HubEnvironment, HubServer
 
 
+@pytest.fixture(autouse=True)
+def _no_hub_downloads(monkeypatch):
+    """No test downloads a real data set: the Hub data path is offline unless a test starts the local Hub
+    (`hub_server` / `hub_env` set HF_HUB_OFFLINE themselves, after this)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture
 def hub_env(tmp_path, monkeypatch) -> HubEnvironment:
     """A private HF_HOME / cache, telemetry off, offline, endpoint pointing nowhere; `set_offline`, `set_endpoint`."""

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 STEP_FAULTS = """
@@ -41,6 +43,7 @@ def _run(opt_out: bool) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.e2e
 def test_training_steps_reuse_freed_memory_unless_opted_out():
     tuned, default = _run(opt_out=False), _run(opt_out=True)
     if not sys.platform.startswith("linux"):
@@ -54,6 +57,7 @@ def test_training_steps_reuse_freed_memory_unless_opted_out():
     assert default["faults_per_step"] > 10 * max(tuned["faults_per_step"], 1), (tuned, default)
 
 
+@pytest.mark.e2e
 def test_the_cli_and_the_app_apply_it_at_start():
     probe = ("import contextlib, io, sys\n"
              "from ssm_lab import allocator\n"

@@ -1,4 +1,4 @@
-"""A person's view: Debian's chromium (through Playwright) loads the app, runs PGD on a test image, sees results."""
+"""A person's view: chromium (through Playwright) loads the app, runs PGD on a test image, sees results."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +9,7 @@ from playwright.sync_api import expect, sync_playwright
 from test_app_server import ROOT, server  # noqa: F401 - the fixture: one app process shared with those tests
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = "/usr/bin/chromium"
+DEBIAN_CHROMIUM = "/usr/bin/chromium"  # what scripts/setup.sh installs as root; else Playwright's own download
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -20,9 +20,11 @@ WAIT_MS = 120_000  # shared CPUs: the first attack also imports torch and loads 
 def app_page(url: str):
     """Chromium on the app, once the preselected checkpoint's card shows; at the end, no error toast and no page
     error."""
-    assert Path(CHROMIUM).is_file(), "install Debian's chromium (apt-get install chromium); .ci/run does"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        debian = Path(DEBIAN_CHROMIUM).is_file()
+        assert debian or Path(pw.chromium.executable_path).is_file(), (
+            "no chromium: run scripts/setup.sh (Debian's chromium as root, else `playwright install chromium`)")
+        browser = pw.chromium.launch(executable_path=DEBIAN_CHROMIUM if debian else None, headless=True, args=FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page_errors = []
@@ -60,17 +62,20 @@ def test_pgd_attack_in_the_browser(server):  # noqa: F811
 
 
 def test_upload_an_image_and_attack_it_in_the_browser(server, tmp_path):  # noqa: F811
-    from PIL import Image
+    from ssm_lab.image_fit import FITS
+    from testkit.photo_digits import make_corpus
 
-    photo = tmp_path / "photo.jpg"  # a colour JPEG of another size: the model sees it as a 1x28x28 digit
-    Image.new("RGB", (64, 48), (200, 30, 30)).save(photo)
+    photo = tmp_path / "photo.jpg"  # a colour JPEG of a digit on paper: the model sees it framed as a 1x28x28 digit
+    photo.write_bytes(make_corpus(1, seed=5)[0].jpeg)
     with app_page(server[0]) as page:
         page.get_by_role("tab", name="Upload").click()
-        page.locator("input[type=file]").first.set_input_files(str(photo))
-        expect(page.locator("#preview-note")).to_contain_text("uploaded image", timeout=WAIT_MS)
-        expect(page.get_by_label("upload")).to_be_checked(timeout=WAIT_MS)
+        page.locator("#upload-image input[type=file]").first.set_input_files(str(photo))
+        expect(page.locator("#preview-note")).to_contain_text("framed as a digit", timeout=WAIT_MS)
+        expect(page.get_by_label("upload", exact=True)).to_be_checked(timeout=WAIT_MS)
         page.click("#run-attack")
         expect(page.locator("#attack-summary")).to_contain_text("the clean prediction", timeout=WAIT_MS)
+        page.get_by_label(FITS["squash"]).check()  # the visible way out of digit framing
+        expect(page.locator("#preview-note")).to_contain_text("used as it is", timeout=WAIT_MS)
 
 
 def test_compare_and_evaluate_tabs_in_the_browser(server):  # noqa: F811

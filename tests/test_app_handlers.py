@@ -19,6 +19,15 @@ from app import inputs, learn, limits
 from app.attack_menu import ATTACK_MENU, attack_settings
 from app.common import arm_cancel, cancel_job
 from app.models import MODELS
+from app.request_types import (
+    AttackRequest,
+    CompareRequest,
+    CostRequest,
+    CurvesRequest,
+    EvaluateRequest,
+    PreviewRequest,
+    TransferRequest,
+)
 from ssm_models.hub import save_pretrained
 
 TINY = dict(d_model=16, n_layers=1, d_state=8, tokenizer="patch", patch_size=4)
@@ -59,10 +68,14 @@ def quiet(*_args, **_kwargs) -> None:
 
 
 def attack(**overrides):
-    args = dict(model_name="mnist-s4-st", source="dataset", dataset="MNIST", index=0, upload=None, sketch=None,
+    args = dict(model="mnist-s4-st", source="dataset", dataset="MNIST", index=0, upload=None, sketch=None,
                 attack="PGD (Linf)", eps="0.3", steps=5, step_size=0, restarts=1, target="none", seed=0)
     args.update(overrides)
-    return H.run_attack(**args, progress=quiet)
+    return H.run_attack(AttackRequest(**args), progress=quiet)
+
+
+def preview(source="dataset", index=0, **image):
+    return H.preview(PreviewRequest(model="mnist-s4-st", source=source, dataset="MNIST", index=index, **image))
 
 
 # ----- models --------------------------------------------------------------------------------------
@@ -83,7 +96,7 @@ def test_the_menu_label_leads_with_autoattack_and_its_n_before_pgd10():
 
 
 def test_the_model_card_leads_with_autoattack_and_calls_pgd10_secondary():
-    card = H.select_model("mnist-s4-ads")[0]
+    card = H.select_model("mnist-s4-ads").card
     assert "AutoAttack 40.0% (n=1,000) (headline) · PGD-10 60.0% (n=1,000) (weaker, secondary)" in card, card
     assert card.index("| autoattack 0.3 |") < card.index("| pgd10 0.3 |"), card
 
@@ -102,12 +115,12 @@ def test_card_metrics_are_read_from_evaluation_reports_and_flat_files():
 
 
 def test_select_model_gives_card_eps_classes_and_dataset():
-    card, eps, classes, dataset, curves = H.select_model("mnist-s4-st")
-    assert "S4" in card and "50.00%" in card and "threat model: norm=Linf, eps=0.3" in card
-    assert (eps, classes[:3], dataset) == ("0.3", ["none", "0", "1"], "MNIST")
-    assert isinstance(curves, go.Figure) and len(curves.data) == 8  # train/test x clean/adv x acc/loss
-    card, eps, classes, dataset, curves = H.select_model("cifar-dss-st")
-    assert (eps, classes[1], dataset, curves) == ("8/255", "airplane", "CIFAR-10", None)
+    mnist = H.select_model("mnist-s4-st")
+    assert "S4" in mnist.card and "50.00%" in mnist.card and "threat model: norm=Linf, eps=0.3" in mnist.card
+    assert (mnist.eps, mnist.classes[:3], mnist.dataset) == ("0.3", ["none", "0", "1"], "MNIST")
+    assert isinstance(mnist.curves, go.Figure) and len(mnist.curves.data) == 8  # train/test x clean/adv x acc/loss
+    cifar = H.select_model("cifar-dss-st")
+    assert (cifar.eps, cifar.classes[1], cifar.dataset, cifar.curves) == ("8/255", "airplane", "CIFAR-10", None)
 
 
 @pytest.mark.parametrize("name", ["/etc", "../checkpoints/x", "~/models", "not a repo id!"])
@@ -136,19 +149,19 @@ def test_hub_repo_is_downloaded_and_selectable(hub_server, checkpoints):
         hub_server.add_file("lab/tiny", name, (checkpoints / "mnist-s4-st" / name).read_bytes())
     value = H.load_hub_model("lab/tiny", "main")
     assert value == "lab/tiny@main"
-    card, eps, _, _, _ = H.select_model(value)
-    assert "lab/tiny@main" in card and eps == "0.3"
+    chosen = H.select_model(value)
+    assert "lab/tiny@main" in chosen.card and chosen.eps == "0.3"
     with pytest.raises(gr.Error, match="unknown repo"):
         H.load_hub_model("lab/missing", "")
 
 
 # ----- images --------------------------------------------------------------------------------------
 def test_preview_shows_the_test_image_pixel_for_pixel():
-    img, note = H.preview("mnist-s4-st", "dataset", "MNIST", 7)
+    shown = preview(index=7)
     digit = inputs.load_test_split("MNIST").images[7, 0]  # (28, 28)
-    assert img.shape == (224, 224, 3) and img.dtype == np.uint8
-    assert np.array_equal(img[::8, ::8, 0], digit)  # 8x nearest-neighbour enlargement, no smoothing
-    assert "true class" in note
+    assert shown.image.shape == (224, 224, 3) and shown.image.dtype == np.uint8
+    assert np.array_equal(shown.image[::8, ::8, 0], digit)  # 8x nearest-neighbour enlargement, no smoothing
+    assert "true class" in shown.note
 
 
 def test_cifar_image_for_an_mnist_model_is_converted_and_unlabelled():
@@ -161,34 +174,63 @@ def test_upload_preview_is_what_the_model_sees(tmp_path):
     rgb = np.zeros((60, 100, 3), dtype=np.uint8)
     rgb[:, 50:] = 255
     Image.fromarray(rgb).save(path)
-    img, note = H.preview("mnist-s4-st", "upload", "MNIST", 0, upload=str(path))
+    shown = preview("upload", upload=str(path), fit="squash")
     from ssm_lab.images import load_image
 
     expected = load_image(path, 1, 28)[0]  # (28, 28) after resize and grayscale
-    assert np.array_equal(img[::8, ::8, 0], expected) and "uploaded" in note
-    assert note.count("label") == 1 and "clean prediction" in note  # said once, not also as "no label"
+    assert np.array_equal(shown.image[::8, ::8, 0], expected) and "uploaded" in shown.note
+    assert shown.note.count("label") == 1 and "clean prediction" in shown.note  # said once, not also "no label"
+    assert "used as it is" in shown.note, shown.note
+
+
+def test_an_upload_to_an_mnist_model_is_framed_as_a_digit_by_default(tmp_path):
+    from ssm_lab.image_fit import fit_image
+    from testkit.drawn_digits import save_drawing
+
+    path = save_drawing(tmp_path / "seven.png", background="white")
+    shown = preview("upload", upload=path)
+    assert np.array_equal(shown.image[::8, ::8, 0], fit_image(path, 1, 28, "digit")[0])
+    assert "framed as a digit" in shown.note, shown.note
+
+
+def test_an_upload_to_a_cifar_model_is_squashed_or_centre_cropped(tmp_path):
+    from ssm_lab.image_fit import fit_image
+
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 90, 3), dtype=np.uint8)).save(path)
+    for fit, words in (("auto", "squashed"), ("crop", "centre-cropped")):
+        arr, _, text = inputs.model_input("upload", 3, 32, upload=str(path), model_dataset="cifar10", fit=fit)
+        assert np.array_equal(arr, fit_image(path, 3, 32, "squash" if fit == "auto" else fit)), fit
+        assert words in text, text
+
+
+def test_a_blank_upload_says_no_digit_found_and_how_to_go_on(tmp_path):
+    path = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(path)
+    with pytest.raises(gr.Error, match="no digit found.*use the image as it is"):
+        preview("upload", upload=str(path))
 
 
 def test_bad_uploads_get_specific_messages(tmp_path, monkeypatch):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(gr.Error, match="readable|corrupt"):
-        H.preview("mnist-s4-st", "upload", "MNIST", 0, upload=str(broken))
+        preview("upload", upload=str(broken))
     monkeypatch.setattr(inputs, "LIMITS", limits.Limits(upload_bytes=100))
     big = tmp_path / "big.png"
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
     big.write_bytes(buffer.getvalue())
     with pytest.raises(gr.Error, match="SSM_LAB_MAX_UPLOAD_BYTES"):
-        H.preview("mnist-s4-st", "upload", "MNIST", 0, upload=str(big))
+        preview("upload", upload=str(big))
     with pytest.raises(gr.Error, match="no uploaded image"):
-        H.preview("mnist-s4-st", "upload", "MNIST", 0, upload=None)
+        preview("upload", upload=None)
 
 
 def test_drawing_becomes_a_centred_white_on_black_digit():
     canvas = np.zeros((280, 280, 4), dtype=np.uint8)  # transparent canvas, black ink, off-centre
     canvas[20:120, 30:45, 3] = 255
-    digit = inputs.drawing_to_digit(canvas)[0]  # (28, 28)
+    digit = inputs.model_input("drawing", 1, 28, sketch=canvas, model_dataset="mnist")[0][0]  # (28, 28)
     assert digit.dtype == np.uint8 and digit.max() > 200 and digit[0, 0] == 0
     rows, cols = np.nonzero(digit > 30)
     assert rows.max() - rows.min() + 1 <= 21  # fitted into MNIST's 20x20 box
@@ -196,7 +238,7 @@ def test_drawing_becomes_a_centred_white_on_black_digit():
     centre = (np.arange(28) @ weights.sum(1) / weights.sum(), np.arange(28) @ weights.sum(0) / weights.sum())
     assert abs(centre[0] - 14) < 1.5 and abs(centre[1] - 14) < 1.5
     with pytest.raises(gr.Error, match="empty"):
-        H.preview("mnist-s4-st", "drawing", "MNIST", 0, sketch={"composite": np.zeros((280, 280, 4), np.uint8)})
+        preview("drawing", sketch={"composite": np.zeros((280, 280, 4), np.uint8)})
 
 
 def test_random_and_class_picks_stay_in_the_class():
@@ -208,11 +250,10 @@ def test_random_and_class_picks_stay_in_the_class():
 # ----- attack --------------------------------------------------------------------------------------
 def test_pgd_attack_returns_images_figures_and_lossless_downloads():
     out = attack()
-    clean, adv, delta, summary, topk, trace, scaling, tokens, files, card = out
-    assert clean.shape == adv.shape == delta.shape == (224, 224, 3)
-    assert all(isinstance(f, go.Figure) and len(f.data) > 0 for f in (topk, trace, scaling, tokens))
-    assert "PGD (Linf)" in summary and "survives 8-bit PNG" in summary
-    png, npy, card_path = files
+    assert out.clean.shape == out.adversarial.shape == out.perturbation.shape == (224, 224, 3)
+    assert all(isinstance(f, go.Figure) and len(f.data) > 0 for f in (out.topk, out.trace, out.scaling, out.tokens))
+    assert "PGD (Linf)" in out.summary and "survives 8-bit PNG" in out.summary
+    png, npy, card_path = out.files
     x = inputs.load_test_split("MNIST").images[0, 0].astype(np.float32) / 255
     adv_exact = np.load(npy)  # (1, 28, 28) float32
     assert adv_exact.shape == (1, 28, 28) and np.abs(adv_exact[0] - x).max() <= 0.3 + 1e-6
@@ -220,11 +261,11 @@ def test_pgd_attack_returns_images_figures_and_lossless_downloads():
     saved = json.loads(open(card_path).read())
     assert saved["attack"] == "pgd" and saved["params"]["steps"] == 5 and saved["seed"] == 0
     assert saved["model"]["source"] == "mnist-s4-st"  # no server paths in what users download
-    assert card["results"]["label"] == str(inputs.load_test_split("MNIST").labels[0])
+    assert out.card["results"]["label"] == str(inputs.load_test_split("MNIST").labels[0])
 
 
 def test_attack_is_reproducible_with_a_seed():
-    first, second = attack(seed=3)[-1]["results"], attack(seed=3)[-1]["results"]
+    first, second = attack(seed=3).card["results"], attack(seed=3).card["results"]
     assert first["linf"] == second["linf"] and first["l2"] == second["l2"]
 
 
@@ -244,11 +285,12 @@ def test_invalid_requests_are_refused_with_clear_messages(overrides, message):
 
 
 def test_cost_is_shown_before_and_capped(monkeypatch):
-    text = H.estimate_cost("mnist-s4-st", "PGD (Linf)", "0.3", 10, 0, 2, "none", 0)
+    request = CostRequest(model="mnist-s4-st", attack="PGD (Linf)", eps="0.3", steps=10, restarts=2)
+    text = H.estimate_cost(request)
     assert "forward" in text and "backward" in text and "20 backward" in text
     monkeypatch.setattr("app.limits.LIMITS", limits.Limits(passes=10))
     with pytest.raises(gr.Error, match="SSM_LAB_MAX_PASSES"):
-        H.estimate_cost("mnist-s4-st", "PGD (Linf)", "0.3", 10, 0, 2, "none", 0)
+        H.estimate_cost(request)
 
 
 def test_targeted_attack_uses_the_class_name():
@@ -264,9 +306,9 @@ def test_cancel_stops_a_running_attack_and_keeps_its_best_point():
         calls.append(1)
         cancel_job("attack")
 
-    out = H.run_attack("mnist-s4-st", "dataset", "MNIST", 0, None, None, "PGD (Linf)", "0.3", 200, 0, 1, "none", 0,
-                       progress=cancel_on_first_progress)
-    assert out[-1]["results"]["cancelled"] is True and "cancelled" in out[3]
+    out = H.run_attack(AttackRequest(model="mnist-s4-st", steps=200), progress=cancel_on_first_progress)
+    assert out.card["results"]["cancelled"] is True
+    assert "cancelled" in out.summary
     assert len(calls) < 20  # it stopped long before 200 steps
     assert cancel_job("attack").startswith("Nothing to cancel")
 
@@ -280,50 +322,54 @@ def test_cancel_reaches_a_queued_attack():
 
 # ----- compare, transfer, evaluate, curves ---------------------------------------------------------
 def test_compare_runs_the_same_attack_on_each_model():
-    gallery, table, figure = C.compare_models(["mnist-s4-st", "mnist-s4-ads"], "dataset", "MNIST", 1, None, None,
-                                              "FGSM", "0.3", 1, 0, 1, "none", 0, progress=quiet)
-    assert len(gallery) == 4 and [row[0] for row in table["data"]] == ["mnist-s4-st", "mnist-s4-ads"]
-    assert {trace.name for trace in figure.data} == {"mnist-s4-st", "mnist-s4-ads"}
+    out = C.compare_models(CompareRequest(models=["mnist-s4-st", "mnist-s4-ads"], index=1, attack="FGSM", steps=1),
+                           progress=quiet)
+    assert len(out.gallery) == 4
+    assert [row[0] for row in out.table["data"]] == ["mnist-s4-st", "mnist-s4-ads"]
+    assert {trace.name for trace in out.scaling.data} == {"mnist-s4-st", "mnist-s4-ads"}
     with pytest.raises(gr.Error, match="SSM_LAB_MAX_COMPARE_MODELS"):
-        C.compare_models([f"org/model{i}" for i in range(9)], "dataset", "MNIST", 1, None, None, "FGSM",
-                         "0.3", 1, 0, 1, "none", 0)
+        C.compare_models(CompareRequest(models=[f"org/model{i}" for i in range(9)], attack="FGSM", steps=1))
 
 
 def test_transfer_matrix_and_dataset_mismatch():
-    figure, result = C.transfer(["mnist-s4-st", "mnist-s4-ads"], "MNIST", 6, "FGSM", "0.3", 1, 1, 0, progress=quiet)
+    out = C.transfer(TransferRequest(models=["mnist-s4-st", "mnist-s4-ads"], n=6, attack="FGSM", steps=1),
+                     progress=quiet)
+    figure, result = out.figure, out.result
     assert result["models"] == ["mnist-s4-st", "mnist-s4-ads"] and len(result["matrix"]) == 2
     assert all(cell["n"] == 6 for row in result["matrix"] for cell in row)
     assert isinstance(figure, go.Figure) and figure.layout.yaxis.autorange == "reversed"  # white-box on the diagonal
     assert list(figure.data[0].y) == list(figure.data[0].x) == result["models"]
     with pytest.raises(gr.Error, match="one dataset"):
-        C.transfer(["mnist-s4-st", "cifar-dss-st"], "MNIST", 4, "FGSM", "0.3", 1, 1, 0)
+        C.transfer(TransferRequest(models=["mnist-s4-st", "cifar-dss-st"], n=4, attack="FGSM", steps=1))
 
 
 def test_evaluate_reports_accuracies_confusion_and_json():
-    text, confusion, path, report = E.evaluate_model("mnist-s4-st", "MNIST", 10, ["FGSM", "PGD (Linf)"], "0.3", 3,
-                                                     1, 0, progress=quiet)
-    assert "| clean |" in text and "fgsm" in text and "pgd" in text and "95% CI" in text
-    assert report["n"] == 10 and [a["attack"] for a in report["attacks"]] == ["fgsm", "pgd"]
-    assert int(np.asarray(confusion.data[0].z).sum()) == 10
-    saved = json.loads(open(path).read())
+    out = E.evaluate_model(EvaluateRequest(model="mnist-s4-st", n=10, attacks=["FGSM", "PGD (Linf)"], steps=3),
+                           progress=quiet)
+    assert "| clean |" in out.text and "fgsm" in out.text and "pgd" in out.text and "95% CI" in out.text
+    assert out.report["n"] == 10 and [a["attack"] for a in out.report["attacks"]] == ["fgsm", "pgd"]
+    assert int(np.asarray(out.confusion.data[0].z).sum()) == 10
+    saved = json.loads(open(out.report_file).read())
     assert len(saved["attacks"][1]["predictions"]) == 10
     assert saved["model"]["source"] == "mnist-s4-st" and "path" not in saved["model"]  # no server paths
     assert saved.get("model_info", {}).get("name", "mnist-s4-st") == "mnist-s4-st"
     with pytest.raises(gr.Error, match="separately"):
-        E.evaluate_model("mnist-s4-st", "MNIST", 4, ["FGSM", "CW (L2)"], "0.3", 3, 1, 0)
+        E.evaluate_model(EvaluateRequest(model="mnist-s4-st", n=4, attacks=["FGSM", "CW (L2)"], steps=3))
     with pytest.raises(gr.Error, match="SSM_LAB_MAX_EVAL_N"):
-        E.evaluate_model("mnist-s4-st", "MNIST", 10**6, ["FGSM"], "0.3", 3, 1, 0)
+        E.evaluate_model(EvaluateRequest(model="mnist-s4-st", n=10**6, attacks=["FGSM"], steps=3))
 
 
 def test_eps_curves_one_line_per_model():
-    figure, curves = E.eps_curves(["mnist-s4-st", "mnist-s4-ads"], "MNIST", 6, "FGSM", "0, 0.1, 0.3", 1, 1, 0,
-                                  progress=quiet)
+    out = E.eps_curves(CurvesRequest(models=["mnist-s4-st", "mnist-s4-ads"], n=6, attack="FGSM",
+                                     eps_values="0, 0.1, 0.3", steps=1), progress=quiet)
+    figure, curves = out.figure, out.curves
     assert [t.name for t in figure.data] == ["mnist-s4-st", "mnist-s4-ads"]
     assert [row["eps"] for row in curves["curves"]["mnist-s4-st"]] == [0.0, 0.1, 0.3]
     with pytest.raises(gr.Error, match="Linf"):
-        E.eps_curves(["mnist-s4-st"], "MNIST", 4, "CW (L2)", "0.1", 1, 1, 0)
+        E.eps_curves(CurvesRequest(models=["mnist-s4-st"], n=4, attack="CW (L2)", eps_values="0.1", steps=1))
     with pytest.raises(gr.Error, match="SSM_LAB_MAX_EPS_POINTS"):
-        E.eps_curves(["mnist-s4-st"], "MNIST", 4, "FGSM", ",".join(str(i / 100) for i in range(20)), 1, 1, 0)
+        E.eps_curves(CurvesRequest(models=["mnist-s4-st"], n=4, attack="FGSM", steps=1,
+                                   eps_values=",".join(str(i / 100) for i in range(20))))
 
 
 # ----- limits, learn, layout -----------------------------------------------------------------------
@@ -343,6 +389,26 @@ def test_every_lesson_has_a_runnable_preset():
         assert lesson.preset.attack in ATTACK_MENU and lesson.text.strip()
         assert learn.pick_model(entries, lesson.preset.prefer) is not None
     assert set(learn.ads_pair(entries)) == {"mnist-s4-st", "mnist-s4-ads"}
+
+
+def test_the_learn_tab_shows_the_lab_figures_beside_the_paper_in_the_ads_and_autoattack_lessons():
+    from app.ui import build_demo
+
+    texts = [block.value for block in build_demo().blocks.values() if isinstance(block, gr.Markdown)]
+    notes = [text for text in texts if isinstance(text, str) and "**What the paper reports:**" in text]
+    assert len(notes) == 2, notes
+    # these test checkpoints hold no PGD-AT model without AdS to compare with: the note says so
+    assert any("no shipped pair of checkpoints differs only in AdS" in text for text in notes), notes
+
+
+def test_the_upload_takes_files_webcam_shots_and_pasted_images_unmirrored():
+    from app.ui import build_demo
+
+    demo = build_demo()
+    upload = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "upload-image")
+    assert upload.sources == ["upload", "webcam", "clipboard"], upload.sources
+    assert upload.webcam_options.mirror is False  # a digit held up to the camera must not be read mirrored
+    assert upload.image_mode is None  # the file itself, alpha and all, reaches the framing
 
 
 def test_layout_names_every_action():
@@ -395,9 +461,12 @@ def test_command_line_and_environment(monkeypatch):
 
 def test_summary_says_where_pgd_stopped_and_the_trace_ends_there():
     seen = set()
-    for eps in ("0.3", "0.02", "1/255"):
-        out = attack(eps=eps, steps=5)
-        summary, trace = out[3], out[5]
+    # the first test images the untrained model gets right, whichever test set this machine has (full or sample)
+    for index, eps in [(i, e) for i in range(40) for e in ("0.3", "0.02", "1/255")]:
+        if seen == {"all", "early", "failed", "succeeded"}:
+            break
+        out = attack(eps=eps, steps=5, index=index)
+        summary, trace = out.summary, out.trace
         rows = len(trace.data[0].y)  # traced iterates, then the returned point
         line = next(text for text in summary.splitlines() if text.startswith("- iterations:"))
         png = next(text for text in summary.splitlines() if text.startswith("- survives 8-bit PNG:"))
@@ -415,17 +484,24 @@ def test_summary_says_where_pgd_stopped_and_the_trace_ends_there():
     assert seen == {"all", "early", "failed", "succeeded"}  # every wording is exercised
 
 
-def test_evaluate_tab_budgets_follow_the_model_across_datasets():
-    assert E.follow_model("cifar-dss-st", "MNIST") == ("CIFAR-10", "8/255", E.CURVE_EPS["CIFAR-10"])
-    dataset, eps, curve = E.follow_model("mnist-s4-ads", "CIFAR-10")
-    assert (dataset, eps, curve) == ("MNIST", "0.3", E.CURVE_EPS["MNIST"])
-    dataset, eps, curve = E.follow_model("mnist-s4-st", "MNIST")  # same dataset: what the user typed stays
-    assert dataset == "MNIST" and eps == curve == gr.update()
+def test_evaluation_defaults_follow_the_models_dataset():
+    cifar = E.evaluation_defaults("cifar-dss-st")
+    assert (cifar.dataset, cifar.eps, cifar.curve_eps) == ("CIFAR-10", "8/255", E.CURVE_EPS["CIFAR-10"])
+    mnist = E.evaluation_defaults("mnist-s4-ads")
+    assert (mnist.dataset, mnist.eps, mnist.curve_eps) == ("MNIST", "0.3", E.CURVE_EPS["MNIST"])
     assert all(len(limits.parse_eps_list(text)) == 5 for text in E.CURVE_EPS.values())  # valid defaults
 
 
+def test_evaluate_tab_budgets_change_only_across_datasets():
+    from app.endpoints import follow_evaluate_model
+
+    assert follow_evaluate_model("cifar-dss-st", "MNIST") == ("CIFAR-10", "8/255", E.CURVE_EPS["CIFAR-10"])
+    same = follow_evaluate_model("mnist-s4-st", "MNIST")  # same dataset: what the user typed stays
+    assert same == ("MNIST", gr.update(), gr.update())
+
+
 def test_a_library_attack_traces_its_clean_start_and_its_result():
-    trace = attack(attack="APGD-CE", steps=3)[5]
+    trace = attack(attack="APGD-CE", steps=3).trace
     assert list(trace.data[0].x) == ["clean", "returned"]
 
 

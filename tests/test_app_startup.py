@@ -22,16 +22,19 @@ def _run(code: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.e2e
 def test_gradio_does_not_rewrite_its_stubs_and_still_builds_components():
-    out = _run("from app.__main__ import skip_gradio_stub_writing\n"
+    out = _run("from app.gradio_compat import skip_gradio_stub_writing\n"
                "skip_gradio_stub_writing()\n"
                "import gradio as gr\n"
                "from gradio import component_meta\n"
                "box = gr.Textbox(label='x', render=False)\n"
-               "print(component_meta.create_or_modify_pyi.__name__, type(box).__name__, 'change' in dir(box))")
-    assert out == "<lambda> Textbox True"
+               "print(getattr(component_meta.create_or_modify_pyi, 'stubs_skipped', False), type(box).__name__,"
+               " 'change' in dir(box))")
+    assert out == "True Textbox True"
 
 
+@pytest.mark.e2e
 def test_engine_imports_leave_torchattacks_and_scipy_for_first_use():
     out = _run("import sys, json\n"
                "import ssm_lab.analysis, ssm_lab.attacks, ssm_lab.plots, ssm_lab.single\n"
@@ -74,6 +77,7 @@ def test_warm_up_stays_out_of_the_way_of_a_page_that_came_first(served):
 
 
 @pytest.mark.parametrize("threads, telemetry", [("1", None), ("2", "True")])
+@pytest.mark.e2e
 def test_process_is_prepared_before_torch_and_gradio_load(monkeypatch, threads, telemetry):
     monkeypatch.setenv("SSM_LAB_TORCH_THREADS", threads)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # SSM_LAB_TORCH_THREADS wins, as torch.set_num_threads did

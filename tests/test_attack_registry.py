@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from app.attack_menu import ATTACK_MENU
+from app.attack_menu import ATTACK_MENU, TARGET_LABEL
 from ssm_lab.attack_registry import ATTACK_NAMES, REGISTRY
 from ssm_lab.attacks import ATTACKS, attack_params, default_norm
 from ssm_lab.cli import _attack_specs, build_parser
@@ -19,6 +19,15 @@ def _attack_option(command: str) -> argparse.Action:
 @pytest.mark.parametrize("entry", REGISTRY, ids=lambda e: e.name)
 def test_every_registry_entry_names_a_class_that_carries_the_same_name(entry):
     assert ATTACKS[entry.name].name == entry.name
+
+
+@pytest.mark.parametrize("entry", REGISTRY, ids=lambda e: e.name)
+def test_every_registry_entry_states_the_targeted_mode_its_class_has(entry):
+    assert entry.targeted == ATTACKS[entry.name].supports_targeted, entry.name
+
+
+def test_the_target_class_label_names_the_targeted_attacks_of_the_menu():
+    assert TARGET_LABEL == "target class (FGSM, PGD, CW)"
 
 
 def test_the_engine_knows_exactly_the_registry_attacks_in_its_order():

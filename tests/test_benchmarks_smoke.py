@@ -26,6 +26,7 @@ def quick_run(tmp_path_factory):
     return status, out
 
 
+@pytest.mark.e2e
 def test_quick_run_writes_machine_info_and_every_section(quick_run):
     status, out = quick_run
     assert status == 0
@@ -41,6 +42,7 @@ def test_quick_run_writes_machine_info_and_every_section(quick_run):
     assert "**The section failed**" not in text
 
 
+@pytest.mark.e2e
 def test_json_block_round_trips_with_ratios(quick_run):
     _, out = quick_run
     text = out.read_text(encoding="utf-8")
@@ -59,6 +61,7 @@ def test_json_block_round_trips_with_ratios(quick_run):
                 assert len(timing["samples"]) >= 1, name
 
 
+@pytest.mark.e2e
 def test_regression_against_a_doctored_previous_file_is_flagged(quick_run, tmp_path):
     _, out = quick_run
     text = out.read_text(encoding="utf-8")

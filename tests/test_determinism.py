@@ -10,6 +10,7 @@ from test_app_handlers import make_checkpoints
 from test_app_server import client, server  # noqa: F401 - the shared live app (started once per session)
 
 from app.models import MODELS
+from app.request_types import AttackRequest
 from benchmarks import determinism as D
 
 MODEL, INDEX = "mnist-s4-st", 3
@@ -52,9 +53,9 @@ def test_the_fingerprint_sees_one_ulp_and_another_seed(tmp_path):
     from app import handlers
 
     kwargs = REQUESTS["PGD (Linf)"]
-    out = handlers.run_attack(**kwargs, progress=lambda *a, **k: None)
+    out = handlers.run_attack(AttackRequest(**kwargs), progress=lambda *a, **k: None)
     base = D.fingerprint(out)
-    npy = Path(out[8][1])
+    npy = Path(out.files[1])
     adv = np.load(npy)
     adv.flat[0] = np.nextafter(adv.flat[0], np.float32(1), dtype=np.float32)
     np.save(npy, adv)
@@ -63,6 +64,7 @@ def test_the_fingerprint_sees_one_ulp_and_another_seed(tmp_path):
     assert "adversarial.npy" in D.differences(base, other)
 
 
+@pytest.mark.e2e
 def test_fresh_processes_give_the_same_answer(answers):
     labels = ["PGD (Linf)", "Square"]
     fresh = D.children(MODEL, INDEX, labels)  # two processes side by side; SSM_LAB_CHECKPOINTS is inherited
@@ -73,8 +75,7 @@ def test_fresh_processes_give_the_same_answer(answers):
 
 @pytest.mark.e2e
 def test_the_live_server_gives_the_same_answer_twice(client, answers):  # noqa: F811
-    kwargs = {**REQUESTS["PGD (Linf)"]}
-    kwargs["model"] = kwargs.pop("model_name")
+    kwargs = REQUESTS["PGD (Linf)"]
     replies = [client.predict(**kwargs, api_name="/attack") for _ in range(2)]
     images = [[Path(p).read_bytes() for p in reply[:3]] for reply in replies]
     assert images[0] == images[1]
@@ -90,6 +91,4 @@ def test_the_live_server_gives_the_same_answer_twice(client, answers):  # noqa: 
 def _in_process_npy(kwargs: dict) -> str:
     from app import handlers
 
-    request = {**kwargs, "model_name": kwargs["model"]}
-    request.pop("model")
-    return handlers.run_attack(**request, progress=lambda *a, **k: None)[8][1]
+    return handlers.run_attack(AttackRequest(**kwargs), progress=lambda *a, **k: None).files[1]

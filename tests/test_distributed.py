@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from ssm_lab import distributed
@@ -22,11 +23,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(args: list[str], late_rank: bool = False) -> subprocess.CompletedProcess:
+def _torchrun(args: list[str], late_rank: bool = False, script: str | None = None) -> subprocess.CompletedProcess:
+    """Two ranks of `ssm-lab ARGS` (rank 1 late with `late_rank`), or of tests/SCRIPT."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", PYTHONPATH=str(ROOT))
     # `--` keeps torchrun's own parser away from our options (it would read `--n` as an abbreviation of its own)
     entry = [str(ROOT / "tests" / "late_rank_cli.py"), "--"] if late_rank else ["-m", "ssm_lab.cli", "--"]
+    if script is not None:
+        entry = [str(ROOT / "tests" / script)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
            *entry, *args]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
@@ -57,6 +61,7 @@ def test_single_process_helpers_change_nothing(monkeypatch):
     distributed.barrier()
 
 
+@pytest.mark.e2e
 def test_two_process_training_then_evaluation_matches_one_process(tmp_path):
     out = tmp_path / "run"
     proc = _torchrun(["train", "--arch", "s4", "--d-model", "8", "--d-state", "4", "--n-layers", "1",
@@ -89,3 +94,10 @@ def test_two_process_training_then_evaluation_matches_one_process(tmp_path):
     assert any(0 < attack["correct"] < single["clean"]["correct"] for attack in single["attacks"])
     state = json.loads((tmp_path / "state.json").read_text())  # rank 0 saved every rank's points
     assert all(r is not None for entry in state["attacks"].values() for r in entry["robust"])
+
+
+@pytest.mark.e2e
+def test_two_process_yopo_keeps_the_ranks_weights_identical():
+    proc = _torchrun([], script="ddp_yopo_steps.py")
+    printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert printed == [{"max_difference": 0.0}], proc.stdout

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ssm_lab.eps import MAX_EPS, eps_label, parse_eps
+from ssm_lab.datasets.info import DATASETS
+from ssm_lab.eps import MAX_EPS, eps_label, grey_levels, parse_eps
 
 
 @pytest.mark.parametrize("text, value", [("0.3", 0.3), (" 0.3 ", 0.3), ("8/255", 8 / 255), (0.1, 0.1), (0, 0.0),
@@ -48,3 +49,15 @@ def test_eps_label_shows_grey_levels_for_small_budgets_and_decimals_above(eps, l
 def test_eps_label_without_approximation_is_what_an_eps_field_reads_back(eps, text):
     assert eps_label(eps, approx=False) == text
     assert parse_eps(text) == pytest.approx(eps)
+
+
+@pytest.mark.parametrize("eps, spec, text", [(0.3, ".4g", "76.5/255"), (8 / 255, ".4g", "8/255"),
+                                             (0.0312, ".1f", "8.0/255")])
+def test_grey_levels_states_a_budget_in_8_bit_steps(eps, spec, text):
+    assert grey_levels(eps, spec) == text
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_a_datasets_eps_label_is_its_budget_as_an_eps_field_shows_it(name):
+    info = DATASETS[name]
+    assert info.eps_label == eps_label(info.eps, approx=False)

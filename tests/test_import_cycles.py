@@ -1,6 +1,7 @@
 """No import circles among the product's modules, counting imports inside functions, and the check can fail."""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 from testkit.import_graph import cycles, import_graph
@@ -55,3 +56,26 @@ def test_each_layer_imports_only_the_layers_below_it():
     upward = sorted(f"{module} -> {target}" for module, targets in graph.items() for target in targets
                     if module.split(".")[0] in below and target.split(".")[0] not in below[module.split(".")[0]])
     assert upward == [], "imports against the layering app -> ssm_lab -> ssm_models: " + "; ".join(upward)
+
+
+def sys_path_edits(root: Path, folders: list[str]) -> list[str]:
+    """`file:line` of every statement that changes sys.path (a call on it, or an assignment to it)."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.func] if isinstance(node, ast.Call) \
+                    else []
+                if any("sys.path" in ast.unparse(target) for target in targets):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_nothing_edits_sys_path():
+    found = sys_path_edits(ROOT, [*PRODUCT, "benchmarks", "testkit", "tests", "scripts"])
+    assert found == [], f"sys.path edited at {found}: import installed packages or run from the root (python -m)"
+
+
+def test_the_sys_path_scan_can_fail(tmp_path):
+    write(tmp_path / "pkg" / "a.py", "import sys\nsys.path.insert(0, '.')\nsys.path = []\nprint(sys.path)\n")
+    assert sorted(sys_path_edits(tmp_path, ["pkg"])) == ["pkg/a.py:2", "pkg/a.py:3"]

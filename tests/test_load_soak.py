@@ -14,7 +14,7 @@ from gradio_client.utils import QueueError, Status
 from PIL import Image
 from test_app_handlers import make_checkpoints
 
-from app import gradio_patches
+from app import gradio_compat
 from benchmarks import load_test, soak
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +22,7 @@ MODELS = ("mnist-s4-st", "mnist-s4-ads")
 # an upload has no label, so the attack's goal is to change the model's own prediction: with an eps of 1e-6 it
 # cannot, and PGD runs every one of its 3 x 200 steps, keeping the server busy for a while
 SLOW = dict(load_test.make_request(0, 0, MODELS), attack="PGD (Linf)", eps="0.000001", steps=200, restarts=3,
-            target="none", source="upload")
+            target="none", source="upload", fit="squash")  # a grey square is no digit: used as it is
 
 
 @pytest.fixture(autouse=True)
@@ -103,7 +103,7 @@ def test_soak_leaves_no_memory_fd_or_temp_file_growth(checkpoints, tmp_path):
 def test_an_image_cached_by_many_requests_at_once_is_never_seen_half_written(tmp_path):
     from gradio import processing_utils
 
-    gradio_patches.atomic_image_cache()
+    gradio_compat.atomic_image_cache()
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     expected = processing_utils.encode_pil_to_bytes(image, "png")
     path = processing_utils.save_pil_to_cache(image, str(tmp_path), format="png")
@@ -134,7 +134,7 @@ def test_an_image_cached_by_many_requests_at_once_is_never_seen_half_written(tmp
 def test_the_cache_clean_up_survives_files_added_while_it_runs(tmp_path):
     from gradio import route_utils
 
-    gradio_patches.surviving_cache_cleanup()
+    gradio_compat.surviving_cache_cleanup()
     old, young = tmp_path / "old.png", tmp_path / "young.png"
     for path in (old, young):
         path.write_bytes(b"x")

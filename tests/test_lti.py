@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from model_helpers import rel_err, seeded_model
 
 from ssm_models import convolution, create_model, kernels, record
 from ssm_models.families import arch_defaults
@@ -16,14 +17,8 @@ ARCHS = ["s4", "dss", "s5"]
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach(), b.detach()
-    return float((a - b).norm() / b.norm())
-
-
 def make(arch: str, dtype=torch.float32, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return create_model(arch, **{**SMALL, **overrides}).to(dtype)
+    return seeded_model(arch, SMALL, dtype, **overrides)
 
 
 @pytest.fixture

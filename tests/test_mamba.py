@@ -5,6 +5,7 @@ import pytest
 import torch
 from mambapy.mamba import MambaBlock as ReferenceMambaBlock
 from mambapy.mamba import MambaConfig as ReferenceConfig
+from model_helpers import rel_err, seeded_model
 
 from ssm_models import create_model, probe_names, record
 from ssm_models.mamba import MambaBlock
@@ -14,14 +15,8 @@ SMALL = dict(d_model=16, d_state=8, n_layers=2, image_size=8)
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach(), b.detach()
-    return float((a - b).norm() / b.norm())
-
-
 def make(dtype=torch.float32, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return create_model("mamba", **{**SMALL, **overrides}).to(dtype)
+    return seeded_model("mamba", SMALL, dtype, **overrides)
 
 
 def scan_inputs(batch, length, inner, state, dtype):
@@ -52,6 +47,53 @@ def test_fast_scan_matches_sequential_outputs_and_gradients(length, block, dtype
             assert a.abs().max() == 0 and b.abs().max() == 0
             continue
         assert rel_err(a, b) < TOLERANCE[dtype], name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("tile,block", [(8, 3), (12, 4), (24, 5), (64, 7)])
+def test_tiled_scan_matches_sequential_when_tiles_split_the_batch_and_the_channels(tile, block, dtype):
+    # state (E, N) = (6, 4): tile 8 splits the channels (2 per tile), 12 gives 3 channels, 24 one image per
+    # tile and 64 two images per tile with a ragged last tile over a batch of 3
+    inputs = scan_inputs(3, 23, 6, 4, dtype)
+    grad_y = torch.randn(3, 23, 6, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    fast = selective_scan(*inputs, block=block, tile=tile)
+    reference = selective_scan_sequential(*inputs)
+    assert rel_err(fast, reference) < TOLERANCE[dtype]
+    fast_grads = torch.autograd.grad(fast, inputs, grad_y)
+    reference_grads = torch.autograd.grad(reference, inputs, grad_y)
+    for name, a, b in zip(["x", "dt", "A", "B", "C", "D"], fast_grads, reference_grads):
+        assert rel_err(a, b) < TOLERANCE[dtype], f"{name}: tile {tile}, block {block}"
+
+
+@pytest.mark.parametrize("tile,block", [(4, 2), (100, 3)])
+def test_tiled_scan_passes_gradcheck(tile, block):
+    inputs = [t.detach().requires_grad_() for t in scan_inputs(2, 7, 3, 2, torch.float64)]
+    assert torch.autograd.gradcheck(lambda *a: selective_scan(*a, block=block, tile=tile), inputs)
+
+
+@pytest.mark.parametrize("batch,length,inner,state", [(1, 1024, 256, 64), (100, 1024, 256, 64), (7, 49, 64, 16)])
+def test_scan_plan_keeps_tiles_cache_sized_and_saved_states_bounded(batch, length, inner, state):
+    from ssm_models.pscan import MAX_SAVED_STATES_RATIO, TILE_ELEMENTS, scan_plan
+
+    b_tile, e_tile, block = scan_plan(batch, length, inner, state)
+    assert b_tile * e_tile * state <= max(TILE_ELEMENTS, state), (b_tile, e_tile)
+    saved_per_x = -(-length // block) * state / length
+    assert saved_per_x <= MAX_SAVED_STATES_RATIO, (block, saved_per_x)
+
+
+def test_mamba_trains_in_float64_as_the_default_dtype():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        model = create_model("mamba", **SMALL)
+        x = torch.rand(2, 1, 8, 8, requires_grad=True)
+        model(x).logsumexp(-1).sum().backward()
+    finally:
+        torch.set_default_dtype(previous)
+    dtypes = {name: p.dtype for name, p in model.named_parameters() if p.dtype != torch.float64}
+    assert dtypes == {}, f"parameters not in float64: {dtypes}"
+    assert model.layers[0].mixer.A_log.grad.abs().sum() > 0
 
 
 def test_sequential_scan_matches_an_explicit_loop():

@@ -2,22 +2,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from model_helpers import rel_err, seeded_model
 
-from ssm_models import create_model, probe_names, record
+from ssm_models import probe_names, record
 from ssm_models.kernels import CachedKernel, fft_conv
 from ssm_models.mega import EMAKernel, GatedSoftmaxAttention
 
 SMALL = dict(d_model=16, d_state=8, n_layers=2, image_size=8, mega_z_dim=8, mega_hidden=24, mega_ema_dim=4)
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach(), b.detach()
-    return float((a - b).norm() / b.norm())
-
-
 def make(dtype=torch.float32, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return create_model("mega", **{**SMALL, **overrides}).to(dtype)
+    return seeded_model("mega", SMALL, dtype, **overrides)
 
 
 @pytest.mark.parametrize("chunk", [-1, 24])

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssm_lab.attacks import PGD
+from ssm_lab.attacks.pgd import PGD
 from ssm_lab.methods import METHODS, MethodStep, ThreatModel, pgd_linf, trades_adversary
 from ssm_models import create_model
 

@@ -7,15 +7,23 @@ import math
 import gradio as gr
 import pytest
 import torch
-from PIL import Image
 
 import ssm_models
 from app import compare as C
 from app import evaluation as E
 from app import handlers as H
+from app.request_types import (
+    AttackRequest,
+    CompareRequest,
+    CostRequest,
+    CurvesRequest,
+    EvaluateRequest,
+    TransferRequest,
+)
 from ssm_lab.attacks import AttackParamError, make_attack
 from ssm_lab.evaluate import evaluate
 from ssm_models.hub import save_pretrained
+from testkit.drawn_digits import save_drawing
 
 TINY = dict(d_model=16, n_layers=1, d_state=8, tokenizer="patch", patch_size=4)
 NAN, INF = math.nan, math.inf
@@ -38,10 +46,8 @@ def checkpoints(tmp_path_factory, model, serve_checkpoints):
 
 @pytest.fixture(scope="module")
 def upload(tmp_path_factory):
-    """An uploaded digit-sized image, so the single-image handlers need no dataset."""
-    path = tmp_path_factory.mktemp("upload") / "digit.png"
-    Image.new("L", (28, 28), 128).save(path)
-    return str(path)
+    """An uploaded drawing of a digit, so the single-image handlers need no dataset."""
+    return save_drawing(tmp_path_factory.mktemp("upload") / "digit.png")
 
 
 def quiet(*_args, **_kwargs) -> None:
@@ -120,21 +126,21 @@ def attack_args(**overrides) -> dict:
 @pytest.mark.parametrize("field, value, named", ATTACK_BAD)
 def test_run_attack_refuses_bad_values(upload, field, value, named):
     with pytest.raises(gr.Error, match=named):
-        H.run_attack(model_name="mnist-s4-st", source="upload", dataset="MNIST", index=0, upload=upload, sketch=None,
-                     **attack_args(**{field: value}), progress=quiet)
+        H.run_attack(AttackRequest(model="mnist-s4-st", source="upload", upload=upload,
+                                   **attack_args(**{field: value})), progress=quiet)
 
 
 @pytest.mark.parametrize("field, value, named", ATTACK_BAD[::3])
 def test_estimate_cost_refuses_bad_values(field, value, named):
     with pytest.raises(gr.Error, match=named):
-        H.estimate_cost("mnist-s4-st", **attack_args(**{field: value}))
+        H.estimate_cost(CostRequest(model="mnist-s4-st", **attack_args(**{field: value})))
 
 
 @pytest.mark.parametrize("field, value, named", ATTACK_BAD[1::3])
 def test_compare_models_refuses_bad_values(upload, field, value, named):
     with pytest.raises(gr.Error, match=named):
-        C.compare_models(["mnist-s4-st", "mnist-s4-copy"], "upload", "MNIST", 0, upload, None,
-                         **attack_args(**{field: value}), progress=quiet)
+        C.compare_models(CompareRequest(models=["mnist-s4-st", "mnist-s4-copy"], source="upload", upload=upload,
+                                        **attack_args(**{field: value})), progress=quiet)
 
 
 N_BAD = [0, -5, NAN, INF, 2.5, 10**9, "abc"]
@@ -152,24 +158,26 @@ def batch_args(**overrides) -> dict:
 @pytest.mark.parametrize("field, value, named", BATCH_BAD)
 def test_evaluate_model_refuses_bad_values(field, value, named):
     with pytest.raises(gr.Error, match=rf"\b{named}\b"):
-        E.evaluate_model("mnist-s4-st", attacks=["PGD (Linf)"], **batch_args(**{field: value}), progress=quiet)
+        E.evaluate_model(EvaluateRequest(model="mnist-s4-st", attacks=["PGD (Linf)"], **batch_args(**{field: value})),
+                         progress=quiet)
 
 
 @pytest.mark.parametrize("field, value, named", BATCH_BAD[::2])
 def test_transfer_refuses_bad_values(field, value, named):
     with pytest.raises(gr.Error, match=rf"\b{named}\b"):
-        C.transfer(["mnist-s4-st", "mnist-s4-copy"], attack="PGD (Linf)", **batch_args(**{field: value}),
-                   progress=quiet)
+        C.transfer(TransferRequest(models=["mnist-s4-st", "mnist-s4-copy"], attack="PGD (Linf)",
+                                   **batch_args(**{field: value})), progress=quiet)
 
 
 @pytest.mark.parametrize("eps_values", ["nan", "-1", "inf", "0.1, abc", "1/0", "2", "", "1e400",
                                         ", ".join(str(i / 100) for i in range(20))])
 def test_eps_curves_refuse_bad_eps_lists(eps_values):
     with pytest.raises(gr.Error, match="eps"):
-        E.eps_curves(["mnist-s4-st"], "MNIST", 2, "PGD (Linf)", eps_values, 1, 1, 0, progress=quiet)
+        E.eps_curves(CurvesRequest(models=["mnist-s4-st"], n=2, attack="PGD (Linf)", eps_values=eps_values, steps=1),
+                     progress=quiet)
 
 
 def test_a_good_request_still_runs():
     """The refusals above are not a handler that refuses everything."""
-    estimate = H.estimate_cost("mnist-s4-st", **attack_args())
+    estimate = H.estimate_cost(CostRequest(model="mnist-s4-st", **attack_args()))
     assert "Cost before running" in estimate

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from mambapy.mamba import MambaBlock as OracleMambaBlock
 from mambapy.mamba import MambaConfig
+from model_helpers import rel_err
 
 from ssm_lab.cli import main
 from ssm_models.hub import load_model
@@ -14,11 +15,6 @@ from ssm_models.reference import ReferenceImportError, convert_reference, import
 from testkit.reference_states import CLASSES, DATASETS, LAYERS, MODES, WIDTH, mamba_state, s4_state, s5_state
 
 TOLERANCE = {torch.float64: 1e-5, torch.float32: 1e-4}
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double(), b.detach().double()
-    return float((a - b).norm() / b.norm())
 
 
 # ----- the reference forward, written independently in float64 ----------------------------------------
@@ -290,3 +286,11 @@ def test_cli_import_reference_end_to_end(tmp_path):
     assert (model.config.arch, model.config.tokenizer, model.config.meta["dataset"]) == ("mamba", "paper", "mnist")
     x = images("mnist")
     assert rel_err(ours(model, x, torch.float32), reference_forward(state, x, "mamba")) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_the_reference_importers_image_shapes_agree_with_the_dataset_info(name):
+    from ssm_lab.datasets.info import DATASETS as INFO
+    from ssm_models.reference import DATASETS
+
+    assert DATASETS[name] == (INFO[name].channels, INFO[name].image_size)

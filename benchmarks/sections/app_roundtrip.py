@@ -131,7 +131,7 @@ def roundtrips(url: str, proc, warmup: int, repeats: int) -> tuple[dict[str, Tri
         for i in range(warmup + repeats):
             for name in (list(clients) if i % 2 == 0 else list(clients)[::-1]):
                 server_before, own_before, began = process_cpu_s(proc.pid), time.process_time(), time.perf_counter()
-                summary = clients[name].predict(model=model, **ATTACK, api_name="/attack")[3]
+                _clean, _adv, _delta, summary, *_rest = clients[name].predict(model=model, **ATTACK, api_name="/attack")
                 elapsed = time.perf_counter() - began
                 server_cpu, own_cpu = process_cpu_s(proc.pid) - server_before, time.process_time() - own_before
                 if "PGD (Linf)" not in summary:
@@ -147,21 +147,18 @@ def roundtrips(url: str, proc, warmup: int, repeats: int) -> tuple[dict[str, Tri
 
 def in_process(model_name: str, repeats: int) -> dict[str, Timing]:
     """The same PGD-10 in this process: the engine call the server makes, and the server's whole handler."""
-    from app.attack_menu import attack_settings
-    from app.handlers import model_x, run_attack
+    from app.handlers import engine_settings, model_x, run_attack
     from app.models import MODELS
+    from app.request_types import AttackRequest
     from ssm_lab.single import attack_single
 
     model = MODELS.get(model_name)
-    x, label, _ = model_x(model, ATTACK["source"], ATTACK["dataset"], ATTACK["index"], None, None)
-    name, params = attack_settings(ATTACK["attack"], model, eps=ATTACK["eps"], steps=ATTACK["steps"],
-                                   step_size=ATTACK["step_size"], restarts=ATTACK["restarts"],
-                                   target=ATTACK["target"], seed=ATTACK["seed"])
+    request = AttackRequest(model=model_name, **ATTACK)
+    x, label, _ = model_x(model, request)
+    name, params = engine_settings(request, model)
     seed = params.pop("seed")
-    handler_args = [ATTACK[k] for k in ("source", "dataset", "index", "upload", "sketch", "attack", "eps", "steps",
-                                        "step_size", "restarts", "target", "seed")]
     return measure_interleaved({"engine": lambda: attack_single(model, x, label, name, seed=seed, **params),
-                                "handler": lambda: run_attack(model_name, *handler_args)}, repeats, memory=False)
+                                "handler": lambda: run_attack(request)}, repeats, memory=False)
 
 
 def _median(values) -> float | None:

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ssm_lab.attacks import make_attack
+from ssm_lab.datasets.info import DATASETS
 
 from ..harness import measure_interleaved
 from ..results import Row, Target, memory_text
@@ -12,7 +13,7 @@ from .common import ROBUST_S4, SHIPPED_S4, Settings, Stopwatch, mnist_batch, new
 
 KEY = "pgd-batch"
 TITLE = "PGD-10 over batches of MNIST images: ours vs torchattacks and vs bare forward+backward passes"
-EPS, ALPHA, STEPS = 0.3, 0.04, 10  # the shipped checkpoint's threat model
+EPS, ALPHA, STEPS = DATASETS["mnist"].eps, DATASETS["mnist"].pgd_step, 10  # the shipped checkpoint's threat model
 BARE_PASSES = STEPS + 1  # the steps plus one pass for the final evaluation
 
 

@@ -16,7 +16,6 @@ TITLE = "PGD-10 on one image, pixel-level LTI models, kernel cache on vs off"
 PAPER_MNIST = dict(d_model=128, n_layers=2, d_state=32, tokenizer="pixel", image_size=28)
 FAMILIES = ("s4", "dss", "s5")
 TIME_TARGET = 0.15  # seconds for PGD-10 on one image (S4; the same bar is shown for DSS and S5)
-SPEEDUP_TARGET = 15.0
 
 
 def run(settings: Settings):
@@ -47,7 +46,7 @@ def run(settings: Settings):
                 key=arch, what=f"{arch.upper()} PGD-{steps}, 1 image, L={model.config.seq_len}", unit="s",
                 ours=cached.median, ours_cpu=cached.cpu_median, peer=uncached.median,
                 peer_name="same model, cache off", ratio_kind="speedup",
-                targets=[Target("ours", "<=", TIME_TARGET, "s"), Target("ratio", ">=", SPEEDUP_TARGET)],
+                targets=[Target("ours", "<=", TIME_TARGET, "s")],
                 repeats=f"{cached.repeats} each, interleaved",
                 memory=memory_text(cache_on=cached.peak_rss_mb, cache_off=uncached.peak_rss_mb)))
     section.notes += [
@@ -59,10 +58,10 @@ def run(settings: Settings):
         "(input checks, a probe forward, the steps, the final evaluation). The run freezes the model, so the "
         "LTI kernel is computed once per attack; `ssm_models.kernels.set_kernel_cache(False)` is the peer: the "
         "kernel is recomputed at every forward pass.",
-        f"Targets from the issue: S4 at most {TIME_TARGET} s and at least {SPEEDUP_TARGET:g}x faster than with the "
-        "cache off; DSS and S5 are held to the same bar for comparison. The cache saves one kernel generation "
-        "per forward pass, so a ratio of 15 needs the kernel to cost about 14 times the rest of a "
-        "forward+backward pass: the faster the kernel (section s4-kernel), the smaller this ratio.",
+        f"Target: S4 at most {TIME_TARGET} s; DSS and S5 are held to the same bar for comparison. The ratio to "
+        "the cache off is reported without a target: the former one (at least 15x) was retired by the "
+        "paper-scale issue because it rewards a slow kernel (the cache saves one kernel generation per forward "
+        "pass, so the faster the kernel, section s4-kernel, the smaller this ratio).",
         "S5 is not a convolution: what it caches is the parameter-only part of its scan (the powers of dA).",
     ]
     return section

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ssm_lab.attacks import make_attack
+from ssm_lab.threat import model_threat
 
 from ..harness import measure
 from ..results import Row, Target, memory_text
@@ -14,16 +15,7 @@ KEY = "shipped"
 TITLE = "Shipped checkpoints: single-image PGD-10 latency, and AutoAttack on one image with the default checkpoint"
 PGD_TARGETS = {"mnist": 0.15, "cifar10": 0.5}  # seconds for PGD-10 on one image
 AUTOATTACK_TARGET = 10.0  # seconds for AutoAttack standard on one MNIST image, default checkpoint
-DEFAULT_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
 SEARCH = 32  # test images searched for the first one the model classifies correctly
-
-
-def threat_model(model, dataset: str) -> tuple[float, float | None]:
-    """(eps, step size) the checkpoint was trained and carded for, else the dataset's usual budget."""
-    threat = (model.config.meta or {}).get("threat_model") or {}
-    eps = threat.get("eps") if isinstance(threat.get("eps"), (int, float)) else DEFAULT_EPS.get(dataset, 0.3)
-    step = threat.get("step_size") if isinstance(threat.get("step_size"), (int, float)) else None
-    return float(eps), step
 
 
 def first_correct_image(model, dataset: str) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -77,7 +69,7 @@ def pgd_rows(section, settings: Settings) -> list[str]:
     notes = []
     for name, dataset, model in checkpoints(settings):
         x, y, which = _inputs(model, dataset)
-        eps, step_size = threat_model(model, dataset)
+        eps, step_size = model_threat(model, dataset)
         worst = make_attack("pgd", model, eps=UNBREAKABLE_EPS, steps=steps, seed=0)
         timing = section.add_timing(f"{name}.pgd-all-steps", measure(lambda: worst.run(x, y), repeats))
         spent = worst.run(x, y).backward_calls
@@ -113,7 +105,7 @@ def autoattack_rows(section, settings: Settings) -> list[str]:
         entry = next(e for e in catalogue() if e["name"] == name)
         dataset, model = entry["dataset"], load_model(entry["path"])
     x, y, which = _inputs(model, dataset)
-    eps, _ = threat_model(model, dataset)
+    eps, _ = model_threat(model, dataset)
     # quick mode: APGD-CE alone keeps the smoke test short; full runs: the standard version, as the app offers it
     version = dict(version="custom", sub_attacks=["apgd-ce"]) if settings.quick else dict(version="standard")
     notes = []

@@ -12,7 +12,7 @@ from ssm_models import create_model
 
 from ..flops import count_flops, matmul_replay
 from ..harness import measure_interleaved
-from ..results import Row, Target, memory_text
+from ..results import Row, memory_text
 from .common import QUICK_CONFIG, REPO, Settings, Stopwatch, new_section
 
 KEY = "throughput"
@@ -20,7 +20,6 @@ TITLE = "Throughput of every family (± AdS) at the shipped and the paper's conf
 FAMILIES = ("s4", "dss", "s5", "mega", "mamba")
 NAMES = {"s4": "S4", "dss": "DSS", "s5": "S5", "mega": "Mega", "mamba": "Mamba"}
 MATMUL_SIZE = 2048
-FRACTION_TARGET = 0.25  # of torch.matmul's GFLOP/s, for a training step of every shipped configuration
 
 
 @dataclass
@@ -126,12 +125,17 @@ def run(settings: Settings):
                         key=name, what=f"{label} fwd+bwd, {describe(setting, result['model'])}", unit="GFLOP/s",
                         ours=train_gflops, ours_cpu=timings["train"].cpu_median, peer=peak,
                         peer_name=f"torch.matmul {size}x{size} float32, same turns", ratio_kind="fraction",
-                        targets=[Target("ratio", ">=", FRACTION_TARGET)] if setting.shipped else [],
                         repeats=f"{timings['train'].repeats} each, in turns with matmul",
                         memory=memory_text(forward=timings["forward"].peak_rss_mb,
                                            forward_backward=timings["train"].peak_rss_mb)))
                     per_image = result["flops_train"]
                     ceiling = per_image.total / timings["products"].median / 1e9
+                    if setting.shipped:
+                        section.rows.append(Row(
+                            key=f"{name}-ceiling", what=f"{label} fwd+bwd, {setting.label}: share of its own "
+                            "matrix-product ceiling", unit="GFLOP/s", ours=train_gflops, peer=ceiling,
+                            peer_name="all its counted FLOPs in the time of its products alone",
+                            ratio_kind="fraction", repeats=f"{timings['train'].repeats} each, in turns"))
                     table.append(
                         f"| {setting.key} {label} | {setting.batch / forward_s:,.0f} | "
                         f"{result['flops_forward'].total / forward_s / 1e9:.3g} | {setting.batch / train_s:,.0f} | "
@@ -172,8 +176,10 @@ def _notes(configurations: list[Setting], size: int, settings: Settings) -> list
         f"Peer: `torch.matmul` of two {size}x{size} float32 matrices (2 n^3 FLOPs), timed in turns with the "
         "model's two passes so that load changes hit both; same thread count. In each turn every contender runs "
         "once untimed and then once timed, so that a timed training step finds the caches as the step before it "
-        "left them, as in a training loop, not swept by the matmul. Target (shipped configurations, "
-        f"fwd+bwd): at least {FRACTION_TARGET:.0%} of its GFLOP/s.",
+        "left them, as in a training loop, not swept by the matmul. No target: the former one (25% of matmul's "
+        "GFLOP/s for every shipped configuration) was retired by the paper-scale issue, as out of reach for "
+        "width-64 models whatever the code does; each shipped configuration instead reports the share of its "
+        "own ceiling (next notes).",
         "'Its products alone': the matrix products one training step dispatches, recorded with their shapes, strides "
         "and dtypes and replayed on fresh tensors with nothing else running (timed in the same turns), and their "
         "time as a share of the "
@@ -183,9 +189,9 @@ def _notes(configurations: list[Setting], size: int, settings: Settings) -> list
         "work (norms, activations, gates, scans), layout copies and per-op overhead go.",
         "'Ceiling': every FLOP the step counts (products, FFTs and scans) divided by the time of its products "
         "alone, i.e. the step's GFLOP/s if everything but its matrix products took no time at all (the "
-        "tokenizer's convolution is not replayed, so this bound is generous). A shipped row whose ceiling is "
-        f"below {FRACTION_TARGET:.0%} of matmul cannot reach the target with these matrix shapes, whatever "
-        "the elementwise code does: its products themselves (batched matrix-vector contractions of the "
-        "selective scan, narrow projections) run too far below matmul's peak.",
+        "tokenizer's convolution is not replayed, so this bound is generous). The `-ceiling` row of each shipped "
+        "configuration gives the step's GFLOP/s as a share of this ceiling, i.e. the time of its products alone "
+        "over the step's time: how much of the step the elementwise code, copies and framework calls leave to "
+        "the products (reported, no target).",
         "Peak memory: growth of the process's RSS during the first (untimed) call of each pass.",
     ]

@@ -1,11 +1,10 @@
 """APGD-CE and APGD-T (Croce & Hein, 2020) through torchattacks, with AutoAttack's 100 iterations by default."""
 from __future__ import annotations
 
-from ._wrapped import TorchattacksAttack, check_targets, usable_targets
-from .base import MAX_RESTARTS, MAX_STEPS, check_number
+from ._wrapped import MultiTargetedAttack, RestartedAttack
 
 
-class APGDCE(TorchattacksAttack):
+class APGDCE(RestartedAttack):
     """Auto-PGD on the cross-entropy: step size adapted from the loss progress, momentum 0.75.
 
     torchattacks defaults to 10 iterations; AutoAttack uses 100, which is the default here.
@@ -14,12 +13,6 @@ class APGDCE(TorchattacksAttack):
     name = "apgd-ce"
     randomised = True
     summary_text = "Auto-PGD on cross-entropy (torchattacks.APGD, 100 iterations as in AutoAttack)."
-
-    def __init__(self, model, eps: float | None = None, norm: str = "Linf", steps: int = 100, restarts: int = 1,
-                 seed: int | None = 0, batch_size: int = 128):
-        super().__init__(model, eps=eps, norm=norm, seed=seed, batch_size=batch_size)
-        self.steps = check_number("steps", steps, lo=1, hi=MAX_STEPS, integer=True, cap="MAX_STEPS")
-        self.restarts = check_number("restarts", restarts, lo=1, hi=MAX_RESTARTS, integer=True, cap="MAX_RESTARTS")
 
     def _cost(self, n, n_classes):
         runs = n * self.restarts
@@ -33,29 +26,20 @@ class APGDCE(TorchattacksAttack):
                                  seed=ctx.seed, loss="ce", eot_iter=1, rho=0.75)
 
 
-class APGDT(TorchattacksAttack):
+class APGDT(MultiTargetedAttack):
     """Auto-PGD on the targeted DLR loss against the `n_targets` most likely wrong classes in turn."""
 
     name = "apgd-t"
     randomised = True
     summary_text = "Targeted Auto-PGD on the DLR loss over the top wrong classes (torchattacks.APGDT)."
 
-    def __init__(self, model, eps: float | None = None, norm: str = "Linf", steps: int = 100, restarts: int = 1,
-                 n_targets: int = 9, seed: int | None = 0, batch_size: int = 128):
-        super().__init__(model, eps=eps, norm=norm, seed=seed, batch_size=batch_size)
-        self.steps = check_number("steps", steps, lo=1, hi=MAX_STEPS, integer=True, cap="MAX_STEPS")
-        self.restarts = check_number("restarts", restarts, lo=1, hi=MAX_RESTARTS, integer=True, cap="MAX_RESTARTS")
-        self.n_targets = check_targets(n_targets)
-
     def _cost(self, n, n_classes):
-        runs = n * self.restarts * min(self.n_targets, n_classes - 1)
-        return (n + runs * (self.steps + 2), runs * (self.steps + 1),
-                f"APGD-T: {min(self.n_targets, n_classes - 1)} target class(es) x {self.restarts} restart(s) x "
-                f"({self.steps} + 1) forward+backward per image, +1 forward per target to rank the classes "
-                "(each target only on images still unbroken)")
+        return self._per_target_cost(n, n_classes, self.steps + 2, self.steps + 1,
+                                     f"({self.steps} + 1) forward+backward per image, +1 forward per target to rank "
+                                     "the classes")
 
     def _build(self, model, goal, n_classes, ctx):
         import torchattacks
-        targets = usable_targets(self.n_targets, n_classes, ctx)
+        targets = self.usable_targets(n_classes, ctx)
         return torchattacks.APGDT(model, norm=self.norm, eps=self.eps, steps=self.steps, n_restarts=self.restarts,
                                   seed=ctx.seed, eot_iter=1, rho=0.75, n_classes=targets + 1)

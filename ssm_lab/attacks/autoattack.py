@@ -1,64 +1,22 @@
 """AutoAttack (Croce & Hein, 2020) through pyautoattack, the packaged original: worst case over its sub-attacks."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
-import threading
 from pathlib import Path
 
 import torch
 
 from ssm_models.atomic import atomic_write
 
+from ..attack_registry import AUTOATTACK_VERSIONS
 from ._runtime import Cancelled, RunContext
+from .autoattack_compat import LOGGER, captured_logs, reset_dynamic_check_counter, warn_if_untested
 from .base import Attack, AttackParamError
 
-VERSIONS = ("standard", "plus", "rand", "custom")
+VERSIONS = (*AUTOATTACK_VERSIONS, "custom")
 SUB_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
 CHECK_FORWARDS = 9  # per image and sub-attack: 5 randomness + 1 range + 1 dynamic check, clean and final accuracy
-_LOGGER = logging.getLogger("auto-attack")
-_LOG_LOCK = threading.Lock()
-_LOG_USERS = {"count": 0, "level": logging.NOTSET}
-
-
-class _LogCapture(logging.Handler):
-    """pyautoattack reports its gradient-masking checks as log warnings: turn them into result flags."""
-
-    def __init__(self, ctx: RunContext):
-        super().__init__(logging.DEBUG)
-        self.ctx = ctx
-        self.thread = threading.get_ident()  # concurrent runs (e.g. Gradio workers) share the logger
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self.thread:
-            return
-        message = record.getMessage()
-        self.lines.append(message)
-        if record.levelno >= logging.WARNING:
-            self.ctx.flag(f"AutoAttack check: {message}")
-
-
-@contextlib.contextmanager
-def _captured_logs(ctx: RunContext):
-    """Attach a capturing handler; the logger stays at DEBUG while any run is active, then gets its level back."""
-    handler = _LogCapture(ctx)
-    with _LOG_LOCK:
-        if _LOG_USERS["count"] == 0:
-            _LOG_USERS["level"] = _LOGGER.level
-            _LOGGER.setLevel(logging.DEBUG)
-        _LOG_USERS["count"] += 1
-        _LOGGER.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        with _LOG_LOCK:
-            _LOGGER.removeHandler(handler)
-            _LOG_USERS["count"] -= 1
-            if _LOG_USERS["count"] == 0:
-                _LOGGER.setLevel(_LOG_USERS["level"])
 
 
 class AutoAttack(Attack):
@@ -103,6 +61,7 @@ class AutoAttack(Attack):
     def _adversary(self, model, seed: int):
         from pyautoattack import AutoAttack as Original
 
+        warn_if_untested()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return Original(model, attacks=self.sub_attacks, device=device, eps=self.eps, norm=self.norm, seed=seed,
                         version=self.version)
@@ -118,7 +77,7 @@ class AutoAttack(Attack):
                           + "; ".join(parts) + f"; +{CHECK_FORWARDS} forwards per sub-attack for checks and accuracy")
 
     def _run_all(self, x, y, goal, ctx: RunContext, completed) -> torch.Tensor:
-        with _captured_logs(ctx) as capture:
+        with captured_logs(ctx) as capture:
             adversary = self._adversary(ctx.model, ctx.seed)
             for attack in (adversary.apgd_targeted, adversary.fab):
                 if attack.n_target_classes > ctx.n_classes - 1:
@@ -128,15 +87,25 @@ class AutoAttack(Attack):
             plan = list(adversary.attacks_to_run)
             adv, robust, done = self._restore(x, y, plan, ctx)
             if robust is None:
-                with torch.no_grad():
-                    robust = torch.cat([ctx.model(x[i:i + self.batch_size]).argmax(1) for i in
-                                        range(0, len(x), self.batch_size)]).eq(y)  # (N,)
+                robust = self._clean_robust(x, y, ctx)
+                if robust is None:  # cancelled in the clean pass: nothing attacked, nothing completed
+                    return adv
             accuracy = self._run_plan(adversary, plan, done, x, y, adv, robust, ctx)
         finished = not ctx.cancelled and (len(done) == len(plan) or not bool(robust.any()))
         completed[:] = ~robust | finished  # a broken point stays broken: only the robust ones await attacks
         ctx.details.update(sub_attacks=plan, finished_sub_attacks=list(done), robust_accuracy_after=accuracy,
                            log=capture.lines[-200:])
         return adv
+
+    def _clean_robust(self, x, y, ctx: RunContext) -> torch.Tensor | None:
+        """Which points the model classifies correctly, the first sub-attack's input; None after a cancel."""
+        try:
+            with torch.no_grad():
+                return torch.cat([ctx.model(x[i:i + self.batch_size]).argmax(1) for i in
+                                  range(0, len(x), self.batch_size)]).eq(y)  # (N,)
+        except Cancelled:
+            ctx.cancelled = True
+            return None
 
     def _run_plan(self, adversary, plan, done, x, y, adv, robust, ctx: RunContext) -> dict:
         """Each sub-attack on the points still robust; `adv`, `robust` and `done` are updated in place."""
@@ -151,8 +120,7 @@ class AutoAttack(Attack):
                 break
             ctx.stage = f"autoattack {self.version}: {name} ({number}/{len(plan)}) on {len(todo)} image(s)"
             ctx.report()
-            for key in checks.funcs:  # its dynamic-defence call counter is process-global and never reset
-                checks.funcs[key] = 0
+            reset_dynamic_check_counter()
             adversary.attacks_to_run = [name]
             try:
                 adv_sub, pred_sub = adversary.run_standard_evaluation(x[todo], y[todo], batch_size=self.batch_size)
@@ -166,7 +134,7 @@ class AutoAttack(Attack):
             done.append(name)
             self._save(adv, robust, done, x, y, plan)
         if not ctx.cancelled:
-            checks.check_square_sr(accuracy, logger=_LOGGER)  # Square beating the white-box attacks
+            checks.check_square_sr(accuracy, logger=LOGGER)  # Square beating the white-box attacks
         return accuracy
 
     # ----- resume ----------------------------------------------------------------------------
@@ -203,7 +171,7 @@ class AutoAttack(Attack):
 
 
 def _sub_attack_cost(adversary, name: str, n_classes: int) -> tuple[int, int, str]:
-    """Upper bound per image for one pyautoattack sub-attack (counted on pyautoattack 0.2.0)."""
+    """Upper bound per image for one pyautoattack sub-attack (counted on pyautoattack 0.2.0, see autoattack_compat)."""
     apgd, apgd_t, fab, square = adversary.apgd, adversary.apgd_targeted, adversary.fab, adversary.square
     if name in ("apgd-ce", "apgd-dlr"):
         runs = apgd.n_restarts * (apgd.n_iter + 1) * apgd.eot_iter

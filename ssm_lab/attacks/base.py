@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ssm_models.bounds import check_number as bounded_number
+from ssm_models.errors import UserError
 
 from ._runtime import (
     Cancelled,
@@ -46,12 +47,21 @@ def model_image_shape(model) -> tuple[int, int, int] | None:
     return None
 
 
-class AttackParamError(ValueError):
+class AttackParamError(ValueError, UserError):
     """An attack parameter or input that cannot be used; the message names the parameter and the limit."""
 
 
 # every attack parameter is checked by the one bounded-number check, raising this module's error
 check_number = functools.partial(bounded_number, error=AttackParamError)
+
+
+def check_steps(steps, lo: int = 1) -> int:
+    """An iteration count within [lo, MAX_STEPS]; PGD allows 0 (its random start alone)."""
+    return check_number("steps", steps, lo=lo, hi=MAX_STEPS, integer=True, cap="MAX_STEPS")
+
+
+def check_restarts(restarts) -> int:
+    return check_number("restarts", restarts, lo=1, hi=MAX_RESTARTS, integer=True, cap="MAX_RESTARTS")
 
 
 @dataclass

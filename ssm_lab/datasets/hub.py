@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import urllib.parse
 from pathlib import Path
@@ -53,7 +54,8 @@ def _meta(info: DatasetInfo, hub_split: str, revision: str) -> dict:
             "revision": revision}
 
 
-def cached_hub_split(info: DatasetInfo, split: str, revision: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def cached_hub_split(info: DatasetInfo, split: str,
+                     revision: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """The decoded arrays of an earlier download of this revision, when the array cache holds them intact."""
     hub_split, revision = hub_file(info, split), pinned_revision(info, revision)
     cached = load_cached_arrays(_stem(info, hub_split, revision), _meta(info, hub_split, revision))
@@ -63,6 +65,17 @@ def cached_hub_split(info: DatasetInfo, split: str, revision: str | None = None)
         return _checked(info, hub_split, revision, cached["images"], cached["labels"])
     except HubDataError:
         return None
+
+
+def is_cached(info: DatasetInfo, split: str, revision: str | None = None) -> bool:
+    """Whether an earlier download of this revision sits in the array cache (its index file only is read)."""
+    hub_split, revision = hub_file(info, split), pinned_revision(info, revision)
+    stem = _stem(info, hub_split, revision)
+    try:
+        stored = json.loads(stem.with_name(f"{stem.name}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(stored.get(k) == v for k, v in _meta(info, hub_split, revision).items())
 
 
 def fetch_hub_split(info: DatasetInfo, split: str, revision: str | None = None, *,
