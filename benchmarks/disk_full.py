@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -146,14 +148,10 @@ def error_line(stderr: str) -> str:
 
 
 def _json(path: Path) -> dict:
-    import json
-
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _remove(path: Path) -> None:
-    import shutil
-
     if path.is_dir():
         shutil.rmtree(path)
     else:
