@@ -161,7 +161,8 @@ def lock_trial(work: Path, log) -> dict:
 def summary(row: dict) -> str:
     verdict = "PASS" if passed(row) else "FAIL"
     return (f"{verdict} {row['mode']} kills {row['kills']} (in write {row['in_write']}), unloadable "
-            f"{len(row['unloadable'])}, final rc {row['final_rc']}, differences {row['differences']}")
+            f"{len(row['unloadable'])}{' ' + str(row['unloadable'][:2]) if row['unloadable'] else ''}, final rc "
+            f"{row['final_rc']}, differences {row['differences']}")
 
 
 def passed(row: dict) -> bool:
