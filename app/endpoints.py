@@ -39,7 +39,7 @@ def follow_evaluate_model(model, current_dataset):
     return outputs(defaults)
 
 
-def preview(model, source, dataset, index, upload, sketch):
+def preview(model, source, dataset, index, upload, sketch, fit):
     if not model:
         return None, "Choose a model to see what it sees."
     return outputs(H.preview(_ask(Q.PreviewRequest, locals())))
@@ -54,13 +54,13 @@ def cost(model, attack, eps, steps, step_size, restarts, target, seed):
         return f"**Cannot run yet:** {exc.message}"
 
 
-def run_attack(model, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts, target, seed,
-               request: gr.Request, progress=gr.Progress()):
+def run_attack(model, source, dataset, index, upload, sketch, fit, attack, eps, steps, step_size, restarts, target,
+               seed, request: gr.Request, progress=gr.Progress()):
     return outputs(H.run_attack(_ask(Q.AttackRequest, locals()), progress=progress, session=request))
 
 
-def compare(models, source, dataset, index, upload, sketch, attack, eps, steps, step_size, restarts, target, seed,
-            request: gr.Request, progress=gr.Progress()):
+def compare(models, source, dataset, index, upload, sketch, fit, attack, eps, steps, step_size, restarts, target,
+            seed, request: gr.Request, progress=gr.Progress()):
     return outputs(C.compare_models(_ask(Q.CompareRequest, locals()), progress=progress, session=request))
 
 

@@ -82,14 +82,15 @@ def model_x(model, image: ImageChoice):
 
     cfg = model.config
     arr, label, text = inputs.model_input(image.source, cfg.in_channels, cfg.image_size, dataset=image.dataset,
-                                          index=image.index, upload=image.upload, sketch=image.sketch,
+                                          index=image.index, upload=image.upload, sketch=image.sketch, fit=image.fit,
                                           model_dataset=(cfg.meta or {}).get("dataset"))
     return to_tensor(arr), label, text
 
 
 @user_errors
 def preview(request: PreviewRequest) -> Preview:
-    """Exactly what the model sees (after resizing and channel conversion), enlarged, and where it came from."""
+    """Exactly what the model sees (after framing, resizing and channel conversion), enlarged, and where it came
+    from."""
     model = MODELS.get(request.model)
     x, label, text = model_x(model, request)
     cfg = model.config

@@ -20,6 +20,8 @@ def _menu() -> dict[str, str]:
 
 DATASETS = _menu()  # display name -> dataset key, e.g. {"MNIST": "mnist", "CIFAR-10": "cifar10"}
 SOURCES = ("dataset", "upload", "drawing")
+# how the preview note names each fit of an upload (ssm_lab.image_fit.FITS)
+FIT_NOTES = {"digit": "framed as a digit", "squash": "used as it is (squashed)", "crop": "centre-cropped"}
 PREVIEW_SIDE = 224  # displayed pixels per side; nearest-neighbour so every model pixel stays a visible square
 
 
@@ -70,16 +72,22 @@ def dataset_image(dataset: str, index) -> tuple[np.ndarray, int, str]:
     return ds.images[i], label, f"{dataset} test image #{i} (class {ds.classes[label]}) of the {ds.source}"
 
 
-def upload_image(path, channels: int, size: int) -> np.ndarray:
-    from ssm_lab.images import load_image
+def upload_image(path, channels: int, size: int, fit: str = "auto", model_dataset: str | None = None) -> np.ndarray:
+    """An uploaded file as the model sees it; `fit` as in ssm_lab.image_fit.FITS (auto: a digit for MNIST)."""
+    from ssm_lab.digit_framing import NoDigitError
+    from ssm_lab.image_fit import FITS, fit_image
 
     if not path:
-        raise LimitError("no uploaded image: drop a PNG, JPEG, BMP, GIF, TIFF or WebP file on the upload box")
+        raise LimitError("no uploaded image: drop a PNG, JPEG, BMP, GIF, TIFF or WebP file on the upload box, "
+                         "or take one with the webcam or paste one from the clipboard")
     path = Path(path)
     if path.is_file() and path.stat().st_size > LIMITS.upload_bytes:
         raise LimitError(f"the upload is {path.stat().st_size / 2**20:.1f} MB; this server accepts up to "
                          f"{LIMITS.upload_bytes / 2**20:.0f} MB (SSM_LAB_MAX_UPLOAD_BYTES)")
-    return load_image(path, channels, size)
+    try:
+        return fit_image(path, channels, size, fit, model_dataset)
+    except NoDigitError as exc:
+        raise NoDigitError(f"{exc}; or choose '{FITS['squash']}'") from None
 
 
 def sketch_array(sketch) -> np.ndarray | None:
@@ -97,51 +105,14 @@ def sketch_array(sketch) -> np.ndarray | None:
     return arr
 
 
-def drawing_to_digit(arr: np.ndarray, size: int = 28) -> np.ndarray:
-    """A drawing (any colours, light or dark background) -> MNIST-style uint8 (1, size, size).
-
-    MNIST digits are white on black, fitted into a 20x20 box and centred by their centre of mass;
-    drawings need the same framing or a digit classifier sees an unfamiliar picture."""
-    from PIL import Image
-
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[2] == 4:  # strokes on a transparent canvas: the alpha is the ink
-        alpha = arr[..., 3].astype(np.float64) / 255
-        rgb = arr[..., :3].astype(np.float64)
-        gray = (rgb.mean(axis=2) * alpha + 255 * (1 - alpha))  # composited on white
-    elif arr.ndim == 3:
-        gray = arr[..., :3].astype(np.float64).mean(axis=2)
-    else:
-        gray = arr.astype(np.float64)
-    if gray.mean() > 127:  # dark ink on a light background
-        gray = 255 - gray
-    ink = gray > 30
-    if not ink.any():
-        raise LimitError("the drawing is empty: draw a digit first")
-    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
-    crop = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    box = round(size * 20 / 28)
-    h, w = crop.shape
-    scale = box / max(h, w)
-    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
-    small = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize((new_w, new_h), Image.Resampling.LANCZOS),
-                       dtype=np.float64)
-    canvas = np.zeros((size, size))
-    total = small.sum()
-    cy = (np.arange(new_h) @ small.sum(axis=1)) / total if total else new_h / 2
-    cx = (np.arange(new_w) @ small.sum(axis=0)) / total if total else new_w / 2
-    top = int(np.clip(round(size / 2 - cy), 0, size - new_h))
-    left = int(np.clip(round(size / 2 - cx), 0, size - new_w))
-    canvas[top:top + new_h, left:left + new_w] = small
-    return np.clip(canvas, 0, 255).astype(np.uint8)[None]  # (1, S, S)
-
-
 def model_input(source: str, channels: int, size: int, *, dataset: str = opening.DATASET, index=0, upload=None,
-                sketch=None, model_dataset: str | None = None) -> tuple[np.ndarray, int | None, str]:
+                sketch=None, model_dataset: str | None = None, fit: str = "auto") -> tuple[np.ndarray, int | None, str]:
     """uint8 (channels, size, size) the model sees, the true label when known for this model, and a description.
 
     A test image keeps its label only when it comes from the model's own dataset; otherwise the attack
-    uses the model's clean prediction as the label."""
+    uses the model's clean prediction as the label. `fit` says how an upload becomes the model's square."""
+    from ssm_lab.digit_framing import NoDigitError
+    from ssm_lab.image_fit import fit_image, resolve_fit
     from ssm_lab.images import load_image
 
     if source not in SOURCES:
@@ -154,14 +125,16 @@ def model_input(source: str, channels: int, size: int, *, dataset: str = opening
             text += f", converted to {channels}x{size}x{size}"
         return arr, (label if same else None), text + ("" if same else "; label: the model's clean prediction")
     if source == "upload":
-        return upload_image(upload, channels, size), None, "uploaded image; label: the model's clean prediction"
+        how = FIT_NOTES[resolve_fit(fit, channels, model_dataset)]
+        return (upload_image(upload, channels, size, fit, model_dataset), None,
+                f"uploaded image, {how}; label: the model's clean prediction")
     drawn = sketch_array(sketch)
     if drawn is None:
         raise LimitError("the drawing is empty: draw a digit on the sketchpad first")
-    if channels == 1:
-        digit = drawing_to_digit(drawn, size)
-    else:
-        digit = load_image(drawn, channels, size)
+    try:
+        digit = fit_image(drawn, channels, size, "auto", model_dataset)
+    except NoDigitError as exc:
+        raise LimitError(f"the drawing is empty: draw a digit first ({exc})") from None
     return digit, None, "drawing; label: the model's clean prediction"
 
 

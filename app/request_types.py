@@ -18,6 +18,7 @@ class ImageChoice:
     index: Any = 0
     upload: str | None = None  # path of the uploaded file
     sketch: Any = None  # gradio Sketchpad value
+    fit: str = "auto"  # how an upload becomes the model's input: a key of ssm_lab.image_fit.FITS
 
 
 @dataclass(frozen=True, kw_only=True)

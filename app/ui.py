@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ssm_lab.datasets.info import DATASETS as INFO
+from ssm_lab.image_fit import FITS
 
 from . import endpoints as EP
 from . import evaluation as E
@@ -171,7 +172,12 @@ def _image_controls() -> SimpleNamespace:
             index = gr.Number(value=0, precision=0, minimum=0, label="index in the test set")
             random_btn = gr.Button("Random image")
     with gr.Tab("Upload"):
-        upload = gr.File(label="image (PNG, JPEG, BMP, GIF, TIFF, WebP)", type="filepath", file_types=["image"])
+        # image_mode=None hands over the file itself: digit framing reads its alpha and its full size
+        upload = gr.Image(label="image: a file (PNG, JPEG, BMP, GIF, TIFF, WebP), the webcam or the clipboard",
+                          type="filepath", image_mode=None, format="png", sources=["upload", "webcam", "clipboard"],
+                          elem_id="upload-image")
+        fit = gr.Radio([(FITS[k], k) for k in ("auto", "squash", "crop")], value="auto",
+                       label="how the upload becomes the model's input")
     with gr.Tab("Draw a digit"):
         sketch = gr.Sketchpad(label="draw a digit: pick the brush on the left, then draw", type="numpy",
                               image_mode="RGBA", canvas_size=(280, 280), fixed_canvas=True,
@@ -179,21 +185,23 @@ def _image_controls() -> SimpleNamespace:
     preview = gr.Image(label="What the model sees", elem_classes="result-image", **IMAGE)
     preview_note = gr.Markdown(elem_id="preview-note")
     return SimpleNamespace(source=source, dataset=dataset, klass=klass, index=index, random_btn=random_btn,
-                           upload=upload, sketch=sketch, preview=preview, preview_note=preview_note,
-                           inputs=[source, dataset, index, upload, sketch])
+                           upload=upload, sketch=sketch, fit=fit, preview=preview, preview_note=preview_note,
+                           inputs=[source, dataset, index, upload, sketch, fit])
 
 
 def _wire_image(image: SimpleNamespace, preview_io: dict) -> None:
     """The preview follows every change of the image; picking a class, a random image, an upload or a drawing
     switches the source to it."""
-    gr.on([image.source.change, image.index.change, image.dataset.change, image.upload.change], api_name="preview",
-          trigger_mode="always_last", **preview_io)
+    gr.on([image.source.change, image.index.change, image.dataset.change, image.upload.change, image.fit.change],
+          api_name="preview", trigger_mode="always_last", **preview_io)
     image.dataset.change(lambda d: gr.update(choices=["any"] + class_names(d), value="any"), image.dataset,
                          image.klass, api_name="dataset_classes")
     image.klass.input(H.pick_class, [image.dataset, image.klass], image.index, api_name="first_of_class")
     image.random_btn.click(H.pick_random, [image.dataset, image.klass], image.index, api_name="random_image").then(
         lambda: "dataset", None, image.source, api_name=False)
-    image.upload.upload(lambda: "upload", None, image.source, api_name="use_upload")
+    # a file, a webcam shot and a pasted image all arrive as a change of value
+    image.upload.change(lambda value, current: "upload" if value else current, [image.upload, image.source],
+                        image.source, api_name="use_upload")
     image.sketch.change(lambda sk, current: "drawing" if _drawn(sk) else current, [image.sketch, image.source],
                         image.source, api_name="use_drawing", trigger_mode="always_last").then(
         api_name=False, **preview_io)

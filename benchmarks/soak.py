@@ -88,14 +88,23 @@ def sample(server: Server, i: int, before: float = 0.0) -> Sample:
 
 
 def upload_file(folder: Path, rng: random.Random) -> str:
-    """A small PNG or JPEG of random size and content, as a user would upload."""
+    """A photographed digit of random size and look, as a JPEG or a PNG, as a user would upload it (an MNIST
+    model frames it as a digit; a CIFAR-10 model squashes it)."""
+    import io
+
     import numpy as np
     from PIL import Image
 
-    side = rng.randrange(8, 200)
-    pixels = np.random.default_rng(rng.randrange(2**32)).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    path = folder / f"upload-{rng.randrange(10**9)}.{rng.choice(('png', 'jpg'))}"
-    Image.fromarray(pixels).save(path)
+    from testkit.photo_digits import mnist_test_digits, photograph
+
+    digits = mnist_test_digits()[0]
+    jpeg = photograph(digits[rng.randrange(len(digits))], np.random.default_rng(rng.randrange(2**32)))
+    suffix = rng.choice(("png", "jpg"))
+    path = folder / f"upload-{rng.randrange(10**9)}.{suffix}"
+    if suffix == "png":
+        Image.open(io.BytesIO(jpeg)).save(path)
+    else:
+        path.write_bytes(jpeg)
     return str(path)
 
 

@@ -19,6 +19,7 @@ from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, unknown_attack
 from .cli_data import add_data_parser
 from .datasets.info import DATASETS, MODEL_DATASETS
 from .eps import eps_label, parse_eps
+from .image_fit import FITS
 
 
 class CLIError(UserError):
@@ -172,7 +173,7 @@ def cmd_attack(a) -> None:
     norm = a.norm or default_norm(a.attack[0])
     card = attack_image_file(_load(a.checkpoint), a.image, a.attack[0], out_dir=a.out_dir, eps=a.eps, norm=norm,
                              steps=a.steps, step_size=a.step_size, restarts=a.restarts, target=a.target, seed=a.seed,
-                             checkpoint=a.checkpoint)
+                             checkpoint=a.checkpoint, fit=a.fit)
     print(json.dumps(card["results"], indent=1))
 
 
@@ -344,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack_args(at, many=False)
     at.add_argument("--image", required=True, help="any image file Pillow reads (PNG, JPEG, ...), up to 20 MB and 40 "
                     "megapixels; converted and resized to the model's input")
+    at.add_argument("--fit", choices=list(FITS), default="auto",
+                    help="how the image becomes the model's input: " + "; ".join(f"{k}: {v}" for k, v in FITS.items()))
     at.add_argument("--target", type=int,
                     help="class index for a targeted attack (the attacks with a targeted mode)")
     at.add_argument("--out-dir", required=True, help="where the adversarial PNG, the lossless NPY and the run card go")

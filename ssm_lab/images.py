@@ -45,9 +45,9 @@ def _open(data: bytes) -> Image.Image:
     return img
 
 
-def to_model_array(img: Image.Image | np.ndarray, channels: int, size: int) -> np.ndarray:
-    """Any PIL image or array -> uint8 (C, size, size): EXIF orientation applied, alpha composited on white,
-    16-bit and float scaled, converted to grayscale or RGB, resized with antialiasing."""
+def upright(img: Image.Image | np.ndarray) -> Image.Image:
+    """Any PIL image or array -> a PIL image as the user saw it: EXIF orientation applied, 16-bit and float
+    scaled to 8 bits; alpha kept (digit framing reads a transparent canvas, the other fits composite it)."""
     if isinstance(img, np.ndarray):
         img = array_to_pil(img)
     try:
@@ -59,11 +59,22 @@ def to_model_array(img: Image.Image | np.ndarray, channels: int, size: int) -> n
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
         img = Image.fromarray(arr.astype(np.uint8), mode="L")
+    return img
+
+
+def to_model_array(img: Image.Image | np.ndarray, channels: int, size: int, crop: bool = False) -> np.ndarray:
+    """Any PIL image or array -> uint8 (C, size, size): upright, alpha composited on white, converted to grayscale
+    or RGB, resized with antialiasing; squashed to a square, or its centre square cut out first when `crop`."""
+    img = upright(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     img = img.convert("L" if channels == 1 else "RGB")
+    if crop and img.size[0] != img.size[1]:
+        side = min(img.size)
+        left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
+        img = img.crop((left, top, left + side, top + side))
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.LANCZOS)
     arr = np.asarray(img, dtype=np.uint8)
@@ -86,10 +97,10 @@ def array_to_pil(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def load_image(source: str | Path | bytes | np.ndarray, channels: int, size: int) -> np.ndarray:
-    """Path, bytes or array -> uint8 (C, size, size)."""
+def decode(source: str | Path | bytes | np.ndarray) -> Image.Image | np.ndarray:
+    """Path or bytes -> a decoded PIL image (size and pixel count checked first); arrays pass through."""
     if isinstance(source, np.ndarray):
-        return to_model_array(source, channels, size)
+        return source
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -97,7 +108,12 @@ def load_image(source: str | Path | bytes | np.ndarray, channels: int, size: int
         if path.stat().st_size > MAX_FILE_BYTES:
             raise ImageInputError(f"{path.name} is larger than {MAX_FILE_BYTES // 2**20} MB")
         source = path.read_bytes()
-    return to_model_array(_open(source), channels, size)
+    return _open(source)
+
+
+def load_image(source: str | Path | bytes | np.ndarray, channels: int, size: int) -> np.ndarray:
+    """Path, bytes or array -> uint8 (C, size, size), squashed to the model's square."""
+    return to_model_array(decode(source), channels, size)
 
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:

@@ -15,7 +15,8 @@ from .attacks import make_attack
 from .data import model_classes
 from .eps import eps_label
 from .evaluate import model_identity, versions
-from .images import load_image, to_tensor
+from .image_fit import fit_image, resolve_fit
+from .images import to_tensor
 
 
 @torch.no_grad()
@@ -117,9 +118,11 @@ def save_artefacts(res: dict, card: dict, out_dir: str | Path) -> dict[str, Path
 
 
 def attack_image_file(model, image: str, attack: str, *, out_dir: str, seed: int = 0, checkpoint: str = "",
-                      target: int | None = None, **params) -> dict:
+                      target: int | None = None, fit: str = "auto", **params) -> dict:
+    """Attack one image file, fitted to the model as `fit` says (image_fit.FITS; auto frames digits for MNIST)."""
     cfg = model.config
-    x = to_tensor(load_image(image, cfg.in_channels, cfg.image_size))
+    dataset = (cfg.meta or {}).get("dataset")
+    x = to_tensor(fit_image(image, cfg.in_channels, cfg.image_size, fit, dataset))
     params = {k: v for k, v in params.items() if v is not None}
     if "eps" not in params:
         params["eps"] = cfg.meta.get("threat_model", {}).get("eps", 0.1)
@@ -127,5 +130,6 @@ def attack_image_file(model, image: str, attack: str, *, out_dir: str, seed: int
         params.update(targeted=True, target=target)
     res = attack_single(model, x, None, attack, seed=seed, **params)
     card = run_card(model, res, attack, params, seed, checkpoint, model_classes(model))
+    card["image_fit"] = resolve_fit(fit, cfg.in_channels, dataset)
     save_artefacts(res, card, out_dir)
     return card

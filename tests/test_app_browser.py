@@ -62,17 +62,20 @@ def test_pgd_attack_in_the_browser(server):  # noqa: F811
 
 
 def test_upload_an_image_and_attack_it_in_the_browser(server, tmp_path):  # noqa: F811
-    from PIL import Image
+    from ssm_lab.image_fit import FITS
+    from testkit.photo_digits import make_corpus
 
-    photo = tmp_path / "photo.jpg"  # a colour JPEG of another size: the model sees it as a 1x28x28 digit
-    Image.new("RGB", (64, 48), (200, 30, 30)).save(photo)
+    photo = tmp_path / "photo.jpg"  # a colour JPEG of a digit on paper: the model sees it framed as a 1x28x28 digit
+    photo.write_bytes(make_corpus(1, seed=5)[0].jpeg)
     with app_page(server[0]) as page:
         page.get_by_role("tab", name="Upload").click()
-        page.locator("input[type=file]").first.set_input_files(str(photo))
-        expect(page.locator("#preview-note")).to_contain_text("uploaded image", timeout=WAIT_MS)
-        expect(page.get_by_label("upload")).to_be_checked(timeout=WAIT_MS)
+        page.locator("#upload-image input[type=file]").first.set_input_files(str(photo))
+        expect(page.locator("#preview-note")).to_contain_text("framed as a digit", timeout=WAIT_MS)
+        expect(page.get_by_label("upload", exact=True)).to_be_checked(timeout=WAIT_MS)
         page.click("#run-attack")
         expect(page.locator("#attack-summary")).to_contain_text("the clean prediction", timeout=WAIT_MS)
+        page.get_by_label(FITS["squash"]).check()  # the visible way out of digit framing
+        expect(page.locator("#preview-note")).to_contain_text("used as it is", timeout=WAIT_MS)
 
 
 def test_compare_and_evaluate_tabs_in_the_browser(server):  # noqa: F811

@@ -174,12 +174,41 @@ def test_upload_preview_is_what_the_model_sees(tmp_path):
     rgb = np.zeros((60, 100, 3), dtype=np.uint8)
     rgb[:, 50:] = 255
     Image.fromarray(rgb).save(path)
-    shown = preview("upload", upload=str(path))
+    shown = preview("upload", upload=str(path), fit="squash")
     from ssm_lab.images import load_image
 
     expected = load_image(path, 1, 28)[0]  # (28, 28) after resize and grayscale
     assert np.array_equal(shown.image[::8, ::8, 0], expected) and "uploaded" in shown.note
     assert shown.note.count("label") == 1 and "clean prediction" in shown.note  # said once, not also "no label"
+    assert "used as it is" in shown.note, shown.note
+
+
+def test_an_upload_to_an_mnist_model_is_framed_as_a_digit_by_default(tmp_path):
+    from ssm_lab.image_fit import fit_image
+    from testkit.drawn_digits import save_drawing
+
+    path = save_drawing(tmp_path / "seven.png", background="white")
+    shown = preview("upload", upload=path)
+    assert np.array_equal(shown.image[::8, ::8, 0], fit_image(path, 1, 28, "digit")[0])
+    assert "framed as a digit" in shown.note, shown.note
+
+
+def test_an_upload_to_a_cifar_model_is_squashed_or_centre_cropped(tmp_path):
+    from ssm_lab.image_fit import fit_image
+
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 90, 3), dtype=np.uint8)).save(path)
+    for fit, words in (("auto", "squashed"), ("crop", "centre-cropped")):
+        arr, _, text = inputs.model_input("upload", 3, 32, upload=str(path), model_dataset="cifar10", fit=fit)
+        assert np.array_equal(arr, fit_image(path, 3, 32, "squash" if fit == "auto" else fit)), fit
+        assert words in text, text
+
+
+def test_a_blank_upload_says_no_digit_found_and_how_to_go_on(tmp_path):
+    path = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(path)
+    with pytest.raises(gr.Error, match="no digit found.*use the image as it is"):
+        preview("upload", upload=str(path))
 
 
 def test_bad_uploads_get_specific_messages(tmp_path, monkeypatch):
@@ -201,7 +230,7 @@ def test_bad_uploads_get_specific_messages(tmp_path, monkeypatch):
 def test_drawing_becomes_a_centred_white_on_black_digit():
     canvas = np.zeros((280, 280, 4), dtype=np.uint8)  # transparent canvas, black ink, off-centre
     canvas[20:120, 30:45, 3] = 255
-    digit = inputs.drawing_to_digit(canvas)[0]  # (28, 28)
+    digit = inputs.model_input("drawing", 1, 28, sketch=canvas, model_dataset="mnist")[0][0]  # (28, 28)
     assert digit.dtype == np.uint8 and digit.max() > 200 and digit[0, 0] == 0
     rows, cols = np.nonzero(digit > 30)
     assert rows.max() - rows.min() + 1 <= 21  # fitted into MNIST's 20x20 box

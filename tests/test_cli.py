@@ -9,6 +9,7 @@ from PIL import Image
 from ssm_lab.cli import main
 from ssm_models import create_model
 from ssm_models.hub import save_pretrained
+from testkit.drawn_digits import save_drawing
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,7 @@ def test_evaluate_writes_a_report(checkpoint, tmp_path):
 
 
 def test_attack_one_image(checkpoint, tmp_path):
-    img = tmp_path / "digit.png"
-    Image.fromarray((np.random.default_rng(0).random((40, 30)) * 255).astype(np.uint8)).save(img)
+    img = save_drawing(tmp_path / "digit.png")
     out = tmp_path / "out"
     assert main(["attack", str(checkpoint), "--image", str(img), "--attack", "pgd", "--eps", "8/255",
                  "--steps", "3", "--out-dir", str(out)]) == 0
@@ -47,6 +47,20 @@ def test_attack_one_image(checkpoint, tmp_path):
     png = np.asarray(Image.open(out / "adversarial.png"))
     assert png.shape == (28, 28)
     assert np.abs(png / 255.0 - adv[0]).max() <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("fit, expected", [([], "digit"), (["--fit", "squash"], "squash")])
+def test_attack_frames_an_mnist_image_as_a_digit_unless_told_not_to(checkpoint, tmp_path, fit, expected):
+    from ssm_lab.image_fit import fit_image
+
+    img = save_drawing(tmp_path / "seven.png")
+    out = tmp_path / "out"
+    assert main(["attack", str(checkpoint), "--image", img, "--attack", "fgsm", "--out-dir", str(out), *fit]) == 0
+    card = json.loads((out / "run_card.json").read_text())
+    assert card["image_fit"] == expected, card["image_fit"]
+    seen = fit_image(img, 1, 28, expected)[0] / 255  # (28, 28): what the attack must have started from
+    distance = float(np.abs(np.load(out / "adversarial.npy")[0] - seen).max())
+    assert distance <= card["params"]["eps"] + 1e-6, f"the adversarial image is {distance:.3f} from the {expected} fit"
 
 
 def test_analyze_and_report(checkpoint, tmp_path):
@@ -74,11 +88,15 @@ def test_analyze_and_report(checkpoint, tmp_path):
                                                                 "--dataset mnist"),
     (["analyze", "{ck}", "--dataset", "cifar10", "--n", "4"], "takes 1x28x28 images"),
     (["attack", "{ck}", "--image", "/no/such.png", "--out-dir", "x"], "no such image"),
+    (["attack", "{ck}", "--image", "{blank}", "--out-dir", "x"], "no digit found"),
+    (["attack", "{ck}", "--image", "x.png", "--out-dir", "x", "--fit", "stretch"], "invalid choice: 'stretch'"),
     (["attack", "{ck}", "--image", "x.png", "--out-dir", "x", "--attack", "pgd", "--attack", "fgsm"],
      "one attack on one image, got --attack pgd --attack fgsm; use evaluate"),
 ])
-def test_bad_arguments_fail_clearly(checkpoint, argv, message, capsys):
-    argv = [a.replace("{ck}", str(checkpoint)) for a in argv]
+def test_bad_arguments_fail_clearly(checkpoint, argv, message, capsys, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (40, 40), 255).save(blank)
+    argv = [a.replace("{ck}", str(checkpoint)).replace("{blank}", str(blank)) for a in argv]
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse type errors exit with 2

@@ -215,7 +215,7 @@ def _claims_match_the_full_run(report, full, y):
         assert entry["correct"] == robust_in_full, (entry["attack"], entry["correct"], robust_in_full)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_no_cancelled_report_claims_an_image_it_did_not_attack(breakable, data):
     model, x, y, full, queries = breakable

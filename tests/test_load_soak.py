@@ -22,7 +22,7 @@ MODELS = ("mnist-s4-st", "mnist-s4-ads")
 # an upload has no label, so the attack's goal is to change the model's own prediction: with an eps of 1e-6 it
 # cannot, and PGD runs every one of its 3 x 200 steps, keeping the server busy for a while
 SLOW = dict(load_test.make_request(0, 0, MODELS), attack="PGD (Linf)", eps="0.000001", steps=200, restarts=3,
-            target="none", source="upload")
+            target="none", source="upload", fit="squash")  # a grey square is no digit: used as it is
 
 
 @pytest.fixture(autouse=True)

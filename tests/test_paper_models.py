@@ -1,16 +1,10 @@
 """The paper-scale benchmark's peers compute what our models compute, and the naive-kernel switch is undone."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks/` is a top-level folder
-
-from benchmarks.paper_models import (images, naive_cauchy_kernels, paper_model, with_mambapy_mixers,  # noqa: E402
-                                     with_sequential_scan)
-from ssm_models import kernels  # noqa: E402
+from benchmarks.paper_models import images, naive_cauchy_kernels, paper_model, with_mambapy_mixers, with_sequential_scan
+from ssm_models import kernels
 
 
 def test_mamba_peers_give_the_same_logits_as_our_scan():

@@ -7,7 +7,6 @@ import math
 import gradio as gr
 import pytest
 import torch
-from PIL import Image
 
 import ssm_models
 from app import compare as C
@@ -24,6 +23,7 @@ from app.request_types import (
 from ssm_lab.attacks import AttackParamError, make_attack
 from ssm_lab.evaluate import evaluate
 from ssm_models.hub import save_pretrained
+from testkit.drawn_digits import save_drawing
 
 TINY = dict(d_model=16, n_layers=1, d_state=8, tokenizer="patch", patch_size=4)
 NAN, INF = math.nan, math.inf
@@ -46,10 +46,8 @@ def checkpoints(tmp_path_factory, model, serve_checkpoints):
 
 @pytest.fixture(scope="module")
 def upload(tmp_path_factory):
-    """An uploaded digit-sized image, so the single-image handlers need no dataset."""
-    path = tmp_path_factory.mktemp("upload") / "digit.png"
-    Image.new("L", (28, 28), 128).save(path)
-    return str(path)
+    """An uploaded drawing of a digit, so the single-image handlers need no dataset."""
+    return save_drawing(tmp_path_factory.mktemp("upload") / "digit.png")
 
 
 def quiet(*_args, **_kwargs) -> None:
