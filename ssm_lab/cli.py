@@ -12,14 +12,16 @@ import sys
 from pathlib import Path
 
 from ssm_models.bounds import check_number
+from ssm_models.choices import ADS_ACTIVATIONS, TOKENIZERS
 from ssm_models.errors import UserError
 
 from .allocator import keep_freed_memory
-from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, unknown_attack
+from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, NORMS, unknown_attack
 from .cli_data import add_data_parser
 from .datasets.info import DATASETS, MODEL_DATASETS
 from .eps import eps_label, parse_eps
 from .image_fit import FITS
+from .method_names import METHODS
 
 
 class CLIError(UserError):
@@ -281,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model", formatter_class=DEFAULTS)
     t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
     t.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="training set")
-    t.add_argument("--method", default="st", choices=["st", "pgd-at", "trades", "freeat", "yopo"],
+    t.add_argument("--method", default="st", choices=METHODS,
                    help="standard training, or an adversarial-training method")
     t.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training set")
     t.add_argument("--batch-size", type=_positive_int, default=64, help="images per step")
@@ -297,9 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--d-model", type=_positive_int, help="width (default: the architecture's)")
     t.add_argument("--n-layers", type=_positive_int, help="depth (default: the architecture's)")
     t.add_argument("--d-state", type=_positive_int, help="state size (default: the architecture's)")
-    t.add_argument("--tokenizer", choices=["pixel", "patch", "paper"], help="how an image becomes a sequence")
+    t.add_argument("--tokenizer", choices=TOKENIZERS, help="how an image becomes a sequence")
     t.add_argument("--patch-size", type=_positive_int, help="side of a patch token (patch tokenizer)")
-    t.add_argument("--ads", choices=["relu", "sigmoid", "tanh"], help="add Adaptive Scaling with this activation")
+    t.add_argument("--ads", choices=ADS_ACTIVATIONS, help="add Adaptive Scaling with this activation")
     t.add_argument("--ads-bias", action="store_true", help="AdS with biases and the additive branch")
     t.add_argument("--no-augment", action="store_true", help="no random shifts (and, on CIFAR-10, flips)")
     t.add_argument("--data-dir", help=DATA_DIR_HELP.format(""))
@@ -316,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the attack (default: pgd)" + ("; repeat it for several" if many else ""))
         q.add_argument("--eps", type=_eps, default=None,
                        help="budget, a number or k/255 (default: the threat model of the dataset or the checkpoint)")
-        q.add_argument("--norm", default=None, choices=["Linf", "L2"],
+        q.add_argument("--norm", default=None, choices=NORMS,
                        help="default Linf (L2 for the attacks defined for L2 only)")
         q.add_argument("--steps", type=_positive_int, help="iterations, for the attacks that take them (default: "
                        "the attack's own, e.g. PGD 10, APGD 100)")
@@ -374,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"],
                     help="the reference model: SSM mode='nplr' (s4) or 'diag' (dss), S6_SSM (mamba), S5_SSM (s5)")
     ir.add_argument("--dataset", required=True, choices=list(DATASETS), help="the dataset it was trained on")
-    ir.add_argument("--ads", choices=["relu", "sigmoid", "tanh"],
+    ir.add_argument("--ads", choices=ADS_ACTIVATIONS,
                     help="activation of the file's AdSS module (the reference does not store it)")
     ir.add_argument("--out", required=True, help="checkpoint directory to write")
     threads_arg(ir)
