@@ -172,10 +172,11 @@ def _image_controls() -> SimpleNamespace:
             index = gr.Number(value=0, precision=0, minimum=0, label="index in the test set")
             random_btn = gr.Button("Random image")
     with gr.Tab("Upload"):
-        # image_mode=None hands over the file itself: digit framing reads its alpha and its full size
+        # image_mode=None hands over the file itself: digit framing reads its alpha and its full size; a mirrored
+        # webcam shot would turn a digit held up to the camera into its mirror image
         upload = gr.Image(label="image: a file (PNG, JPEG, BMP, GIF, TIFF, WebP), the webcam or the clipboard",
                           type="filepath", image_mode=None, format="png", sources=["upload", "webcam", "clipboard"],
-                          elem_id="upload-image")
+                          webcam_options=gr.WebcamOptions(mirror=False), elem_id="upload-image")
         fit = gr.Radio([(FITS[k], k) for k in ("auto", "squash", "crop")], value="auto",
                        label="how the upload becomes the model's input")
     with gr.Tab("Draw a digit"):

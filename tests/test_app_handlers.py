@@ -391,6 +391,16 @@ def test_every_lesson_has_a_runnable_preset():
     assert set(learn.ads_pair(entries)) == {"mnist-s4-st", "mnist-s4-ads"}
 
 
+def test_the_upload_takes_files_webcam_shots_and_pasted_images_unmirrored():
+    from app.ui import build_demo
+
+    demo = build_demo()
+    upload = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "upload-image")
+    assert upload.sources == ["upload", "webcam", "clipboard"], upload.sources
+    assert upload.webcam_options.mirror is False  # a digit held up to the camera must not be read mirrored
+    assert upload.image_mode is None  # the file itself, alpha and all, reaches the framing
+
+
 def test_layout_names_every_action():
     from app.ui import build_demo
 
