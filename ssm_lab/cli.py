@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from ssm_models.bounds import check_number
-from ssm_models.choices import ADS_ACTIVATIONS, TOKENIZERS
+from ssm_models.choices import ADS_ACTIVATIONS, REFERENCE_CLASS, TOKENIZERS
 from ssm_models.errors import UserError
 
 from .allocator import keep_freed_memory
 from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, NORMS, unknown_attack
+from .catalogue import ARCH_NAMES
 from .cli_data import add_data_parser
 from .datasets.info import DATASETS, MODEL_DATASETS
 from .eps import eps_label, parse_eps
@@ -290,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"torch threads (default: $SSM_LAB_TORCH_THREADS, else {fallback})")
 
     t = command("train", cmd_train, "train a model")
-    t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
+    t.add_argument("--arch", required=True, help=" or ".join(", ".join(ARCH_NAMES).rsplit(", ", 1)))
     t.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="training set")
     t.add_argument("--method", default="st", choices=METHODS,
                    help="standard training, or an adversarial-training method")
@@ -375,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     ir = command("import-reference", cmd_import_reference, "convert a state_dict saved by the paper's code",
                  show_defaults=False)
     ir.add_argument("path", help="the reference code's state_dict (.pt; read with torch.load(weights_only=True))")
-    ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"],
+    ir.add_argument("--arch", required=True, choices=list(REFERENCE_CLASS),
                     help="the reference model: SSM mode='nplr' (s4) or 'diag' (dss), S6_SSM (mamba), S5_SSM (s5)")
     ir.add_argument("--dataset", required=True, choices=list(DATASETS), help="the dataset it was trained on")
     ir.add_argument("--ads", choices=ADS_ACTIVATIONS,
