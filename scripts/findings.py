@@ -156,6 +156,9 @@ def best_vs_last(cards: list[dict], n: int) -> list[str]:
     return lines + [""]
 
 
+SKIPPED = "Not measured in this run (`{}`): `python scripts/findings.py` without it measures this section."
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n-pgd", type=int, default=1000)
@@ -163,11 +166,14 @@ def main() -> None:
     p.add_argument("--spread", default="mnist-s4-pgdat", help="checkpoint whose PGD-10 spread over seeds is measured")
     p.add_argument("--spread-runs", type=int, default=5)
     p.add_argument("--skip-analysis", action="store_true", help="no error-scaling section (the costly part)")
+    p.add_argument("--skip-best-last", action="store_true",
+                   help="no best-vs-last PGD-10 section and no new curve figures (two PGD-10 runs per checkpoint)")
     a = p.parse_args()
     torch.set_num_threads(1)
     FIG.mkdir(parents=True, exist_ok=True)
-    for stale in FIG.glob("curves-*.png"):  # one per shipped checkpoint, written below
-        stale.unlink()
+    if not a.skip_best_last:
+        for stale in FIG.glob("curves-*.png"):  # one per shipped checkpoint, written below
+            stale.unlink()
     test = load_dataset("mnist", "test")
     train = load_dataset("mnist", "train")
     eps = DATASETS["mnist"].eps
@@ -185,7 +191,8 @@ def main() -> None:
     if ck(a.spread):
         x, y = test.tensors(sample_indices(test, a.n_pgd, 0))
         lines += pgd_spread(ck(a.spread), x, y, eps, a.spread_runs)
-    lines += best_vs_last(cards, a.n_pgd)
+    lines += (best_vs_last(cards, a.n_pgd) if not a.skip_best_last else
+              ["## Best vs last epoch (robust overfitting), PGD-10", "", SKIPPED.format("--skip-best-last"), ""])
 
     # error scaling
     analyses = {}
@@ -221,6 +228,8 @@ def main() -> None:
             lines.append(f"| {label} | " + " | ".join(f"{mse[c]:+.2f} / {rel[c]:+.2f}" if c in mse else ""
                                                       for c in COMPONENTS) + " |")
         lines.append("")
+    elif a.skip_analysis:
+        lines += ["## Component error scaling", "", SKIPPED.format("--skip-analysis"), ""]
     lines += ["## Training curves", ""] + [f"![{f.stem}](figures/{f.name})" for f in sorted(FIG.glob("curves-*.png"))]
     atomic_write(DOCS / "findings.md", "\n".join(lines) + "\n")
     print(f"wrote {DOCS / 'findings.md'}")

@@ -97,6 +97,14 @@ def _points(value: float) -> str:
     return f"{100 * value:+.1f}"
 
 
+def augmentation(augment: bool | None, dataset: str | None) -> str:
+    """What train.py's random_shift does: shifts of up to 2 pixels (MNIST) or 4 plus horizontal flips (CIFAR-10)."""
+    if not augment:
+        return "none"
+    return "random shifts of up to 4 pixels and horizontal flips" if dataset == "cifar10" else \
+        "random shifts of up to 2 pixels"
+
+
 def result_rows(metrics: dict) -> list[str]:
     """The results table: clean, then per eps AutoAttack (the headline) followed by PGD-10 (secondary)."""
     rows = [f"| clean, full test set | {_pct(metrics['clean'])} |"]
@@ -158,7 +166,7 @@ def card_description(cfg, metrics: dict) -> str:
         f"- wall time: {meta.get('train_wall_time_s')} s on a 2-core CPU (single thread), this project's "
         "`ssm-lab train`",
         f"- AdamW lr {tc.get('lr')}, weight decay {tc.get('weight_decay')}, cosine schedule, augmentation: "
-        f"{'random shifts' if tc.get('augment') else 'none'}, seed {tc.get('seed')}",
+        f"{augmentation(tc.get('augment'), meta.get('dataset'))}, seed {tc.get('seed')}",
     ]
     if method != "st" and tm:
         training.append(f"- training attack: {training_attack(method, tc, tm)}")

@@ -391,6 +391,16 @@ def test_every_lesson_has_a_runnable_preset():
     assert set(learn.ads_pair(entries)) == {"mnist-s4-st", "mnist-s4-ads"}
 
 
+def test_the_learn_tab_shows_the_lab_figures_beside_the_paper_in_the_ads_and_autoattack_lessons():
+    from app.ui import build_demo
+
+    texts = [block.value for block in build_demo().blocks.values() if isinstance(block, gr.Markdown)]
+    notes = [text for text in texts if isinstance(text, str) and "**What the paper reports:**" in text]
+    assert len(notes) == 2, notes
+    # these test checkpoints hold no PGD-AT model without AdS to compare with: the note says so
+    assert any("no shipped pair of checkpoints differs only in AdS" in text for text in notes), notes
+
+
 def test_the_upload_takes_files_webcam_shots_and_pasted_images_unmirrored():
     from app.ui import build_demo
 

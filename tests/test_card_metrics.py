@@ -127,3 +127,18 @@ def test_a_run_killed_after_a_field_resumes_from_the_saved_fields_and_leaves_no_
     assert [line.split(" (")[0] for line in logs if "kept" in line] == ["autoattack eps 0.3"], logs
     assert resumed["pgd10"][eps_label(0.3)]["n"] == N
     assert list((tmp_path / "state").iterdir()) == []  # the attacks' own state files are removed once done
+
+
+def test_fields_measured_on_other_test_images_are_not_kept(tiny, measured):
+    metrics, _, _ = measured
+    logs = []
+    card_metrics(tiny, "mnist", n=N, eps=(0.3,), previous={**metrics, "test_sha256": "0" * 64}, log=logs.append)
+    assert not any("kept" in line for line in logs), logs
+
+
+def test_attacks_only_keeps_the_other_fields_of_a_card_written_before_the_test_digest(tiny, measured):
+    metrics, _, _ = measured
+    legacy = {k: v for k, v in metrics.items() if k != "test_sha256"}
+    again = card_metrics(tiny, "mnist", n=N, eps=(0.3,), previous={**legacy, "clean_bundled_sample": {"n": 7}},
+                         attacks_only=True, log=lambda m: None)
+    assert again["clean_bundled_sample"] == {"n": 7}

@@ -74,6 +74,7 @@ def test_the_card_gives_the_tokenization_against_the_papers_pixel_sequence(card)
 
 def test_the_card_gives_the_training_budget(card):
     assert "- 30 epochs of batch 64 over 4,000 images: 63 minibatches an epoch, 1,890 optimiser steps" in card
+    assert "augmentation: random shifts of up to 2 pixels, seed 0" in card
     assert "5 attack steps then one update: 6 forward and backward passes per minibatch" in card
 
 
