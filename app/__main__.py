@@ -8,6 +8,7 @@ import threading
 
 from ssm_lab.allocator import keep_freed_memory
 from ssm_lab.threads import torch_threads
+from ssm_models.errors import UserError
 
 from .gradio_compat import skip_gradio_stub_writing
 
@@ -78,7 +79,11 @@ def _warm_up() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    prepare_process()
+    try:
+        prepare_process()
+    except UserError as exc:  # a bad SSM_LAB_TORCH_THREADS: say so as argparse would, not with a traceback
+        print(f"python -m app: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     from .limits import LIMITS
     from .ui import CSS, build_demo
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from ssm_lab.datasets.info import DATASETS as INFO
 from ssm_lab.eps import eps_label
 from ssm_models.atomic import atomic_write
 
@@ -16,8 +17,9 @@ from .models import MODELS
 from .request_types import CurvesRequest, EvaluateRequest
 from .result_types import CurvesResult, EvaluateResult, EvaluationDefaults
 
-# default eps grids of the accuracy-vs-eps plot, up to about the dataset's threat model and past it
-CURVE_EPS = {"MNIST": "0, 0.05, 0.1, 0.2, 0.3", "CIFAR-10": "0, 2/255, 4/255, 8/255, 16/255"}
+# default eps grids of the accuracy-vs-eps plot, up to about the dataset's threat model and past it; by menu name
+CURVE_EPS = {INFO[name].display_name: grid for name, grid in
+             {"mnist": "0, 0.05, 0.1, 0.2, 0.3", "cifar10": "0, 2/255, 4/255, 8/255, 16/255"}.items()}
 
 
 @user_errors

@@ -25,7 +25,7 @@ class ImageChoice:
 class AttackChoice:
     """The attack tab's knobs; `steps` buys queries for Square, `step_size` 0 means the attack's default."""
 
-    attack: str = "PGD (Linf)"  # a label of the attack menu
+    attack: str = opening.ATTACK  # a label of the attack menu
     eps: Any = opening.EPS  # a number or k/255
     steps: Any = 10
     step_size: Any = 0
@@ -68,7 +68,7 @@ class TestSetChoice:
 @dataclass(frozen=True, kw_only=True)
 class TransferRequest(TestSetChoice):
     models: list[str]
-    attack: str = "PGD (Linf)"
+    attack: str = opening.ATTACK
     eps: Any = opening.EPS
 
 
@@ -82,5 +82,5 @@ class EvaluateRequest(TestSetChoice):
 @dataclass(frozen=True, kw_only=True)
 class CurvesRequest(TestSetChoice):
     models: list[str]
-    attack: str = "PGD (Linf)"
+    attack: str = opening.ATTACK
     eps_values: str = "0, 0.1, 0.2, 0.3"

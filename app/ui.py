@@ -45,7 +45,7 @@ def api_doc() -> str:
 
 
 def _attack_controls():
-    attack = gr.Dropdown(list(ATTACK_MENU), value="PGD (Linf)", label="Attack")
+    attack = gr.Dropdown(list(ATTACK_MENU), value=opening.ATTACK, label="Attack")
     eps = gr.Textbox(value=opening.EPS, label="eps (budget)", info="a number or k/255, e.g. 0.3 or 8/255")
     eps_note = gr.Markdown(eps_text(opening.EPS))
     steps = gr.Slider(1, LIMITS.steps, value=10, step=1, label="steps (Square: x25 queries)")
@@ -270,7 +270,7 @@ def evaluate_tab() -> SimpleNamespace:
         gr.Markdown("### Accuracy vs eps")
         with gr.Row():
             curve_models = model_picker()
-            curve_attack = gr.Dropdown(LINF_ATTACKS, value="PGD (Linf)", label="attack (Linf)")
+            curve_attack = gr.Dropdown(LINF_ATTACKS, value=opening.ATTACK, label="attack (Linf)")
             curve_eps = gr.Textbox(value=E.CURVE_EPS[opening.DATASET], label="eps values",
                                    info=f"comma-separated, at most {LIMITS.eps_points}")
         curve_btn = gr.Button("Plot accuracy vs eps (same images and settings as above)")

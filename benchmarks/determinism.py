@@ -28,12 +28,13 @@ VARYING = ("the seconds in the summary and the run card", "the download paths")
 def requests(model: str, index: int) -> dict[str, dict]:
     """Label -> AttackRequest fields (the /attack endpoint's parameters): every attack of the app's menu, and PGD
     with a target class."""
+    from app import opening
     from app.attack_menu import ATTACK_MENU
 
     out = {}
     for label, (_, fixed) in ATTACK_MENU.items():
-        out[label] = dict(model=model, source="dataset", dataset="MNIST", index=index, upload=None, sketch=None,
-                          attack=label, eps="2" if fixed["norm"] == "L2" else "0.3", steps=STEPS, step_size=0,
+        out[label] = dict(model=model, source="dataset", dataset=opening.DATASET, index=index, upload=None, sketch=None,
+                          attack=label, eps="2" if fixed["norm"] == "L2" else opening.EPS, steps=STEPS, step_size=0,
                           restarts=1, target="none", seed=SEED)
     out["PGD (Linf), target 3"] = {**out["PGD (Linf)"], "target": "3"}
     return out

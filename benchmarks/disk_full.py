@@ -14,7 +14,7 @@ from testkit.hub_server import HubServer
 
 from .hub_faults import cache_problems
 from .kill_files import file_differences, folder_problems, report_differences
-from .kill_runs import child_env, cli_command, run
+from .kill_runs import child_env, run
 
 SIZE = "8m"
 

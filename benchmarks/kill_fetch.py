@@ -199,7 +199,7 @@ def mnist_test_parquet() -> bytes:
 def data_trials(work: Path, trials: int, rng, log) -> list[dict]:
     from ssm_lab.datasets.info import DATASETS
 
-    from .kill_runs import python_command, writing
+    from .kill_runs import python_command
 
     root = work / "data-hub-root"
     with HubServer(root) as hub:

@@ -34,6 +34,7 @@ from ssm_lab.findings_tables import (
     training_comparisons,
 )
 from ssm_lab.plots import component_bars_figure, training_curves_figure
+from ssm_models.atomic import atomic_write
 from ssm_models.hub import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,7 +231,7 @@ def main() -> None:
     elif a.skip_analysis:
         lines += ["## Component error scaling", "", SKIPPED.format("--skip-analysis"), ""]
     lines += ["## Training curves", ""] + [f"![{f.stem}](figures/{f.name})" for f in sorted(FIG.glob("curves-*.png"))]
-    (DOCS / "findings.md").write_text("\n".join(lines) + "\n")
+    atomic_write(DOCS / "findings.md", "\n".join(lines) + "\n")
     print(f"wrote {DOCS / 'findings.md'}")
 
 

@@ -15,6 +15,7 @@ class AttackEntry:
     targeted: bool = False  # has a targeted mode (its class's `supports_targeted`; a test keeps the two equal)
 
 
+NORMS = ("Linf", "L2")  # every attack states the subset it supports
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand")  # pyautoattack's named versions ('custom' takes sub-attacks)
 
 # Adding an attack: one file in ssm_lab/attacks/ and one entry here. The order is the menu's and the CLI's.

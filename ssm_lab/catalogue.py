@@ -8,9 +8,9 @@ from pathlib import Path
 
 from .datasets.info import DATASETS
 from .eps import eps_label
+from .method_names import METHOD_NAMES
 
 ARCH_NAMES = {"s4": "S4", "dss": "DSS", "s5": "S5", "mega": "Mega", "mamba": "Mamba"}
-METHOD_NAMES = {"st": "standard", "pgd-at": "PGD-AT", "trades": "TRADES", "freeat": "FreeAT", "yopo": "YOPO"}
 DATASET_DISPLAY_NAMES = {name: info.display_name for name, info in DATASETS.items()}
 SIDE_METRICS = ("clean_on_sample", "ci95")  # numbers that qualify another one, not headline accuracies
 

@@ -12,14 +12,17 @@ import sys
 from pathlib import Path
 
 from ssm_models.bounds import check_number
+from ssm_models.choices import ADS_ACTIVATIONS, REFERENCE_CLASS, TOKENIZERS
 from ssm_models.errors import UserError
 
 from .allocator import keep_freed_memory
-from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, unknown_attack
+from .attack_registry import ATTACK_NAMES, AUTOATTACK_VERSIONS, NORMS, unknown_attack
+from .catalogue import ARCH_NAMES
 from .cli_data import add_data_parser
 from .datasets.info import DATASETS, MODEL_DATASETS
 from .eps import eps_label, parse_eps
 from .image_fit import FITS
+from .method_names import METHODS
 
 
 class CLIError(UserError):
@@ -265,6 +268,7 @@ def _per_dataset(field: str) -> str:
                      for name in MODEL_DATASETS)
 
 
+CHECKPOINT_HELP = "shipped checkpoint name, local directory, or Hub repo id[@revision]"
 DATA_DIR_HELP = (f"folder holding {' and '.join(name + '/' for name in MODEL_DATASETS)} (default: $SSM_LAB_DATA, "
                  "else the Hub or its cache{}; see `ssm-lab data info`)")
 
@@ -273,16 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ssm-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
+    parsers: dict[str, argparse.ArgumentParser] = {}
+
+    def command(name: str, func, help: str, show_defaults: bool = True) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, help=help, **({"formatter_class": DEFAULTS} if show_defaults else {}))
+        q.set_defaults(func=func)
+        parsers[name] = q
+        return q
+
     def threads_arg(q, training: bool = False):
         fallback = ("torch's own, one per core (under torchrun, one per process)" if training else
                     "1: small-batch attacks slowed down 14x with more threads than idle cores")
         q.add_argument("--threads", type=_positive_int,
                        help=f"torch threads (default: $SSM_LAB_TORCH_THREADS, else {fallback})")
 
-    t = sub.add_parser("train", help="train a model", formatter_class=DEFAULTS)
-    t.add_argument("--arch", required=True, help="s4, dss, s5, mega or mamba")
+    t = command("train", cmd_train, "train a model")
+    t.add_argument("--arch", required=True, help=" or ".join(", ".join(ARCH_NAMES).rsplit(", ", 1)))
     t.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="training set")
-    t.add_argument("--method", default="st", choices=["st", "pgd-at", "trades", "freeat", "yopo"],
+    t.add_argument("--method", default="st", choices=METHODS,
                    help="standard training, or an adversarial-training method")
     t.add_argument("--epochs", type=_positive_int, default=10, help="passes over the training set")
     t.add_argument("--batch-size", type=_positive_int, default=64, help="images per step")
@@ -298,9 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--d-model", type=_positive_int, help="width (default: the architecture's)")
     t.add_argument("--n-layers", type=_positive_int, help="depth (default: the architecture's)")
     t.add_argument("--d-state", type=_positive_int, help="state size (default: the architecture's)")
-    t.add_argument("--tokenizer", choices=["pixel", "patch", "paper"], help="how an image becomes a sequence")
+    t.add_argument("--tokenizer", choices=TOKENIZERS, help="how an image becomes a sequence")
     t.add_argument("--patch-size", type=_positive_int, help="side of a patch token (patch tokenizer)")
-    t.add_argument("--ads", choices=["relu", "sigmoid", "tanh"], help="add Adaptive Scaling with this activation")
+    t.add_argument("--ads", choices=ADS_ACTIVATIONS, help="add Adaptive Scaling with this activation")
     t.add_argument("--ads-bias", action="store_true", help="AdS with biases and the additive branch")
     t.add_argument("--no-augment", action="store_true", help="no random shifts (and, on CIFAR-10, flips)")
     t.add_argument("--data-dir", help=DATA_DIR_HELP.format(""))
@@ -308,16 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--curve-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--val-points", type=_positive_int, default=500, help=argparse.SUPPRESS)
     t.add_argument("--out", required=True, help="checkpoint directory to write (resumes a run found there)")
-    threads_arg(t, training=True)
-    t.set_defaults(func=cmd_train)
 
     def attack_args(q, many: bool):
-        q.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
+        q.add_argument("checkpoint", help=CHECKPOINT_HELP)
         q.add_argument("--attack", action="append", default=None, type=_attack_name, choices=ATTACK_NAMES,
                        help="the attack (default: pgd)" + ("; repeat it for several" if many else ""))
         q.add_argument("--eps", type=_eps, default=None,
                        help="budget, a number or k/255 (default: the threat model of the dataset or the checkpoint)")
-        q.add_argument("--norm", default=None, choices=["Linf", "L2"],
+        q.add_argument("--norm", default=None, choices=NORMS,
                        help="default Linf (L2 for the attacks defined for L2 only)")
         q.add_argument("--steps", type=_positive_int, help="iterations, for the attacks that take them (default: "
                        "the attack's own, e.g. PGD 10, APGD 100)")
@@ -333,16 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--dataset", choices=list(DATASETS), help=f"{what} (default: the checkpoint's own)")
         q.add_argument("--n", type=_positive_int, default=n, help=n_help)
 
-    e = sub.add_parser("evaluate", help="clean and robust accuracy on the test set", formatter_class=DEFAULTS)
+    e = command("evaluate", cmd_evaluate, "clean and robust accuracy on the test set")
     attack_args(e, many=True)
     sample_args(e, "test set", 1000, "test images (a stratified seeded sample)")
     e.add_argument("--batch-size", type=_positive_int, default=100, help="images per attack batch")
     e.add_argument("--state", help="resume file for long runs")
     e.add_argument("--out", help="report JSON (default: print it)")
-    threads_arg(e)
-    e.set_defaults(func=cmd_evaluate)
 
-    at = sub.add_parser("attack", help="attack one image file", formatter_class=DEFAULTS)
+    at = command("attack", cmd_attack, "attack one image file")
     attack_args(at, many=False)
     at.add_argument("--image", required=True, help="any image file Pillow reads (PNG, JPEG, ...), up to 20 MB and 40 "
                     "megapixels; converted and resized to the model's input")
@@ -351,46 +359,41 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--target", type=int,
                     help="class index for a targeted attack (the attacks with a targeted mode)")
     at.add_argument("--out-dir", required=True, help="where the adversarial PNG, the lossless NPY and the run card go")
-    threads_arg(at)
-    at.set_defaults(func=cmd_attack)
 
-    an = sub.add_parser("analyze", help="per-layer, per-component error scaling", formatter_class=DEFAULTS)
-    an.add_argument("checkpoint", help="shipped checkpoint name, local directory, or Hub repo id[@revision]")
+    an = command("analyze", cmd_analyze, "per-layer, per-component error scaling")
+    an.add_argument("checkpoint", help=CHECKPOINT_HELP)
     sample_args(an, "test and training set", 256, "images per split")
     an.add_argument("--eps", type=_eps, help="PGD budget (default: the checkpoint's threat model, else 0.1)")
     an.add_argument("--steps", type=_positive_int, default=10, help="PGD steps")
     an.add_argument("--seed", type=int, default=0, help="seed of sampling and random starts")
     an.add_argument("--data-dir", help=DATA_DIR_HELP.format(""))
     an.add_argument("--out", help="analysis JSON (default: print it)")
-    threads_arg(an)
-    an.set_defaults(func=cmd_analyze)
 
-    r = sub.add_parser("report", help="self-contained HTML report from evaluate/analyze JSON files")
+    r = command("report", cmd_report, "self-contained HTML report from evaluate/analyze JSON files",
+                show_defaults=False)
     r.add_argument("inputs", nargs="+", help="JSON files written by evaluate or analyze")
     r.add_argument("--html", required=True, help="the HTML file to write")
-    r.set_defaults(func=cmd_report)
 
-    ir = sub.add_parser("import-reference", help="convert a state_dict saved by the paper's code")
+    ir = command("import-reference", cmd_import_reference, "convert a state_dict saved by the paper's code",
+                 show_defaults=False)
     ir.add_argument("path", help="the reference code's state_dict (.pt; read with torch.load(weights_only=True))")
-    ir.add_argument("--arch", required=True, choices=["s4", "dss", "mamba", "s5"],
+    ir.add_argument("--arch", required=True, choices=list(REFERENCE_CLASS),
                     help="the reference model: SSM mode='nplr' (s4) or 'diag' (dss), S6_SSM (mamba), S5_SSM (s5)")
     ir.add_argument("--dataset", required=True, choices=list(DATASETS), help="the dataset it was trained on")
-    ir.add_argument("--ads", choices=["relu", "sigmoid", "tanh"],
+    ir.add_argument("--ads", choices=ADS_ACTIVATIONS,
                     help="activation of the file's AdSS module (the reference does not store it)")
     ir.add_argument("--out", required=True, help="checkpoint directory to write")
-    threads_arg(ir)
-    ir.set_defaults(func=cmd_import_reference)
 
-    s = sub.add_parser("serve", help="start the web app", formatter_class=DEFAULTS)
+    s = command("serve", cmd_serve, "start the web app")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for every one)")
     s.add_argument("--port", type=int, default=7860, help="port")
     s.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
-    s.set_defaults(func=cmd_serve)
 
-    li = sub.add_parser("list", help="architectures, and checkpoints with their card metrics")
+    li = command("list", cmd_list, "architectures, and checkpoints with their card metrics", show_defaults=False)
     li.add_argument("--root", help="a directory of checkpoints (default: the shipped checkpoints/)")
-    li.set_defaults(func=cmd_list)
 
+    for name in COMPUTE_COMMANDS:  # added last, so --threads ends each command's help as before
+        threads_arg(parsers[name], training=name == "train")
     add_data_parser(sub)
     return p
 

@@ -11,8 +11,7 @@ from . import distributed
 from .attacks._runtime import project
 from .attacks.base import MAX_BATCH
 from .attacks.pgd import PGD
-
-METHODS = ("st", "pgd-at", "trades", "freeat", "yopo")
+from .method_names import METHODS
 
 
 @dataclass

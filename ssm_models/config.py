@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bounds import check_number
+from .choices import ADS_ACTIVATIONS, TOKENIZERS
 from .errors import ConfigError  # noqa: F401  (defined beside UserError; raised and re-exported here)
 from .families import list_models
 
-TOKENIZERS = ("pixel", "patch", "paper")
-ADS_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 ADS_POSITIONS = ("ssm", "residual")
 
 # Bounds keep a hostile config.json from allocating gigabytes: the largest shipped or paper

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .choices import REFERENCE_CLASS
 from .classifier import SSMClassifier
 from .config import ModelConfig
 from .errors import UserError
@@ -19,7 +20,6 @@ from .kernels import discretize_dense
 # source of these facts, but ssm_models sits below ssm_lab and cannot import it; tests/test_reference.py checks that
 # the two agree.
 DATASETS = {"mnist": (1, 28), "cifar10": (3, 32)}
-REFERENCE_CLASS = {"s4": "SSM(mode='nplr')", "dss": "SSM(mode='diag')", "mamba": "S6_SSM", "s5": "S5_SSM"}
 MAX_FILE_BYTES = 256 * 2**20  # the paper's largest model (Mamba, ~616k parameters) is ~2.5 MB
 MAX_STORED_LENGTH = 1 << 20
 DSS_EPSILON = 1e-7  # the reference's bounded reciprocal conj(x) / (|x|^2 + 1e-7) in its 'dss' kernel

@@ -1,6 +1,5 @@
 """Error-scaling analysis: definitions, change rates and token maps."""
 import torch
-
 import torch.nn.functional as F
 
 from ssm_lab.analysis import (

@@ -92,3 +92,11 @@ def test_process_is_prepared_before_torch_and_gradio_load(monkeypatch, threads, 
                "import torch\n"
                "print(json.dumps([early, torch.get_num_threads(), os.environ['GRADIO_ANALYTICS_ENABLED']]))")
     assert json.loads(out) == [[False, False], int(threads), telemetry or "False"]
+
+
+def test_a_bad_thread_count_stops_the_app_with_a_message_before_anything_loads(monkeypatch, capsys):
+    monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "many")
+    with pytest.raises(SystemExit) as stopped:
+        app_main.main([])
+    assert stopped.value.code == 2
+    assert "SSM_LAB_TORCH_THREADS must be a number, got 'many'" in capsys.readouterr().err

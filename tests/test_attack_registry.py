@@ -5,6 +5,7 @@ import argparse
 
 import pytest
 
+from app import opening
 from app.attack_menu import ATTACK_MENU, TARGET_LABEL
 from ssm_lab.attack_registry import ATTACK_NAMES, REGISTRY
 from ssm_lab.attacks import ATTACKS, attack_params, default_norm
@@ -69,3 +70,7 @@ def test_an_unknown_attack_is_refused_naming_the_known_ones(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["evaluate", "ck", "--attack", "telepathy"])
     assert "unknown attack 'telepathy'; known: fgsm, pgd" in capsys.readouterr().err
+
+
+def test_the_apps_opening_attack_is_a_linf_entry_of_the_menu():
+    assert ATTACK_MENU[opening.ATTACK][1]["norm"] == "Linf"

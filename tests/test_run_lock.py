@@ -2,13 +2,13 @@
 import os
 
 import pytest
+from test_cli import checkpoint  # noqa: F401 - the tiny checkpoint fixture
+from test_train import TINY
 
 from ssm_lab.cli import main
 from ssm_lab.run_lock import RunLockedError, exclusive
 from ssm_lab.train import LOCK_FILE, TrainConfig, train
 from ssm_models.errors import UserError
-from test_cli import checkpoint  # noqa: F401 - the tiny checkpoint fixture
-from test_train import TINY
 
 
 def test_a_second_holder_is_refused_with_the_first_holders_pid(tmp_path):

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from app import opening
 from testkit.app_process import free_port, stop, wait_until_serving
 
 from ..harness import Timing, measure_interleaved
@@ -24,8 +25,8 @@ START_TIMEOUT_S = 120  # a start slower than this is a failure, not a figure
 CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright cannot download its own browsers here
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-ATTACK = dict(source="dataset", dataset="MNIST", index=0, upload=None, sketch=None, attack="PGD (Linf)", eps="0.3",
-              steps=10, step_size=0, restarts=1, target="none", seed=0)
+ATTACK = dict(source="dataset", dataset=opening.DATASET, index=0, upload=None, sketch=None, attack="PGD (Linf)",
+              eps=opening.EPS, steps=10, step_size=0, restarts=1, target="none", seed=0)
 APP_UI = "#run-attack"  # the Attack tab's Run button: the page is usable once it shows
 # the floor any gradio server pays: one Textbox, started and opened exactly like the app
 MINIMAL_APP = ("import sys, gradio as gr\nwith gr.Blocks() as demo:\n    gr.Textbox(elem_id='box')\n"
@@ -252,7 +253,8 @@ def _notes(settings: Settings, model_name: str, peers: list, trips: dict[str, Tr
         "the preselected checkpoint's card says \"trained with\" and the preview says which test image it shows, "
         "counted from process start; its CPU figure is the server's total by then.",
         f"Round trip: `gradio_client.Client(url).predict(model=<the /startup preselection, {model_name}>, "
-        "source='dataset', dataset='MNIST', index=0, attack='PGD (Linf)', eps='0.3', steps=10, ..., "
+        f"source='dataset', dataset='{ATTACK['dataset']}', index=0, attack='PGD (Linf)', eps='{ATTACK['eps']}', "
+        "steps=10, ..., "
         "api_name='/attack')` as in the README: the client downloads six result files per request (three images, "
         "the adversarial PNG and NPY, the run card); the four plots come inline. Per request (medians): "
         f"{readme.timing.median:.3f} s wall, {readme.timing.cpu_median:.3f} s of the server's CPU, "

@@ -5,11 +5,19 @@ from __future__ import annotations
 import torch
 
 from ..harness import Timing, measure, measure_interleaved
-from ..paper_models import (config_text, forward, forward_input_grad, images, naive_cauchy_kernels, paper_model,
-                            with_mambapy_mixers, with_sequential_scan)
-from ..paper_workloads import attack_rows
+from ..paper_models import (
+    config_text,
+    forward,
+    forward_input_grad,
+    images,
+    naive_cauchy_kernels,
+    paper_model,
+    with_mambapy_mixers,
+    with_sequential_scan,
+)
 from ..results import Row, Target, memory_text
 from .common import Settings, Stopwatch, new_section
+from .paper_workloads import attack_rows
 
 KEY = "paper-scale"
 TITLE = "Paper-scale models (CIFAR-10 on 1,024 pixels): Mamba and S4 per image, attacks and a PGD-AT epoch"

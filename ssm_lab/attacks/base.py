@@ -15,6 +15,7 @@ from torch import nn
 from ssm_models.bounds import check_number as bounded_number
 from ssm_models.errors import UserError
 
+from ..attack_registry import NORMS
 from ._runtime import (
     Cancelled,
     CountingModel,
@@ -36,7 +37,6 @@ MAX_BATCH = 1024
 MAX_IMAGES = 10_000
 MAX_IMAGE_NUMEL = 4 * 128 * 128  # the largest image a ModelConfig allows
 DEFAULT_EPS = {"Linf": 8 / 255, "L2": 0.5}  # RobustBench's CIFAR-10 threat models
-NORMS = ("Linf", "L2")
 
 
 def model_image_shape(model) -> tuple[int, int, int] | None:

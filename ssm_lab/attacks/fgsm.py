@@ -14,7 +14,6 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
-    norms = ("Linf", "L2")
     supports_targeted = True
     owns_loop = True
     uses_global_rng = False

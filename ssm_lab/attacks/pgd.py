@@ -24,7 +24,6 @@ class PGD(Attack):
     """
 
     name = "pgd"
-    norms = ("Linf", "L2")
     supports_targeted = True
     randomised = True
     owns_loop = True

@@ -10,9 +10,9 @@ import torch
 
 from ssm_lab.datasets.info import DATASETS
 
-from .harness import measure, measure_interleaved
-from .results import Row, Target
-from .sections.common import UNBREAKABLE_EPS, own_labels
+from ..harness import measure, measure_interleaved
+from ..results import Row, Target
+from .common import UNBREAKABLE_EPS, own_labels
 
 INTERACTIVE_TARGET_S = {"mamba": 1.5, "s4": 0.5}
 CIFAR = DATASETS["cifar10"]  # its threat model: eps 8/255, PGD step 2/255
@@ -132,7 +132,7 @@ def _pgd_at_epoch(section, settings) -> str:
     from ssm_lab.methods import MethodStep, ThreatModel
     from ssm_models import create_model
 
-    from .sections.throughput import _training_script
+    from .throughput import _training_script
 
     script = _training_script()
     config = dict(script.CIFAR, **script.STATE["s4"], image_size=32, in_channels=3)
