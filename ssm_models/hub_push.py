@@ -1,4 +1,4 @@
-"""Upload a classifier to the Hub: the files `save_pretrained` writes, in one commit (composition, not the Hub mixin)."""
+"""Upload a classifier to the Hub: the files `save_pretrained` writes, in one commit (composition, no mixin)."""
 from __future__ import annotations
 
 import os

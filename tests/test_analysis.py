@@ -18,7 +18,8 @@ def test_relative_error_ignores_a_common_rescaling_that_mse_sees():
     assert torch.allclose(feature_relative_error(40 * clean, 40 * adv), rel)
     assert torch.allclose(feature_mse(40 * clean, 40 * adv), 1600 * feature_mse(clean, adv))
     expected = ((clean - adv) ** 2).sum(dim=(1, 2)) / (clean ** 2).sum(dim=(1, 2))  # (B,)
-    assert torch.allclose(rel, expected.double()) and (feature_relative_error(clean, clean) == 0).all()
+    assert torch.allclose(rel, expected.double())
+    assert (feature_relative_error(clean, clean) == 0).all()
 
 
 def test_kl_and_mse_are_zero_for_identical_and_positive_otherwise():
@@ -26,7 +27,8 @@ def test_kl_and_mse_are_zero_for_identical_and_positive_otherwise():
     assert torch.allclose(feature_kl(a, a), torch.zeros(3, dtype=torch.float64))
     assert torch.allclose(feature_mse(a, a), torch.zeros(3, dtype=torch.float64))
     b = a + 0.1 * torch.randn_like(a)
-    assert (feature_kl(a, b) > 0).all() and (feature_mse(a, b) > 0).all()
+    assert (feature_kl(a, b) > 0).all()
+    assert (feature_mse(a, b) > 0).all()
     # MSE is the plain mean of squared differences
     assert torch.allclose(feature_mse(a, b), ((a - b) ** 2).double().mean(dim=(1, 2)))
 

@@ -83,9 +83,13 @@ def test_startup_lists_checkpoints_grouped_with_card_metrics():
     info = H.startup()
     names = [name for _, name in info["choices"]]
     assert names == ["cifar-dss-st", "mnist-s4-st", "mnist-s4-ads"]  # dataset, arch, standard training first
-    assert info["value"] == "mnist-s4-st" and info["group"] == ["mnist-s4-st", "mnist-s4-ads"]
+    assert info["value"] == "mnist-s4-st"
+    assert info["group"] == ["mnist-s4-st", "mnist-s4-ads"]
     label = dict((v, k) for k, v in info["choices"])["mnist-s4-st"]
-    assert "MNIST" in label and "S4" in label and "no AdS" in label and "clean 50.0%" in label
+    assert "MNIST" in label
+    assert "S4" in label
+    assert "no AdS" in label
+    assert "clean 50.0%" in label
     assert "AdS (relu)" in dict((v, k) for k, v in info["choices"])["mnist-s4-ads"]
     assert info["table"]["headers"][:5] == ["name", "dataset", "arch", "method", "AdS"]
 
@@ -116,9 +120,12 @@ def test_card_metrics_are_read_from_evaluation_reports_and_flat_files():
 
 def test_select_model_gives_card_eps_classes_and_dataset():
     mnist = H.select_model("mnist-s4-st")
-    assert "S4" in mnist.card and "50.00%" in mnist.card and "threat model: norm=Linf, eps=0.3" in mnist.card
+    assert "S4" in mnist.card
+    assert "50.00%" in mnist.card
+    assert "threat model: norm=Linf, eps=0.3" in mnist.card
     assert (mnist.eps, mnist.classes[:3], mnist.dataset) == ("0.3", ["none", "0", "1"], "MNIST")
-    assert isinstance(mnist.curves, go.Figure) and len(mnist.curves.data) == 8  # train/test x clean/adv x acc/loss
+    assert isinstance(mnist.curves, go.Figure)
+    assert len(mnist.curves.data) == 8  # train/test x clean/adv x acc/loss
     cifar = H.select_model("cifar-dss-st")
     assert (cifar.eps, cifar.classes[1], cifar.dataset, cifar.curves) == ("8/255", "airplane", "CIFAR-10", None)
 
@@ -135,7 +142,8 @@ def test_lru_keeps_a_few_models():
     cache.get("mnist-s4-ads")
     assert cache.get("mnist-s4-st") is first  # still cached, now most recent
     cache.get("cifar-dss-st")  # evicts mnist-s4-ads
-    assert len(cache) == 2 and cache.get("mnist-s4-st") is first
+    assert len(cache) == 2
+    assert cache.get("mnist-s4-st") is first
 
 
 def test_offline_hub_repo_gives_a_clear_message(hub_env):
@@ -150,7 +158,8 @@ def test_hub_repo_is_downloaded_and_selectable(hub_server, checkpoints):
     value = H.load_hub_model("lab/tiny", "main")
     assert value == "lab/tiny@main"
     chosen = H.select_model(value)
-    assert "lab/tiny@main" in chosen.card and chosen.eps == "0.3"
+    assert "lab/tiny@main" in chosen.card
+    assert chosen.eps == "0.3"
     with pytest.raises(gr.Error, match="unknown repo"):
         H.load_hub_model("lab/missing", "")
 
@@ -159,14 +168,17 @@ def test_hub_repo_is_downloaded_and_selectable(hub_server, checkpoints):
 def test_preview_shows_the_test_image_pixel_for_pixel():
     shown = preview(index=7)
     digit = inputs.load_test_split("MNIST").images[7, 0]  # (28, 28)
-    assert shown.image.shape == (224, 224, 3) and shown.image.dtype == np.uint8
+    assert shown.image.shape == (224, 224, 3)
+    assert shown.image.dtype == np.uint8
     assert np.array_equal(shown.image[::8, ::8, 0], digit)  # 8x nearest-neighbour enlargement, no smoothing
     assert "true class" in shown.note
 
 
 def test_cifar_image_for_an_mnist_model_is_converted_and_unlabelled():
     arr, label, text = inputs.model_input("dataset", 1, 28, dataset="CIFAR-10", index=0, model_dataset="mnist")
-    assert arr.shape == (1, 28, 28) and label is None and "converted" in text
+    assert arr.shape == (1, 28, 28)
+    assert label is None
+    assert "converted" in text
 
 
 def test_upload_preview_is_what_the_model_sees(tmp_path):
@@ -178,8 +190,10 @@ def test_upload_preview_is_what_the_model_sees(tmp_path):
     from ssm_lab.images import load_image
 
     expected = load_image(path, 1, 28)[0]  # (28, 28) after resize and grayscale
-    assert np.array_equal(shown.image[::8, ::8, 0], expected) and "uploaded" in shown.note
-    assert shown.note.count("label") == 1 and "clean prediction" in shown.note  # said once, not also "no label"
+    assert np.array_equal(shown.image[::8, ::8, 0], expected)
+    assert "uploaded" in shown.note
+    assert shown.note.count("label") == 1
+    assert "clean prediction" in shown.note  # said once, not also "no label"
     assert "used as it is" in shown.note, shown.note
 
 
@@ -231,12 +245,15 @@ def test_drawing_becomes_a_centred_white_on_black_digit():
     canvas = np.zeros((280, 280, 4), dtype=np.uint8)  # transparent canvas, black ink, off-centre
     canvas[20:120, 30:45, 3] = 255
     digit = inputs.model_input("drawing", 1, 28, sketch=canvas, model_dataset="mnist")[0][0]  # (28, 28)
-    assert digit.dtype == np.uint8 and digit.max() > 200 and digit[0, 0] == 0
+    assert digit.dtype == np.uint8
+    assert digit.max() > 200
+    assert digit[0, 0] == 0
     rows, cols = np.nonzero(digit > 30)
     assert rows.max() - rows.min() + 1 <= 21  # fitted into MNIST's 20x20 box
     weights = digit.astype(float)
     centre = (np.arange(28) @ weights.sum(1) / weights.sum(), np.arange(28) @ weights.sum(0) / weights.sum())
-    assert abs(centre[0] - 14) < 1.5 and abs(centre[1] - 14) < 1.5
+    assert abs(centre[0] - 14) < 1.5
+    assert abs(centre[1] - 14) < 1.5
     with pytest.raises(gr.Error, match="empty"):
         preview("drawing", sketch={"composite": np.zeros((280, 280, 4), np.uint8)})
 
@@ -252,21 +269,26 @@ def test_pgd_attack_returns_images_figures_and_lossless_downloads():
     out = attack()
     assert out.clean.shape == out.adversarial.shape == out.perturbation.shape == (224, 224, 3)
     assert all(isinstance(f, go.Figure) and len(f.data) > 0 for f in (out.topk, out.trace, out.scaling, out.tokens))
-    assert "PGD (Linf)" in out.summary and "survives 8-bit PNG" in out.summary
+    assert "PGD (Linf)" in out.summary
+    assert "survives 8-bit PNG" in out.summary
     png, npy, card_path = out.files
     x = inputs.load_test_split("MNIST").images[0, 0].astype(np.float32) / 255
     adv_exact = np.load(npy)  # (1, 28, 28) float32
-    assert adv_exact.shape == (1, 28, 28) and np.abs(adv_exact[0] - x).max() <= 0.3 + 1e-6
+    assert adv_exact.shape == (1, 28, 28)
+    assert np.abs(adv_exact[0] - x).max() <= 0.3 + 1e-6
     assert np.array_equal(np.asarray(Image.open(png)), np.round(adv_exact[0] * 255).astype(np.uint8))
     saved = json.loads(open(card_path).read())
-    assert saved["attack"] == "pgd" and saved["params"]["steps"] == 5 and saved["seed"] == 0
+    assert saved["attack"] == "pgd"
+    assert saved["params"]["steps"] == 5
+    assert saved["seed"] == 0
     assert saved["model"]["source"] == "mnist-s4-st"  # no server paths in what users download
     assert out.card["results"]["label"] == str(inputs.load_test_split("MNIST").labels[0])
 
 
 def test_attack_is_reproducible_with_a_seed():
     first, second = attack(seed=3).card["results"], attack(seed=3).card["results"]
-    assert first["linf"] == second["linf"] and first["l2"] == second["l2"]
+    assert first["linf"] == second["linf"]
+    assert first["l2"] == second["l2"]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -287,7 +309,9 @@ def test_invalid_requests_are_refused_with_clear_messages(overrides, message):
 def test_cost_is_shown_before_and_capped(monkeypatch):
     request = CostRequest(model="mnist-s4-st", attack="PGD (Linf)", eps="0.3", steps=10, restarts=2)
     text = H.estimate_cost(request)
-    assert "forward" in text and "backward" in text and "20 backward" in text
+    assert "forward" in text
+    assert "backward" in text
+    assert "20 backward" in text
     monkeypatch.setattr("app.limits.LIMITS", limits.Limits(passes=10))
     with pytest.raises(gr.Error, match="SSM_LAB_MAX_PASSES"):
         H.estimate_cost(request)
@@ -295,7 +319,10 @@ def test_cost_is_shown_before_and_capped(monkeypatch):
 
 def test_targeted_attack_uses_the_class_name():
     name, params = attack_settings("PGD (Linf)", MODELS.get("cifar-dss-st"), eps="8/255", steps=3, target="cat")
-    assert name == "pgd" and params["targeted"] and params["target"] == 3 and params["eps"] == pytest.approx(8 / 255)
+    assert name == "pgd"
+    assert params["targeted"]
+    assert params["target"] == 3
+    assert params["eps"] == pytest.approx(8 / 255)
     assert attack_settings("Square", MODELS.get("mnist-s4-st"), eps="0.1", steps=4)[1]["queries"] == 100
 
 
@@ -335,9 +362,11 @@ def test_transfer_matrix_and_dataset_mismatch():
     out = C.transfer(TransferRequest(models=["mnist-s4-st", "mnist-s4-ads"], n=6, attack="FGSM", steps=1),
                      progress=quiet)
     figure, result = out.figure, out.result
-    assert result["models"] == ["mnist-s4-st", "mnist-s4-ads"] and len(result["matrix"]) == 2
+    assert result["models"] == ["mnist-s4-st", "mnist-s4-ads"]
+    assert len(result["matrix"]) == 2
     assert all(cell["n"] == 6 for row in result["matrix"] for cell in row)
-    assert isinstance(figure, go.Figure) and figure.layout.yaxis.autorange == "reversed"  # white-box on the diagonal
+    assert isinstance(figure, go.Figure)
+    assert figure.layout.yaxis.autorange == "reversed"  # white-box on the diagonal
     assert list(figure.data[0].y) == list(figure.data[0].x) == result["models"]
     with pytest.raises(gr.Error, match="one dataset"):
         C.transfer(TransferRequest(models=["mnist-s4-st", "cifar-dss-st"], n=4, attack="FGSM", steps=1))
@@ -346,12 +375,17 @@ def test_transfer_matrix_and_dataset_mismatch():
 def test_evaluate_reports_accuracies_confusion_and_json():
     out = E.evaluate_model(EvaluateRequest(model="mnist-s4-st", n=10, attacks=["FGSM", "PGD (Linf)"], steps=3),
                            progress=quiet)
-    assert "| clean |" in out.text and "fgsm" in out.text and "pgd" in out.text and "95% CI" in out.text
-    assert out.report["n"] == 10 and [a["attack"] for a in out.report["attacks"]] == ["fgsm", "pgd"]
+    assert "| clean |" in out.text
+    assert "fgsm" in out.text
+    assert "pgd" in out.text
+    assert "95% CI" in out.text
+    assert out.report["n"] == 10
+    assert [a["attack"] for a in out.report["attacks"]] == ["fgsm", "pgd"]
     assert int(np.asarray(out.confusion.data[0].z).sum()) == 10
     saved = json.loads(open(out.report_file).read())
     assert len(saved["attacks"][1]["predictions"]) == 10
-    assert saved["model"]["source"] == "mnist-s4-st" and "path" not in saved["model"]  # no server paths
+    assert saved["model"]["source"] == "mnist-s4-st"
+    assert "path" not in saved["model"]  # no server paths
     assert saved.get("model_info", {}).get("name", "mnist-s4-st") == "mnist-s4-st"
     with pytest.raises(gr.Error, match="separately"):
         E.evaluate_model(EvaluateRequest(model="mnist-s4-st", n=4, attacks=["FGSM", "CW (L2)"], steps=3))
@@ -374,7 +408,8 @@ def test_eps_curves_one_line_per_model():
 
 # ----- limits, learn, layout -----------------------------------------------------------------------
 def test_eps_parsing_and_env_caps(monkeypatch):
-    assert limits.parse_eps("8/255") == pytest.approx(8 / 255) and limits.parse_eps(" 0.3 ") == 0.3
+    assert limits.parse_eps("8/255") == pytest.approx(8 / 255)
+    assert limits.parse_eps(" 0.3 ") == 0.3
     assert limits.parse_eps_list("0.3, 0, 8/255, 0") == [0.0, pytest.approx(8 / 255), 0.3]
     monkeypatch.setenv("SSM_LAB_MAX_STEPS", "7")
     assert limits.Limits.from_env().steps == 7
@@ -386,7 +421,8 @@ def test_eps_parsing_and_env_caps(monkeypatch):
 def test_every_lesson_has_a_runnable_preset():
     entries = H.startup()["entries"]
     for lesson in learn.LESSONS:
-        assert lesson.preset.attack in ATTACK_MENU and lesson.text.strip()
+        assert lesson.preset.attack in ATTACK_MENU
+        assert lesson.text.strip()
         assert learn.pick_model(entries, lesson.preset.prefer) is not None
     assert set(learn.ads_pair(entries)) == {"mnist-s4-st", "mnist-s4-ads"}
 
@@ -421,7 +457,8 @@ def test_layout_names_every_action():
                 "cancel_evaluate"} | {f"preset_{lesson.key}" for lesson in learn.LESSONS}
     assert expected <= names
     images = [block for block in demo.blocks.values() if isinstance(block, (gr.Image, gr.Gallery))]
-    assert images and all(block.format == "png" for block in images)  # perturbations are never served as webp
+    assert images
+    assert all(block.format == "png" for block in images)  # perturbations are never served as webp
 
 
 def test_presets_fill_the_attack_tab_with_a_matching_model():
@@ -430,8 +467,10 @@ def test_presets_fill_the_attack_tab_with_a_matching_model():
     for lesson in learn.LESSONS:
         values = _preset_values(lesson)()
         model, dataset, source, index, attack_name, eps = values[:6]
-        assert model in {"mnist-s4-st", "mnist-s4-ads"} and (dataset, source) == ("MNIST", "dataset")
-        assert attack_name == lesson.preset.attack and eps == lesson.preset.eps
+        assert model in {"mnist-s4-st", "mnist-s4-ads"}
+        assert (dataset, source) == ("MNIST", "dataset")
+        assert attack_name == lesson.preset.attack
+        assert eps == lesson.preset.eps
         if lesson.preset.compare:
             assert set(values[-1]) == {"mnist-s4-st", "mnist-s4-ads"}
 
@@ -450,7 +489,8 @@ def test_command_line_and_environment(monkeypatch):
     args = parse_args([])
     assert (args.host, args.port, args.share) == ("0.0.0.0", 9000, True)
     monkeypatch.setenv("SSM_LAB_PORT", "9100")
-    assert parse_args(["--port", "9200"]).port == 9200 and parse_args([]).port == 9100
+    assert parse_args(["--port", "9200"]).port == 9200
+    assert parse_args([]).port == 9100
     with pytest.raises(SystemExit):
         parse_args(["--port", "70000"])
     monkeypatch.delenv("SSM_LAB_TORCH_THREADS", raising=False)
@@ -477,7 +517,8 @@ def test_summary_says_where_pgd_stopped_and_the_trace_ends_there():
             seen.add("all")
         else:
             step = 0 if "random start" in line else int(line.split("iterate ")[1].split(" ")[0])
-            assert rows == step + 2 and "ends there" in line, (line, rows)
+            assert rows == step + 2, (line, rows)
+            assert "ends there" in line, (line, rows)
             assert trace.data[0].y[step] == trace.data[0].y[-1]  # the returned point is that iterate
             assert list(trace.data[0].x) == [str(i) for i in range(step + 1)] + ["returned"]
             seen.add("early")

@@ -49,8 +49,10 @@ def test_server_starts_and_names_its_endpoints(server, client):
 def test_startup_preselects_a_checkpoint(client):
     model, table, *_ = client.predict(api_name="/startup")
     label = "MNIST · S4 · standard · no AdS  [clean 50.0%]  (mnist-s4-st)"
-    assert model["value"] == "mnist-s4-st" and [label, "mnist-s4-st"] in [list(c) for c in model["choices"]]
-    assert table["headers"][0] == "name" and len(table["data"]) == 3
+    assert model["value"] == "mnist-s4-st"
+    assert [label, "mnist-s4-st"] in [list(c) for c in model["choices"]]
+    assert table["headers"][0] == "name"
+    assert len(table["data"]) == 3
 
 
 def test_attack_endpoint_returns_images_plots_files_and_card(client):
@@ -58,12 +60,15 @@ def test_attack_endpoint_returns_images_plots_files_and_card(client):
     clean, adv, delta, summary, topk, trace, scaling, tokens, files, card = out
     for path in (clean, adv, delta):
         with Image.open(path) as img:
-            assert img.format == "PNG" and img.size == (224, 224)
+            assert img.format == "PNG"
+            assert img.size == (224, 224)
     assert "PGD (Linf)" in summary
     assert all(isinstance(plot, dict) and plot.get("plot") for plot in (topk, trace, scaling, tokens))
     names = sorted(Path(f).name for f in files)
     assert names == ["adversarial.npy", "adversarial.png", "run_card.json"]
-    assert card["attack"] == "pgd" and card["params"]["steps"] == 5 and card["results"]["linf"] <= 0.3 + 1e-6
+    assert card["attack"] == "pgd"
+    assert card["params"]["steps"] == 5
+    assert card["results"]["linf"] <= 0.3 + 1e-6
 
 
 @pytest.mark.parametrize("change, message", [
@@ -92,10 +97,12 @@ def test_multi_model_endpoints_need_no_startup(server):
 def test_cost_and_preview_endpoints(client):
     cost = client.predict(model="mnist-s4-st", attack="FGSM", eps="0.1", steps=1, step_size=0, restarts=1,
                           target="none", seed=0, api_name="/cost")
-    assert "Cost before running" in cost and "1 backward" in cost
+    assert "Cost before running" in cost
+    assert "1 backward" in cost
     image, note = client.predict(model="mnist-s4-st", source="dataset", dataset="MNIST", index=5, upload=None,
                                  sketch=None, api_name="/preview")
-    assert Path(image).is_file() and "MNIST test image #5" in note
+    assert Path(image).is_file()
+    assert "MNIST test image #5" in note
 
 
 def test_offline_hub_repo_message(client):

@@ -47,7 +47,8 @@ def test_engine_imports_leave_torchattacks_and_scipy_for_first_use():
                "print(json.dumps([loaded, versions()['torchattacks'], cost['backward'] > 0]))")
     loaded, version, costed = json.loads(out)
     assert loaded == {"torchattacks": False, "pyautoattack": False, "scipy": False}
-    assert version[0].isdigit() and costed  # the version comes from metadata; costs need no import either
+    assert version[0].isdigit()
+    assert costed  # the version comes from metadata; costs need no import either
 
 
 @pytest.fixture
@@ -65,7 +66,8 @@ def served(tmp_path, serve_checkpoints, monkeypatch):
 def test_warm_up_loads_the_preselected_model_and_its_test_set_when_no_page_comes(served):
     inputs.load_test_split.cache_clear()
     app_main._warm_up()
-    assert len(MODELS) == 1 and default_checkpoint() == "mnist-s4-st"
+    assert len(MODELS) == 1
+    assert default_checkpoint() == "mnist-s4-st"
     assert inputs.load_test_split.cache_info().currsize == 1  # the preview decoded the MNIST test set
 
 

@@ -67,18 +67,29 @@ def test_every_attack_is_valid_counted_and_leaves_no_trace_on_the_caller(mlp, na
     rng = torch.get_rng_state()
     result = atk.run(x, y, progress=lambda done, total, msg: calls.append((done, total, msg)), trace=True)
     assert torch.equal(torch.get_rng_state(), rng), "the caller's global RNG stream moved"
-    assert mlp.training and all(p.requires_grad for p in mlp.parameters()), "train mode / grads not restored"
-    assert result.adv.dtype == torch.float32 and result.adv.shape == x.shape
+    assert mlp.training, "train mode / grads not restored"
+    assert all(p.requires_grad for p in mlp.parameters()), "train mode / grads not restored"
+    assert result.adv.dtype == torch.float32
+    assert result.adv.shape == x.shape
     assert within(result.adv, x, atk.eps, norm)
-    assert result.success.dtype == torch.bool and torch.equal(result.success, result.pred != y)
+    assert result.success.dtype == torch.bool
+    assert torch.equal(result.success, result.pred != y)
     assert torch.equal(result.pred, labels_of(mlp, result.adv))
-    assert result.completed.all() and not result.cancelled
+    assert result.completed.all()
+    assert not result.cancelled
     cost = atk.cost(len(x), trace=True)
-    assert 0 < result.forward_calls <= cost["forward"] and result.backward_calls <= cost["backward"]
-    assert (cost["backward"] > 0) == (name != "square") and result.elapsed > 0 and cost["description"]
-    assert calls and all(0 <= d <= t for d, t, _ in calls) and calls[-1][0] == calls[-1][1]
+    assert 0 < result.forward_calls <= cost["forward"]
+    assert result.backward_calls <= cost["backward"]
+    assert (cost["backward"] > 0) == (name != "square")
+    assert result.elapsed > 0
+    assert cost["description"]
+    assert calls
+    assert all(0 <= d <= t for d, t, _ in calls)
+    assert calls[-1][0] == calls[-1][1]
     trace = result.trace
-    assert trace["loss"].shape[1] == len(x) and trace["final"][-1] and len(trace["step"]) >= 2
+    assert trace["loss"].shape[1] == len(x)
+    assert trace["final"][-1]
+    assert len(trace["step"]) >= 2
     assert trace["pred"][-1].tolist() == result.pred.tolist()
 
 
@@ -89,7 +100,8 @@ def test_seeded_runs_repeat_bitwise(mlp, name):
     first = make_attack(name, mlp, eps=0.05, seed=7, **CHEAP[name]).run(x, y)
     torch.manual_seed(123)  # a different global state must not matter
     again = make_attack(name, mlp, eps=0.05, seed=7, **CHEAP[name]).run(x, y)
-    assert torch.equal(first.adv, again.adv) and first.seed == again.seed == 7
+    assert torch.equal(first.adv, again.adv)
+    assert first.seed == again.seed == 7
 
 
 def test_pgd_seed_changes_random_start_and_unseeded_run_reports_its_seed(mlp):
@@ -116,20 +128,26 @@ def non_increasing(values, slack=0.0) -> bool:
 
 def test_robust_accuracy_never_rises_with_eps_or_steps_for_deterministic_attacks(mlp):
     fgsm = robust_curve(mlp, "fgsm", [0.0, 0.01, 0.02, 0.04, 0.08, 0.16])
-    assert fgsm[0] == 1.0 and fgsm[-1] < 0.5 and non_increasing(fgsm)
+    assert fgsm[0] == 1.0
+    assert fgsm[-1] < 0.5
+    assert non_increasing(fgsm)
     # a longer PGD run extends the shorter one (same seed and step size) and keeps first successes
     steps = robust_curve(mlp, "pgd", [0, 1, 2, 4, 8], key="steps", eps=0.02, step_size=0.005)
-    assert steps[-1] < steps[0] and non_increasing(steps)
+    assert steps[-1] < steps[0]
+    assert non_increasing(steps)
     deepfool = robust_curve(mlp, "deepfool", [0.0, 0.1, 0.2, 0.4], steps=10)
-    assert deepfool[-1] < 1.0 and non_increasing(deepfool)
+    assert deepfool[-1] < 1.0
+    assert non_increasing(deepfool)
 
 
 def test_robust_accuracy_falls_with_eps_for_randomised_attacks_up_to_noise(mlp):
     one_image = 1 / 48 + 1e-9
     pgd = robust_curve(mlp, "pgd", [0.0, 0.01, 0.02, 0.04, 0.08], steps=5)
-    assert pgd[-1] < 0.5 and non_increasing(pgd, slack=one_image)
+    assert pgd[-1] < 0.5
+    assert non_increasing(pgd, slack=one_image)
     apgd = robust_curve(mlp, "apgd-ce", [0.0, 0.01, 0.02, 0.04], steps=5)
-    assert apgd[-1] < 0.8 and non_increasing(apgd, slack=one_image)
+    assert apgd[-1] < 0.8
+    assert non_increasing(apgd, slack=one_image)
 
 
 def test_more_restarts_never_hurt(mlp):
@@ -146,7 +164,8 @@ def test_pgd_gradient_is_taken_at_the_returned_random_start(mlp):
     y = labels_of(mlp, x)
     eps, alpha = 0.05, 0.02
     x0 = make_attack("pgd", mlp, eps=eps, steps=0, seed=3).run(x, y).adv
-    assert within(x0, x, eps, "Linf") and not torch.equal(x0, x)
+    assert within(x0, x, eps, "Linf")
+    assert not torch.equal(x0, x)
     one = make_attack("pgd", mlp, eps=eps, steps=1, step_size=alpha, seed=3).run(x, y, trace=True)
     with attack_mode(mlp):
         x_req = x0.clone().requires_grad_(True)
@@ -166,16 +185,19 @@ def test_targeted_pgd_reaches_the_target(mlp):
     target = int((y[0] + 1) % 10)
     # eps=1 spans the whole box, so every class this untrained model has is reachable
     result = make_attack("pgd", mlp, eps=1.0, steps=20, targeted=True, target=target).run(x, y)
-    assert torch.equal(result.success, result.pred == target) and result.success.float().mean() >= 0.75
+    assert torch.equal(result.success, result.pred == target)
+    assert result.success.float().mean() >= 0.75
     likely = make_attack("pgd", mlp, eps=0.3, steps=20, targeted=True).run(x, y)  # most likely wrong class
-    assert bool((likely.target != y).all()) and likely.success.float().mean() >= 0.75
+    assert bool((likely.target != y).all())
+    assert likely.success.float().mean() >= 0.75
 
 
 def test_eps_zero_returns_the_clean_images_without_attacking(mlp):
     x = images(4)
     y = labels_of(mlp, x)
     result = make_attack("pgd", mlp, eps=0.0).run(x, y)
-    assert torch.equal(result.adv, x) and result.backward_calls == 0
+    assert torch.equal(result.adv, x)
+    assert result.backward_calls == 0
     assert result.forward_calls == 1 + len(x)  # probe + evaluation
 
 
@@ -191,11 +213,13 @@ def test_pgd_cost_is_exact_and_scales_with_images(mlp):
     atk = make_attack("pgd", mlp, eps=0.3, steps=10, batch_size=4)  # images leave at their first success
     result = atk.run(x, y, trace=True)
     steps_taken = int(np.isfinite(result.trace["loss"][~result.trace["final"]]).sum())
-    assert 7 <= steps_taken < 70 and result.success.all()
+    assert 7 <= steps_taken < 70
+    assert result.success.all()
     assert (result.forward_calls, result.backward_calls) == (1 + steps_taken + 7, steps_taken)
     assert atk.cost(70)["backward"] == 10 * atk.cost(7)["backward"]
     aa = make_attack("autoattack", mlp).cost(10)
-    assert aa["forward"] > 10 * (5000 + 9 * 100) and aa["backward"] > 10 * (100 + 9 * 100 + 9 * 100)
+    assert aa["forward"] > 10 * (5000 + 9 * 100)
+    assert aa["backward"] > 10 * (100 + 9 * 100 + 9 * 100)
 
 
 BAD_PARAMS = [
@@ -238,7 +262,8 @@ BAD_PARAMS = [
 def test_bad_parameters_fail_with_specific_messages(mlp, name, params, message):
     with pytest.raises(AttackParamError, match=None) as info:
         make_attack(name, mlp, **params)
-    assert message in str(info.value) and isinstance(info.value, ValueError)
+    assert message in str(info.value)
+    assert isinstance(info.value, ValueError)
 
 
 class TupleModel(nn.Module):
@@ -301,9 +326,12 @@ def test_cancel_stops_pgd_early_with_a_valid_batch(mlp):
     event, progress, seen = cancel_after(3)
     atk = make_attack("pgd", mlp, eps=0.05, steps=50, batch_size=4)
     result = atk.run(x, y, progress=progress, cancel=event)
-    assert result.cancelled and result.backward_calls == 3 * 4  # three steps of the first batch
-    assert within(result.adv, x, 0.05, "Linf") and not result.completed.any()
-    assert not torch.equal(result.adv[:4], x[:4]) and torch.equal(result.adv[4:], x[4:])  # best so far kept
+    assert result.cancelled
+    assert result.backward_calls == 3 * 4  # three steps of the first batch
+    assert within(result.adv, x, 0.05, "Linf")
+    assert not result.completed.any()
+    assert not torch.equal(result.adv[:4], x[:4])
+    assert torch.equal(result.adv[4:], x[4:])  # best so far kept
 
 
 def test_cancel_reaches_inside_a_wrapped_library_attack(mlp):
@@ -311,7 +339,9 @@ def test_cancel_reaches_inside_a_wrapped_library_attack(mlp):
     y = labels_of(mlp, x)
     event, progress, _ = cancel_after(20)
     result = make_attack("square", mlp, eps=0.01, queries=5000).run(x, y, progress=progress, cancel=event)
-    assert result.cancelled and result.forward_calls < 200 and within(result.adv, x, 0.01, "Linf")
+    assert result.cancelled
+    assert result.forward_calls < 200
+    assert within(result.adv, x, 0.01, "Linf")
 
 
 def test_cancel_set_before_running_returns_the_clean_batch(mlp):
@@ -320,7 +350,9 @@ def test_cancel_set_before_running_returns_the_clean_batch(mlp):
     event = threading.Event()
     event.set()
     result = make_attack("apgd-ce", mlp, eps=0.05, steps=5).run(x, y, cancel=event)
-    assert result.cancelled and torch.equal(result.adv, x) and result.backward_calls == 0
+    assert result.cancelled
+    assert torch.equal(result.adv, x)
+    assert result.backward_calls == 0
 
 
 def test_progress_is_called_every_pgd_iteration(mlp):
@@ -328,20 +360,28 @@ def test_progress_is_called_every_pgd_iteration(mlp):
     y = labels_of(mlp, x)
     seen = []
     make_attack("pgd", mlp, eps=1e-6, steps=6, batch_size=3).run(x, y, progress=lambda d, t, m: seen.append((d, t)))
-    assert [d for d, _ in seen[:-1]] == list(range(1, 13)) and all(t == 12 for _, t in seen)
+    assert [d for d, _ in seen[:-1]] == list(range(1, 13))
+    assert all(t == 12 for _, t in seen)
     seen.clear()  # when every image of a batch is fooled early, progress skips that batch's remaining steps
     result = make_attack("pgd", mlp, eps=0.3, steps=6, batch_size=3).run(
         x, y, progress=lambda d, t, m: seen.append((d, t)))
     done = [d for d, _ in seen]
-    assert result.backward_calls < 6 * 5 and done == sorted(done) and 12 in done and done[-1] == 12
+    assert result.backward_calls < 6 * 5
+    assert done == sorted(done)
+    assert 12 in done
+    assert done[-1] == 12
 
 
 def test_list_attacks_describes_every_attack():
     info = list_attacks()
     assert set(info) == {"fgsm", "pgd", "apgd-ce", "apgd-t", "fab-t", "square", "cw-l2", "deepfool", "autoattack"}
-    assert info["pgd"]["params"]["steps"] == 10 and info["apgd-ce"]["params"]["steps"] == 100
-    assert info["cw-l2"]["norms"] == ["L2"] and info["pgd"]["targeted"] and not info["apgd-t"]["targeted"]
-    assert info["pgd"]["traces_iterations"] and not info["square"]["traces_iterations"]
+    assert info["pgd"]["params"]["steps"] == 10
+    assert info["apgd-ce"]["params"]["steps"] == 100
+    assert info["cw-l2"]["norms"] == ["L2"]
+    assert info["pgd"]["targeted"]
+    assert not info["apgd-t"]["targeted"]
+    assert info["pgd"]["traces_iterations"]
+    assert not info["square"]["traces_iterations"]
     assert all("model" not in meta["params"] for meta in info.values())
 
 
@@ -353,10 +393,12 @@ def test_attacks_on_a_tiny_s4_run_frozen_and_restore_it(s4):
     for name in ("pgd", "apgd-ce", "square"):
         atk = make_attack(name, s4, eps=0.05, **CHEAP[name])
         result = atk.run(x, y)
-        assert within(result.adv, x, 0.05, "Linf") and result.forward_calls <= atk.cost(3)["forward"]
+        assert within(result.adv, x, 0.05, "Linf")
+        assert result.forward_calls <= atk.cost(3)["forward"]
     pgd = make_attack("pgd", s4, eps=0.05, steps=10).run(x, y)  # the config names the classes: no probe pass
     assert (pgd.forward_calls, pgd.backward_calls, pgd.model_calls) == (3 * 11, 3 * 10, 11)
-    assert s4.training and all(p.requires_grad for p in s4.parameters())
+    assert s4.training
+    assert all(p.requires_grad for p in s4.parameters())
     with pytest.raises(AttackParamError, match="expects images of shape"):
         make_attack("pgd", s4).run(torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long))
     with pytest.raises(AttackParamError, match="not a class of this model"):
@@ -368,20 +410,25 @@ def test_autoattack_on_a_tiny_s4_is_no_weaker_than_pgd10(s4):
     y = labels_of(s4, x)
     pgd = make_attack("pgd", s4, eps=0.03, steps=10).run(x, y)
     aa = make_attack("autoattack", s4, eps=0.03, version="custom", sub_attacks=["apgd-ce"]).run(x, y)
-    assert aa.robust_accuracy <= pgd.robust_accuracy and within(aa.adv, x, 0.03, "Linf")
+    assert aa.robust_accuracy <= pgd.robust_accuracy
+    assert within(aa.adv, x, 0.03, "Linf")
 
 
 def test_float32_gradients_agree_with_float64_on_s4(s4):
     x = images(2)
     report = precision_check(s4, x, labels_of(s4, x))
-    assert report["agree"] and report["cosine_min"] > 0.9999 and report["flag"] is None
-    assert s4.training and next(s4.parameters()).dtype == torch.float32  # the original is untouched
+    assert report["agree"]
+    assert report["cosine_min"] > 0.9999
+    assert report["flag"] is None
+    assert s4.training
+    assert next(s4.parameters()).dtype == torch.float32  # the original is untouched
 
 
 def test_recurrent_mode_gradients_agree_with_convolution_mode(s4):
     x = images(2)
     report = mode_check(s4, x, labels_of(s4, x))
-    assert report["agree"] and report["logit_max_abs_diff"] < 1e-3
+    assert report["agree"]
+    assert report["logit_max_abs_diff"] < 1e-3
 
 
 def test_mamba_parallel_scan_gradients_match_the_sequential_reference():
@@ -393,7 +440,9 @@ def test_mamba_parallel_scan_gradients_match_the_sequential_reference():
             module.scan = "sequential"
     x = images(2)
     report = scan_vs_sequential_check(scan, sequential, x, labels_of(scan, x))
-    assert report["agree"] and report["rel_error_max"] < 1e-4 and report["check"] == "parallel scan vs sequential"
+    assert report["agree"]
+    assert report["rel_error_max"] < 1e-4
+    assert report["check"] == "parallel scan vs sequential"
 
 
 def test_gradient_agreement_catches_a_different_path(mlp):
@@ -401,9 +450,11 @@ def test_gradient_agreement_catches_a_different_path(mlp):
     y = labels_of(mlp, x)
     other = make_mlp(seed=1)
     report = scan_vs_sequential_check(mlp, other, x, y)
-    assert not report["agree"] and "parallel scan vs sequential" in report["flag"]
+    assert not report["agree"]
+    assert "parallel scan vs sequential" in report["flag"]
     same = gradient_agreement(mlp, lambda z: mlp(z.flip(0)).flip(0), x, y)  # same function, other batch order
-    assert same["agree"] and math.isclose(same["cosine_min"], 1.0, abs_tol=1e-6)
+    assert same["agree"]
+    assert math.isclose(same["cosine_min"], 1.0, abs_tol=1e-6)
 
 
 def test_pgd_without_early_stop_takes_every_step_for_every_image(mlp):

@@ -35,9 +35,11 @@ def test_autoattack_is_at_least_as_strong_as_pgd10_and_surfaces_flags(mlp):
     y = labels_of(mlp, x)
     pgd = make_attack("pgd", mlp, eps=0.02, steps=10).run(x, y)
     aa = make_attack("autoattack", mlp, eps=0.02, version="standard").run(x, y)
-    assert 0 < pgd.robust_accuracy and aa.robust_accuracy <= pgd.robust_accuracy
+    assert 0 < pgd.robust_accuracy
+    assert aa.robust_accuracy <= pgd.robust_accuracy
     assert aa.details["sub_attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
-    assert within(aa.adv, x, 0.02, "Linf") and aa.flags == []  # a plain deterministic logit model: no flags
+    assert within(aa.adv, x, 0.02, "Linf")
+    assert aa.flags == []  # a plain deterministic logit model: no flags
     softmax = nn.Sequential(mlp, nn.Softmax(dim=1))
     flagged = make_attack("autoattack", softmax, eps=0.02, version="custom", sub_attacks=["apgd-ce"]).run(x, y)
     assert any("probability distribution" in f for f in flagged.flags)
@@ -76,13 +78,19 @@ def test_autoattack_cancel_between_sub_attacks_keeps_results_and_resumes(mlp, tm
 
     first = make_attack("autoattack", mlp, state_path=str(state), **params).run(x, y, progress=progress,
                                                                                  cancel=event)
-    assert first.cancelled and first.details["finished_sub_attacks"] == ["apgd-ce"] and state.exists()
-    assert first.success.any() and not first.success.all() and within(first.adv, x, 0.03, "Linf")
+    assert first.cancelled
+    assert first.details["finished_sub_attacks"] == ["apgd-ce"]
+    assert state.exists()
+    assert first.success.any()
+    assert not first.success.all()
+    assert within(first.adv, x, 0.03, "Linf")
     assert torch.equal(first.completed, first.success)  # broken points are final; robust ones await apgd-dlr
     resumed = make_attack("autoattack", mlp, state_path=str(state), **params).run(x, y)
     straight = make_attack("autoattack", mlp, **params).run(x, y)
-    assert resumed.details["resumed_after"] == ["apgd-ce"] and torch.equal(resumed.adv, straight.adv)
-    assert bool((resumed.success | ~first.success).all()) and not resumed.cancelled
+    assert resumed.details["resumed_after"] == ["apgd-ce"]
+    assert torch.equal(resumed.adv, straight.adv)
+    assert bool((resumed.success | ~first.success).all())
+    assert not resumed.cancelled
     with pytest.raises(AttackParamError, match="different run"):
         make_attack("autoattack", mlp, state_path=str(state), **{**params, "eps": 0.05}).run(x, y)
 
@@ -90,9 +98,11 @@ def test_autoattack_cancel_between_sub_attacks_keeps_results_and_resumes(mlp, tm
 def test_autoattack_versions_state_their_cost_and_few_classes_cap_the_targets(mlp):
     costs = {v: make_attack("autoattack", mlp, version=v, **({"sub_attacks": ["square"]} if v == "custom" else {}))
              .cost(2) for v in ("standard", "plus", "rand", "custom")}
-    assert "EOT 20" in costs["rand"]["description"] and costs["custom"]["backward"] == 0
+    assert "EOT 20" in costs["rand"]["description"]
+    assert costs["custom"]["backward"] == 0
     assert costs["standard"]["backward"] == 2 * (101 + 9 * 101 + 9 * 100)  # APGD-CE, APGD-T, FAB-T
-    assert costs["rand"]["backward"] == 2 * 2 * 101 * 20 and costs["plus"]["backward"] > costs["standard"]["backward"]
+    assert costs["rand"]["backward"] == 2 * 2 * 101 * 20
+    assert costs["plus"]["backward"] > costs["standard"]["backward"]
     four = make_mlp(classes=4)
     x = images(3)
     result = make_attack("autoattack", four, eps=0.02, version="custom", sub_attacks=["apgd-t"]).run(

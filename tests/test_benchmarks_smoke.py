@@ -38,7 +38,8 @@ def test_quick_run_writes_machine_info_and_every_section(quick_run):
     for key in SECTIONS:
         assert f"## {key}: " in text
         assert f"Reproduce: `.venv/bin/python -m benchmarks --only {key} --threads 1 --quick`" in text
-    assert "(peer / ours)" in text and "(ours / peer)" in text  # both ratio kinds are rendered
+    assert "(peer / ours)" in text
+    assert "(ours / peer)" in text  # both ratio kinds are rendered
     assert "**The section failed**" not in text
 
 
@@ -49,14 +50,18 @@ def test_json_block_round_trips_with_ratios(quick_run):
     block = text[text.index(DATA_OPEN):]
     assert "--" not in block[len(DATA_OPEN):block.rindex("-->")]  # legal inside an HTML comment
     machine, sections = parse_previous(out)
-    assert machine["torch_threads"] == 1 and machine["load_average_start"]
+    assert machine["torch_threads"] == 1
+    assert machine["load_average_start"]
     assert list(sections) == list(SECTIONS)
     for section in sections.values():
-        assert section.quick and section.rows
+        assert section.quick
+        assert section.rows
         for row in section.rows:
-            assert row.ours is not None and row.ours > 0
+            assert row.ours is not None
+            assert row.ours > 0
             if row.peer is not None:
-                assert row.ratio is not None and row.ratio > 0
+                assert row.ratio is not None
+                assert row.ratio > 0
             for name, timing in section.timings.items():
                 assert len(timing["samples"]) >= 1, name
 
@@ -82,9 +87,11 @@ def test_regression_against_a_doctored_previous_file_is_flagged(quick_run, tmp_p
     assert status == 2
     report = new.read_text(encoding="utf-8")
     regressions = report[report.index("## Regressions"):report.index(DATA_OPEN)]
-    assert "**s4-kernel.forward.ours**" in regressions and "**s4-kernel.forward-backward.ours**" in regressions
+    assert "**s4-kernel.forward.ours**" in regressions
+    assert "**s4-kernel.forward-backward.ours**" in regressions
     # the sections not re-run are kept from the previous file and say so
-    assert "## pgd-cache: " in report and "Carried over from an earlier run" in report
+    assert "## pgd-cache: " in report
+    assert "Carried over from an earlier run" in report
 
 
 def _section(ours: float, peer: float, rate: float, quick: bool = False) -> Section:
@@ -119,16 +126,19 @@ def test_checker_flags_only_figures_more_than_15_percent_worse():
     assert flagged == ["demo.time.ours", "demo.time.ratio", "demo.time2.ratio"]
     # a quick run is never compared with a full one
     regressions, skipped = compare_sections([_section(ours=9.0, peer=1.0, rate=1.0, quick=True)], previous)
-    assert regressions == [] and "differs in mode" in skipped[0]
+    assert regressions == []
+    assert "differs in mode" in skipped[0]
 
 
 def test_targets_and_verdicts():
     row = Row(key="k", what="w", unit="s", ours=0.2, peer=2.98, ratio_kind="speedup",
               targets=[Target("ours", "<=", 0.15, "s"), Target("ratio", ">=", 15)])
     assert row.ratio == pytest.approx(14.9)
-    assert row.passed is False and row.verdict() == "**FAIL** (≤ 0.15 s, ≥ 15x)"
+    assert row.passed is False
+    assert row.verdict() == "**FAIL** (≤ 0.15 s, ≥ 15x)"
     row.ours, row.peer = 0.1, 2.0
-    assert row.passed is True and row.verdict() == "pass"
+    assert row.passed is True
+    assert row.verdict() == "pass"
     overhead = Row(key="o", what="w", unit="s", ours=1.06, peer=1.0, ratio_kind="overhead",
                    targets=[Target("ratio", "<=", 1.05)])
     assert overhead.passed is False
@@ -137,7 +147,9 @@ def test_targets_and_verdicts():
 def test_measure_reports_median_of_the_timed_runs_only():
     calls = []
     timing = measure(lambda: calls.append(1), repeats=3, warmup=2)
-    assert len(calls) == 5 and timing.repeats == 3 and len(timing.cpu_samples) == 3
+    assert len(calls) == 5
+    assert timing.repeats == 3
+    assert len(timing.cpu_samples) == 3
     assert timing.median == sorted(timing.samples)[1]
 
 

@@ -71,7 +71,8 @@ def test_the_masking_gap_is_pgd10_minus_autoattack_with_a_paired_interval(measur
 
 def test_every_measured_field_is_saved_as_soon_as_it_is_done(measured):
     _, _, saved = measured
-    assert eps_label(0.3) in saved[1]["autoattack"] and "pgd10" not in saved[1], [sorted(s) for s in saved]
+    assert eps_label(0.3) in saved[1]["autoattack"], [sorted(s) for s in saved]
+    assert "pgd10" not in saved[1], [sorted(s) for s in saved]
 
 
 def test_a_second_run_keeps_the_fields_measured_with_the_same_n_seed_and_code(tiny, measured):

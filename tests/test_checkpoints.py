@@ -36,5 +36,7 @@ def _check(entry):
         accuracy = float((predict(model, x) == y).float().mean())
         assert abs(accuracy - metrics["clean_sample"]["accuracy"]) <= 0.01, f"{entry['name']}: {accuracy}"
     card = (path / "README.md").read_text()
-    assert f"{metrics['clean']['accuracy']:.2%}" in card and f"n={metrics['clean']['n']}" in card
-    assert (path / "last" / "model.safetensors").exists() and (path / "curves.json").exists()
+    assert f"{metrics['clean']['accuracy']:.2%}" in card
+    assert f"n={metrics['clean']['n']}" in card
+    assert (path / "last" / "model.safetensors").exists()
+    assert (path / "curves.json").exists()

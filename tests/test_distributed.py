@@ -54,8 +54,10 @@ def test_single_process_helpers_change_nothing(monkeypatch):
     model = torch.nn.Linear(2, 2)
     assert distributed.wrap(model) is model
     assert distributed.all_gather_object({"a": 1}) == [{"a": 1}]
-    assert distributed.broadcast_object(3) == 3 and distributed.mean_across_ranks(2.5) == 2.5
-    assert distributed.is_main() and distributed.world_size() == 1
+    assert distributed.broadcast_object(3) == 3
+    assert distributed.mean_across_ranks(2.5) == 2.5
+    assert distributed.is_main()
+    assert distributed.world_size() == 1
     grad = torch.tensor([1.0, -2.0])
     assert torch.equal(distributed.average_gradients([grad])[0], torch.tensor([1.0, -2.0]))
     distributed.barrier()
@@ -73,7 +75,8 @@ def test_two_process_training_then_evaluation_matches_one_process(tmp_path):
     history = json.loads((out / "curves.json").read_text())["history"]
     assert [row["epoch"] for row in history] == [1, 2]
     assert history[1]["train_loss_running"] < history[0]["train_loss_running"]
-    assert (out / "model.safetensors").exists() and (out / "last" / "model.safetensors").exists()
+    assert (out / "model.safetensors").exists()
+    assert (out / "last" / "model.safetensors").exists()
     assert not list(out.rglob("*.tmp"))
     assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 2
 
@@ -85,10 +88,12 @@ def test_two_process_training_then_evaluation_matches_one_process(tmp_path):
               late_rank=True)
     assert main(["evaluate", *common, "--out", str(tmp_path / "single.json")]) == 0
     ddp, single = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("ddp", "single"))
-    assert ddp["clean"] == single["clean"] and ddp["clean"]["correct"] > 0
+    assert ddp["clean"] == single["clean"]
+    assert ddp["clean"]["correct"] > 0
     for a, b in zip(ddp["attacks"], single["attacks"], strict=True):
         assert (a["attack"], a["correct"], a["n"], a["accuracy"]) == (b["attack"], b["correct"], b["n"], b["accuracy"])
-        assert a["predictions"] == b["predictions"] and a["complete"]
+        assert a["predictions"] == b["predictions"]
+        assert a["complete"]
     assert ddp["worst_case"] == single["worst_case"]
     # not a vacuous comparison: some clean-correct points fall to the attack and some survive it
     assert any(0 < attack["correct"] < single["clean"]["correct"] for attack in single["attacks"])

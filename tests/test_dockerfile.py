@@ -62,7 +62,8 @@ def test_the_fetch_runs_as_the_runtime_user_into_the_cache_the_app_reads():
     steps = instructions()
     users = [(i, args.strip()) for i, (kind, args) in enumerate(steps) if kind == "USER"]
     before = [user for i, user in users if i < index]
-    assert before and before[-1] == "user", f"the fetch must run as the app's user, USER steps: {users}"
+    assert before, f"the fetch must run as the app's user, USER steps: {users}"
+    assert before[-1] == "user", f"the fetch must run as the app's user, USER steps: {users}"
     assert all(user == "user" for i, user in users if i > index), "the app must run as the user that fetched"
     fetch_env, final_env = env_values(index), env_values(len(steps))
     assert fetch_env["SSM_LAB_CACHE"].startswith(fetch_env["HOME"] + "/"), fetch_env

@@ -14,7 +14,8 @@ from ssm_models import create_model
 
 def test_wilson_interval_known_values():
     lo, hi = wilson_interval(8, 10)
-    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    assert lo == pytest.approx(0.4902, abs=1e-4)
+    assert hi == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 50)[0] == 0.0
     assert wilson_interval(50, 50)[1] == pytest.approx(1.0)
 
@@ -33,16 +34,20 @@ def tiny():
 def test_report_fields_and_worst_case(tiny):
     model, x, y = tiny
     rep = evaluate(model, x, y, [{"name": "fgsm"}, {"name": "pgd", "steps": 5}], eps=0.1, batch_size=5)
-    assert rep["n"] == 12 and rep["clean"]["accuracy"] == 1.0
+    assert rep["n"] == 12
+    assert rep["clean"]["accuracy"] == 1.0
     assert rep["threat_model"]["eps_label"].startswith("0.1")
     accs = [a["accuracy"] for a in rep["attacks"]]
     assert rep["worst_case"]["accuracy"] <= min(accs)
     assert all(len(a["ci95"]) == 2 for a in rep["attacks"])
     assert rep["versions"]["torch"] == torch.__version__
     assert [c["check"] for c in rep["gradient_checks"]] == ["float32 vs float64"]
-    assert rep["gradient_checks"][0]["agree"] and rep["flags"] == []
+    assert rep["gradient_checks"][0]["agree"]
+    assert rep["flags"] == []
     info = rep["model_info"]
-    assert info["clean_acc"] == "100.00" and info["threat_model"] == "Linf" and info["n_examples"] == 12
+    assert info["clean_acc"] == "100.00"
+    assert info["threat_model"] == "Linf"
+    assert info["n_examples"] == 12
     assert float(info["robust_acc"]) == pytest.approx(100 * rep["worst_case"]["accuracy"], abs=0.01)
     json.dumps(rep)  # the report is plain JSON
 
@@ -74,10 +79,12 @@ def test_eps_curve_is_monotone_and_transfer_shape(tiny):
     model, x, y = tiny
     curves = eps_curve({"a": model}, x, y, [0.0, 0.05, 0.2], {"name": "pgd", "steps": 5})
     accs = [r["accuracy"] for r in curves["curves"]["a"]]
-    assert accs[0] == 1.0 and accs[0] >= accs[1] >= accs[2]
+    assert accs[0] == 1.0
+    assert accs[0] >= accs[1] >= accs[2]
     other = create_model("s4", d_model=8, d_state=4, n_layers=1, image_size=8, tokenizer="patch", patch_size=2)
     t = transfer_matrix({"a": model, "b": other}, x, y, {"name": "fgsm"}, eps=0.1)
-    assert len(t["matrix"]) == 2 and len(t["matrix"][0]) == 2
+    assert len(t["matrix"]) == 2
+    assert len(t["matrix"][0]) == 2
 
 
 def test_evaluate_on_a_dataset_sample(tiny):
@@ -87,7 +94,9 @@ def test_evaluate_on_a_dataset_sample(tiny):
     model = create_model("s4", d_model=8, d_state=4, n_layers=1, image_size=28, tokenizer="patch", patch_size=7)
     data = load_dataset("mnist", "test")
     rep = evaluate_dataset(model, data, [{"name": "fgsm"}], n=30, eps=0.1, seed=1)
-    assert rep["n"] == 30 and rep["data"]["dataset"] == "mnist" and rep["data"]["split"] == "test"
+    assert rep["n"] == 30
+    assert rep["data"]["dataset"] == "mnist"
+    assert rep["data"]["split"] == "test"
     again = evaluate_dataset(model, data, [{"name": "fgsm"}], n=30, eps=0.1, seed=1)
     assert again["attacks"][0]["correct"] == rep["attacks"][0]["correct"]
 

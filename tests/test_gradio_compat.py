@@ -1,4 +1,4 @@
-"""The gradio work-arounds: fenced to the tested release line, refusing a changed target, keeping gradio's decorators."""
+"""The gradio work-arounds: fenced to the tested release line, refusing a changed target, keeping decorators."""
 from __future__ import annotations
 
 import warnings

@@ -61,12 +61,14 @@ def test_round_trip_is_bit_exact(arch, tmp_path):
     torch.manual_seed(123)
     loaded = load_model(tmp_path / "fn")
     assert torch.equal(torch.rand(3), expected_draw)  # loading leaves the caller's RNG stream alone
-    assert same_weights(model, loaded) and not loaded.training
+    assert same_weights(model, loaded)
+    assert not loaded.training
     x = torch.rand(2, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
     digest = hashlib.sha256((tmp_path / "fn" / "model.safetensors").read_bytes()).hexdigest()
-    assert loaded.source_info["sha256"] == digest and loaded.source_info["revision"] is None
+    assert loaded.source_info["sha256"] == digest
+    assert loaded.source_info["revision"] is None
 
 
 def test_model_card_metadata_and_body(tmp_path):
@@ -75,7 +77,8 @@ def test_model_card_metadata_and_body(tmp_path):
     metrics = {"clean_acc": 0.9812, "pgd10": {"adv_acc": 0.5}}
     save_pretrained(model, tmp_path, card={"metrics": metrics})
     card = ModelCard.load(tmp_path / "README.md")
-    assert card.data.library_name == "ssm-robustness-lab" and card.data.license == "mit"
+    assert card.data.library_name == "ssm-robustness-lab"
+    assert card.data.license == "mit"
     assert card.data.pipeline_tag == "image-classification"
     assert card.data.datasets is None  # no Hub data set recorded as the training data: none claimed
     assert {"state-space-model", "adversarial-robustness", "s4", "mnist", "pgd-at", "ads"} <= set(card.data.tags)
@@ -109,8 +112,10 @@ def test_download_then_offline_reload_from_cache(hub_server, monkeypatch):
     again = load_model("org/tiny")
     hub_server.env.set_offline(True)
     pinned = load_model(f"org/tiny@{loaded.source_info['revision']}")
-    assert time.perf_counter() - start < 10 and len(hub_server.requests) == seen
-    assert same_weights(model, again) and same_weights(model, pinned)
+    assert time.perf_counter() - start < 10
+    assert len(hub_server.requests) == seen
+    assert same_weights(model, again)
+    assert same_weights(model, pinned)
     assert again.source_info["sha256"] == loaded.source_info["sha256"]
 
 
@@ -129,7 +134,8 @@ def test_offline_cold_cache_unknown_repo_and_missing_files(hub_server, monkeypat
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match="offline and not in cache.*HF_HUB_OFFLINE"):
         load_model("org/tiny")
-    assert time.perf_counter() - start < 5 and len(hub_server.requests) == seen
+    assert time.perf_counter() - start < 5
+    assert len(hub_server.requests) == seen
 
 
 def test_revision_pinning(hub_server):
@@ -144,7 +150,8 @@ def test_revision_pinning(hub_server):
     assert same_weights(first, load_model("org/tiny", revision=sha_first))
     tagged = checkpoint(hub_server.root / "org" / "tiny@v1", seed=3)
     from_tag = load_model("org/tiny@v1")
-    assert same_weights(tagged, from_tag) and from_tag.source_info["requested_revision"] == "v1"
+    assert same_weights(tagged, from_tag)
+    assert from_tag.source_info["requested_revision"] == "v1"
     with pytest.raises(CheckpointError, match="conflicting revisions"):
         load_model("org/tiny@v1", revision=sha_first)
 
@@ -159,7 +166,8 @@ def test_server_faults_resume_fallback_and_corruption(hub_server):
                                     headers={"Range": "bytes=2-9"})  # small files are re-fetched whole; check Range
     with urllib.request.urlopen(ranged) as reply:
         config = (hub_server.root / "org/tiny/config.json").read_bytes()
-        assert reply.status == 206 and reply.read() == config[2:10]
+        assert reply.status == 206
+        assert reply.read() == config[2:10]
         assert reply.headers["Content-Range"] == f"bytes 2-9/{len(config)}"
     hub_server.inject("status", status=500, times=None)  # Hub down, files cached: served from the cache
     assert same_weights(model, load_model("org/tiny"))
@@ -337,7 +345,8 @@ def test_bad_repo_ids_and_revisions_never_reach_the_network(source, hub_server, 
     with pytest.raises(CheckpointError, match="invalid|not a shipped checkpoint|no such checkpoint directory"):
         load_model(source)
     assert hub_server.requests == []
-    assert not list(tmp_path.rglob("evil")) and not list(tmp_path.rglob("x"))
+    assert not list(tmp_path.rglob("evil"))
+    assert not list(tmp_path.rglob("x"))
 
 
 def test_symlinks_out_of_the_checkpoint_directory_are_refused(tmp_path):
@@ -365,7 +374,8 @@ def test_list_and_resolve_checkpoints(tmp_path):
     with pytest.warns(UserWarning, match="skipping checkpoint .*broken"):
         found = list_checkpoints(root)
     assert [c["name"] for c in found] == ["mnist/s4-pgd"]
-    assert found[0]["config"] == model.config.to_dict() and found[0]["metrics"] == {"clean_acc": 0.97}
+    assert found[0]["config"] == model.config.to_dict()
+    assert found[0]["metrics"] == {"clean_acc": 0.97}
     assert found[0]["has_weights"]
     directory = str((root / "mnist" / "s4-pgd").resolve())
     assert resolve_checkpoint("mnist/s4-pgd", root) == directory

@@ -20,7 +20,8 @@ def test_a_pushed_model_holds_the_files_save_pretrained_writes_and_loads_back(hu
     assert info.oid == hub_server.commit_of("org/pushed")
     save_pretrained(model, tmp_path / "local", card=card)
     for name in ("config.json", "model.safetensors", "README.md", "metrics.json"):
-        assert (hub_server.root / "org" / "pushed" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+        pushed = (hub_server.root / "org" / "pushed" / name).read_bytes()
+        assert pushed == (tmp_path / "local" / name).read_bytes(), name
     loaded = load_model("org/pushed")
     assert loaded.source_info["revision"] == info.oid
     x = torch.rand(2, 1, 8, 8)

@@ -29,7 +29,8 @@ RGB = Image.fromarray((rng.random((37, 23, 3)) * 255).astype(np.uint8))
 @pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
 def test_formats_convert_to_model_input(data, channels, size):
     arr = load_image(data, channels, size)
-    assert arr.shape == (channels, size, size) and arr.dtype == np.uint8
+    assert arr.shape == (channels, size, size)
+    assert arr.dtype == np.uint8
 
 
 def test_exif_rotation_is_applied():
@@ -39,7 +40,8 @@ def test_exif_rotation_is_applied():
     exif[0x0112] = 6  # rotate 90 degrees clockwise on display
     arr = load_image(_bytes(img, "JPEG", exif=exif.tobytes()), 1, 20)
     # after rotation the white half is on top
-    assert arr[0, :8].mean() > 200 and arr[0, -8:].mean() < 50
+    assert arr[0, :8].mean() > 200
+    assert arr[0, -8:].mean() < 50
 
 
 def test_alpha_is_composited_on_white():
@@ -74,11 +76,15 @@ def test_decompression_bomb_is_refused_before_decoding():
 
 def test_arrays_and_display_helpers():
     arr = to_model_array(np.full((5, 5, 3), 0.5), 3, 5)
-    assert arr.shape == (3, 5, 5) and abs(int(arr[0, 0, 0]) - 128) <= 1
+    assert arr.shape == (3, 5, 5)
+    assert abs(int(arr[0, 0, 0]) - 128) <= 1
     with pytest.raises(ImageInputError, match="NaN"):
         to_model_array(np.full((5, 5), np.nan), 1, 5)
     x = to_tensor(arr)
-    assert x.shape == (1, 3, 5, 5) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (1, 3, 5, 5)
+    assert 0 <= x.min()
+    assert x.max() <= 1
     assert to_display(x, scale=2).shape == (10, 10, 3)
     d = perturbation_display(torch.tensor([[[0.1, -0.1], [0.0, 0.05]]]))
-    assert d.shape == (2, 2, 3) and tuple(d[1, 0]) == (255, 255, 255)
+    assert d.shape == (2, 2, 3)
+    assert tuple(d[1, 0]) == (255, 255, 255)

@@ -49,7 +49,8 @@ def busy_server(checkpoints, tmp_path_factory):
 
 def test_concurrent_users_get_exactly_what_a_sequential_run_gives(busy_server, tmp_path):
     report = load_test.run(busy_server, users=4, attacks=2, models=MODELS, quick=True, downloads=tmp_path)
-    assert report["errors"] == [] and report["replay_errors"] == []
+    assert report["errors"] == []
+    assert report["replay_errors"] == []
     assert report["completed"] == report["compared"] == 8
     assert report["mismatches"] == []
     assert report["rejected_then_completed"] == report["rejected_requests"]
@@ -81,7 +82,8 @@ def test_a_full_queue_refuses_clearly_and_a_later_retry_is_served(busy_server, t
     for job in running + [waiting]:
         assert job.result(timeout=120)[-1]["results"]["success"] is False
     clean, adv, *_ = clients[3].predict(**load_test.make_request(3, 0, MODELS), api_name="/attack")
-    assert adv and clean
+    assert adv
+    assert clean
 
 
 def test_soak_leaves_no_memory_fd_or_temp_file_growth(checkpoints, tmp_path):
@@ -93,9 +95,11 @@ def test_soak_leaves_no_memory_fd_or_temp_file_growth(checkpoints, tmp_path):
     growth = soak.growth(report)
     idle, ref = report["after_idle"], growth["ref"]
     assert growth["rss"] < soak.RSS_GROWTH_LIMIT, growth
-    assert growth["fds"] <= 4 and idle.fds <= ref.fds + 4, (growth, idle)
+    assert growth["fds"] <= 4, (growth, idle)
+    assert idle.fds <= ref.fds + 4, (growth, idle)
     # files were made along the way; after the idle period only the last attack's are left, no older file or folder
-    assert growth["temp_files_max"] > 0 and idle.temp_files > 0, (growth, idle)
+    assert growth["temp_files_max"] > 0, (growth, idle)
+    assert idle.temp_files > 0, (growth, idle)
     assert idle.stale_files == idle.stale_dirs == 0, idle
     assert soak.passed(report)
 
@@ -157,8 +161,10 @@ def test_the_cache_clean_up_survives_files_added_while_it_runs(tmp_path):
     finally:
         stop.set()
         adder.join()
-    assert old.exists() and young.exists()  # both younger than an hour
+    assert old.exists()
+    assert young.exists()  # both younger than an hour
     assert not any("missing" in f or "already-gone" in f for f in files)  # forgotten, not kept for ever
     time.sleep(1.1)
     route_utils.delete_files_created_by_app(blocks, age=1)
-    assert not old.exists() and not young.exists()
+    assert not old.exists()
+    assert not young.exists()

@@ -39,7 +39,8 @@ def test_shapes_gradients_and_probes(arch):
         assert rec[f"layers.1.{component}"].shape == (3, 64, 16)
     logits.logsumexp(-1).sum().backward()
     for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
         if ".kernel." in name:
             assert p.grad.abs().sum() > 0, name  # the kernel parameters are trained, not just carried
 
@@ -54,13 +55,16 @@ def test_registered_defaults_and_reference_parameter_layout():
         "ssm.D": (1, 16), "output_linear.weight": (16, 16), "output_linear.bias": (16,),
     }
     mixer = make("s4").layers[0].mixer
-    assert list(mixer.probe_points) == ["ssm", "act", "ads", "linear"] and mixer.ads is None and mixer.act is None
+    assert list(mixer.probe_points) == ["ssm", "act", "ads", "linear"]
+    assert mixer.ads is None
+    assert mixer.act is None
 
 
 def test_dt_initialisation_is_inside_the_configured_range():
     model = make("dss", dt_min=0.01, dt_max=0.02)
     dt = torch.exp(model.layers[0].mixer.ssm.kernel.log_dt)
-    assert dt.min() >= 0.01 * (1 - 1e-6) and dt.max() <= 0.02 * (1 + 1e-6)
+    assert dt.min() >= 0.01 * (1 - 1e-6)
+    assert dt.max() <= 0.02 * (1 + 1e-6)
 
 
 # ----- convolution == recurrence -------------------------------------------------------------------
@@ -229,7 +233,8 @@ def test_s5_toeplitz_path_matches_doubling_scan_and_recurrence(length):
             p.add_(0.1 * torch.randn_like(p))
     u = torch.randn(3, length, 16, dtype=torch.float64, requires_grad=True)
     fast, doubling = ssm(u), ssm.forward_doubling(u)
-    assert rel_err(fast, doubling) < 1e-12 and rel_err(fast, ssm.forward_sequential(u)) < 1e-12
+    assert rel_err(fast, doubling) < 1e-12
+    assert rel_err(fast, ssm.forward_sequential(u)) < 1e-12
     g = torch.randn_like(fast)
     params = [u, *ssm.parameters()]
     for a, b in zip(torch.autograd.grad(fast, params, g), torch.autograd.grad(doubling, params, g)):
@@ -314,7 +319,8 @@ def test_kernel_cache_reused_when_frozen_and_invalidated_on_change(arch, event, 
         assert len(calls) == SMALL["n_layers"]  # cached: no recomputation, input gradients still flow
         assert torch.equal(first, second)
         second.sum().backward()
-        assert x.grad is not None and x.grad.abs().sum() > 0
+        assert x.grad is not None
+        assert x.grad.abs().sum() > 0
         EVENTS[event](model)
         x = x.detach().to(next(model.parameters()).dtype)
         after = model(x)

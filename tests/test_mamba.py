@@ -44,7 +44,8 @@ def test_fast_scan_matches_sequential_outputs_and_gradients(length, block, dtype
     reference_grads = torch.autograd.grad(reference, inputs, grad_y)
     for name, a, b in zip(["x", "dt", "A", "B", "C", "D"], fast_grads, reference_grads):
         if length == 1 and name == "A":  # no step ever decays a nonzero state: dL/dA is exactly zero
-            assert a.abs().max() == 0 and b.abs().max() == 0
+            assert a.abs().max() == 0
+            assert b.abs().max() == 0
             continue
         assert rel_err(a, b) < TOLERANCE[dtype], name
 
@@ -134,7 +135,9 @@ def test_shapes_gradients_and_probes():
     logits.logsumexp(-1).sum().backward()
     assert x.grad.abs().sum() > 0
     for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
 
 
 def test_state_dict_keys_shapes_and_initialisation_follow_mamba_ssm():
@@ -148,15 +151,18 @@ def test_state_dict_keys_shapes_and_initialisation_follow_mamba_ssm():
     assert torch.allclose(mixer.A_log, torch.log(torch.arange(1.0, 9.0)).expand(inner, 8))
     assert torch.equal(mixer.D, torch.ones(inner))
     dt = torch.nn.functional.softplus(mixer.dt_proj.bias)
-    assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 1e-1 * (1 + 1e-5)
+    assert dt.min() >= 1e-3 * (1 - 1e-5)
+    assert dt.max() <= 1e-1 * (1 + 1e-5)
     assert mixer.dt_proj.weight.abs().max() <= rank ** -0.5
 
 
 def test_ads_placement():
     inside = make(ads="sigmoid").layers[0]
-    assert inside.mixer.ads.scale.in_features == 32 and inside.residual_ads is None
+    assert inside.mixer.ads.scale.in_features == 32
+    assert inside.residual_ads is None
     residual = make(ads="sigmoid", ads_position="residual").layers[0]
-    assert residual.mixer.ads is None and residual.residual_ads is not None
+    assert residual.mixer.ads is None
+    assert residual.residual_ads is not None
     assert "layers.0.ads" not in probe_names(make(ads="sigmoid", ads_position="residual"))
 
 

@@ -53,7 +53,8 @@ def test_pgd_stays_in_ball_and_box():
     tm = ThreatModel(eps=0.2, step_size=0.1, steps=5)
     adv = pgd_linf(model, x, y, tm, torch.Generator().manual_seed(0))
     assert (adv - x).abs().max() <= 0.2 + 1e-6
-    assert adv.min() >= 0 and adv.max() <= 1
+    assert adv.min() >= 0
+    assert adv.max() <= 1
     assert all(p.requires_grad for p in model.parameters())  # frozen() restored the flags
 
 

@@ -12,7 +12,8 @@ def _commands() -> list[str]:
 
 def test_readme_starts_with_launch_and_test_commands():
     launch, test = _commands()[:2]
-    assert launch.endswith("python -m app") and "pytest" in test
+    assert launch.endswith("python -m app")
+    assert "pytest" in test
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
@@ -24,4 +25,5 @@ def test_app_script_tab_shows_the_readme_example():
     from app.ui import api_doc
 
     doc = api_doc()
-    assert "from gradio_client import Client" in doc and 'api_name="/attack"' in doc
+    assert "from gradio_client import Client" in doc
+    assert 'api_name="/attack"' in doc

@@ -130,7 +130,8 @@ def test_imported_model_computes_the_reference_function(arch, dataset, dtype):
                                                                                    DATASETS[dataset][1])
     assert (cfg.arch, cfg.d_model, cfg.n_layers, cfg.num_classes, cfg.in_channels) == (arch, WIDTH, LAYERS, CLASSES,
                                                                                        DATASETS[dataset][0])
-    assert not model.training and next(model.parameters()).dtype == dtype
+    assert not model.training
+    assert next(model.parameters()).dtype == dtype
 
 
 @pytest.mark.parametrize("stored_length", [0, 256, 768, 2048])
@@ -229,7 +230,8 @@ def test_file_wrappers_and_dataparallel_prefix(tmp_path):
     for wrap in ("state_dict", "model"):
         torch.save({wrap: prefixed, "epoch": 3, "optimizer": {"lr": 1e-3}}, tmp_path / f"{wrap}.pt")
         loaded = load_reference_state(tmp_path / f"{wrap}.pt")
-        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+        assert loaded.keys() == state.keys()
+        assert all(torch.equal(loaded[k], state[k]) for k in state)
     torch.save(prefixed, tmp_path / "ckpt.pt")
     model = import_reference(tmp_path / "ckpt.pt", arch="s4", dataset="mnist", dtype=torch.float64)
     x = images("mnist")
@@ -270,7 +272,8 @@ def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path, capsys):
     assert main(["import-reference", str(tmp_path / "evil.pt"), "--arch", "s4", "--dataset", "mnist",
                  "--out", str(out)]) == 2
     assert "weights_only" in capsys.readouterr().err
-    assert not marker.exists() and not out.exists()
+    assert not marker.exists()
+    assert not out.exists()
     # control: the payload is live, a full unpickle would have created the marker
     torch.load(tmp_path / "evil.pt", weights_only=False)["payload"].close()
     assert marker.exists()

@@ -31,7 +31,8 @@ def test_the_corpus_covers_the_issue():
     names = [c.name for c in corpus.CASES]
     assert len(names) == len(set(names)) >= 40
     per_category = collections.Counter(c.category for c in corpus.CASES)
-    assert set(per_category) == ISSUE_CATEGORIES and min(per_category.values()) >= 2
+    assert set(per_category) == ISSUE_CATEGORIES
+    assert min(per_category.values()) >= 2
     assert sum(len(c.where) for c in corpus.CASES) >= 150  # most cases run both locally and through a Hub
 
 
@@ -71,7 +72,8 @@ def test_the_cache_stays_clean_and_the_good_checkpoint_keeps_loading(results):
 
 def test_bad_names_never_reach_the_hub(results):
     names = [r for r in results if r["category"] == "traversal" and r["where"] == "hub"]
-    assert len(names) >= 5 and all(r["requests"] == 0 for r in names)
+    assert len(names) >= 5
+    assert all(r["requests"] == 0 for r in names)
 
 
 def test_the_checks_can_fail():
@@ -103,7 +105,8 @@ def test_a_fault_gives_a_clean_retry_or_a_clear_error(faults, fault):
     (trial,) = faults[fault]
     assert trial["outcome"] in ("loaded", "error"), trial
     assert trial["as_expected"], trial  # loads, or a CheckpointError with the message this fault calls for
-    assert trial["cache_after_fault"] == [] and trial["cache_after_next"] == []
+    assert trial["cache_after_fault"] == []
+    assert trial["cache_after_next"] == []
     assert trial["next_ok"], trial.get("next_error")
     if fault in ("drop-once", "drop-every-time", "server-dies", "500-get-once", "500-get-always", "500-always"):
         assert trial["waits_skipped"] > 0  # it did retry, after a pause

@@ -39,11 +39,13 @@ def test_config_rejects_unknown_keys():
 def test_probe_names_complete_and_in_order(arch):
     model = create_model(arch, ads="sigmoid", **SMALL)
     names = probe_names(model)
-    assert names[:2] == ["embed", "embed_norm"] and names[-2:] == ["pool", "logits"]
+    assert names[:2] == ["embed", "embed_norm"]
+    assert names[-2:] == ["pool", "logits"]
     for i in range(2):
         layer = [n for n in names if n.startswith(f"layers.{i}.")]
         assert layer[-1] == f"layers.{i}.residual_norm"
-        assert f"layers.{i}.ssm" in layer and f"layers.{i}.ads" in layer
+        assert f"layers.{i}.ssm" in layer
+        assert f"layers.{i}.ads" in layer
     x = torch.rand(2, 1, 8, 8)
     with record(model) as rec:
         logits = model(x)
@@ -93,14 +95,17 @@ def test_tokenizers_order_and_maps():
     values = torch.zeros(2, 16)
     values[:, 0] = 3.0  # token 0 covers flat CHW elements 0, 1, 2 = channel 0, pixels (0,0),(0,1),(0,2)
     m = paper.token_map(values, 4, 3)
-    assert m.shape == (2, 4, 4) and m[0, 0, 0] == 1.0 and m[0, 0, 3] == 0.0
+    assert m.shape == (2, 4, 4)
+    assert m[0, 0, 0] == 1.0
+    assert m[0, 0, 3] == 0.0
     patch = PatchTokens(3, 5, 2)
     assert patch(x).shape == (2, 4, 5)
     # the fast path (flattened patches times the weight matrix) is the strided convolution, values and gradients
     images = torch.rand(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
     coarse = PatchTokens(3, 5, 4).double()
     fast, slow = coarse(images), coarse.forward_conv(images)
-    assert fast.shape == (2, 4, 5) and torch.allclose(fast, slow, atol=1e-13)
+    assert fast.shape == (2, 4, 5)
+    assert torch.allclose(fast, slow, atol=1e-13)
     g = torch.randn_like(fast)
     inputs = (images, coarse.proj.weight, coarse.proj.bias)
     for a, b in zip(torch.autograd.grad(fast, inputs, g), torch.autograd.grad(slow, inputs, g)):

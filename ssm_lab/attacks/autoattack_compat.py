@@ -1,4 +1,4 @@
-"""Every reliance on pyautoattack's internals in one place, checked against the pyautoattack version it was written for."""
+"""Every reliance on pyautoattack's internals in one place, checked against the version it was written for."""
 from __future__ import annotations
 
 import contextlib
