@@ -14,7 +14,7 @@ from .sections.common import UNBREAKABLE_EPS, own_labels
 
 INTERACTIVE_TARGET_S = {"mamba": 1.5, "s4": 0.5}
 CIFAR_EPS = 8 / 255
-ROBUST_IMAGES = {"mamba": 8, "s4": 100}  # full mode; each image costs 11 passes of the model
+ROBUST_IMAGES = {"mamba": 4, "s4": 50}  # full mode; each image costs 11 passes of the model
 EPOCH_IMAGES, TRAIN_BATCH, TRAIN_BATCHES = 50_000, 64, 4
 NAMES = {"mamba": "Mamba", "s4": "S4"}
 
@@ -54,6 +54,7 @@ def served(models: dict):
 
 def _interactive(section, settings, models: dict, cifar_ok: bool) -> None:
     from app.handlers import run_attack
+    from app.request_types import AttackRequest
 
     dataset = "CIFAR-10" if cifar_ok else "MNIST"
     args = dict(source="dataset", dataset=dataset, index=0, upload=None, sketch=None, attack="PGD (Linf)",
@@ -62,7 +63,8 @@ def _interactive(section, settings, models: dict, cifar_ok: bool) -> None:
     names = {arch: f"paper-{arch}" for arch in models}
     with served({names[arch]: model for arch, model in models.items()}):
         for arch in models:
-            timing = section.add_timing(f"{arch}.app_pgd", measure(lambda: run_attack(names[arch], **args),
+            request = AttackRequest(model=names[arch], **args)
+            timing = section.add_timing(f"{arch}.app_pgd", measure(lambda: run_attack(request),
                                                                    settings.repeats(2, 1), memory=False))
             section.rows.append(Row(
                 key=f"{arch}-app-pgd", what=f"{NAMES[arch]} PGD-{args['steps']} on one image through "
