@@ -17,9 +17,9 @@ MAMBA_FORWARD_S, MAMBA_GRAD_S, MAMBA_BATCH_GROWTH, MAMBA_PEAK_MB = 0.100, 0.250,
 S4_FORWARD_S, S4_GRAD_S = 0.008, 0.020
 # Mamba's batch-100 passes take tens of seconds on this shared machine: one timed run each (said in the rows)
 BIG_REPEATS = 1
-TWO_THREAD_BATCH = {"mamba": 2, "s4": 100}
+TWO_THREAD_BATCH = {"mamba": 1, "s4": 50}
 NAMES = {"mamba": "Mamba", "s4": "S4"}
-PEER_BATCH = 2  # mambapy's scan holds several (batch, L, E, N) tensors (67 MB per image each): a small batch
+PEER_BATCH = 1  # mambapy's scan holds several (batch, L, E, N) tensors (67 MB per image each): a small batch
 
 
 def _per_image(timing: Timing, batch: int) -> Timing:
