@@ -1,4 +1,4 @@
-"""Mamba's selective scan on CPU: a tiled, time-blocked scan with a hand-written backward, and a sequential reference."""
+"""Mamba's selective scan on CPU: a tiled, time-blocked scan with a hand-written backward, and a slow reference."""
 from __future__ import annotations
 
 import math
@@ -117,13 +117,12 @@ class _TiledSelectiveScan(torch.autograd.Function):
             for index, s in enumerate(range(0, length, block)):
                 k = min(block, length - s)
                 span = slice(s, s + k)
-                if index:
-                    h_start = starts[index, bs, es].copy_(h[k_prev - 1, :bt, :et])
+                if index:  # every block but the last is `block` steps long, so the previous one ended at block - 1
+                    h_start = starts[index, bs, es].copy_(h[block - 1, :bt, :et])
                 d, hk = decay[:k, :bt, :et], h[:k, :bt, :et]
                 _block_states(d, hk, dt_tm[span, bs, es], dtx_tm[span, bs, es], A2[es], B_tm[span, bs], h_start)
                 c_rows = C_tm[span, bs].reshape(k * bt, n)
                 y[span, bs, es] = _row_times(c_rows, _flat(hk).transpose(1, 2)).view(k, bt, et)
-                k_prev = k
         ctx.save_for_backward(x, dt, A, B, C, starts)
         ctx.plan = plan
         return y.transpose(0, 1)  # (batch, L, E)
