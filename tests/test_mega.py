@@ -2,7 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from model_helpers import rel_err, seeded_model
+from model_helpers import assert_gradients_reach_every_parameter, rel_err, seeded_model
 
 from ssm_models import probe_names, record
 from ssm_models.kernels import CachedKernel, fft_conv
@@ -27,12 +27,7 @@ def test_shapes_gradients_and_probes(chunk):
     assert rec["layers.1.attn"].shape == (3, 64, 24)  # value width = mega_hidden
     for component in ("ssm", "ads", "linear", "gate"):
         assert rec[f"layers.1.{component}"].shape == (3, 64, 16), component
-    logits.logsumexp(-1).sum().backward()
-    assert x.grad.abs().sum() > 0
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        assert torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, name
+    assert_gradients_reach_every_parameter(model, logits, x)
 
 
 def test_ema_kernel_equals_the_damped_ema_recurrence():
