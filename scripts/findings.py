@@ -18,6 +18,7 @@ import torch
 
 from ssm_lab.analysis import error_scaling, summarize_by_component
 from ssm_lab.attacks import make_attack
+from ssm_lab.cards import EARLIER_ALGORITHM
 from ssm_lab.catalogue import catalogue_entries
 from ssm_lab.data import load_dataset, sample_indices
 from ssm_lab.datasets.info import DATASETS
@@ -97,6 +98,17 @@ def say(found: list[dict]) -> list[str]:
     return [f"- {c['text']}" for c in found] or ["- (no pair of trained checkpoints to compare yet)"]
 
 
+def earlier_code_notes(cards: list[dict]) -> list[str]:
+    """A warning under the table for every cell whose checkpoint was trained by the earlier YOPO/FreeAT code."""
+    names = [e["name"] for e in cards if e["method"] in EARLIER_ALGORITHM
+             and "freeat_equal_budget" not in ((e["meta"].get("train_config")) or {})]
+    if not names:
+        return []
+    return [f"Trained with this project's earlier YOPO/FreeAT code, before this release fixed it (see each card): "
+            f"{', '.join(f'`{n}`' for n in names)}. Their cells are not measurements of the current algorithms.",
+            ""]
+
+
 def card_sections(cards: list[dict]) -> list[str]:
     """Table 1, Table 2 and the comparisons, all from the cards' AutoAttack figures at the threat model."""
     mnist = [e for e in cards if e["dataset"] == "mnist"]
@@ -105,7 +117,7 @@ def card_sections(cards: list[dict]) -> list[str]:
              "Each cell: clean accuracy on the full test set / **AutoAttack standard** at Linf eps "
              f"{DATASETS['mnist'].eps_label} on the card's "
              "stratified test images, with 95% Wilson intervals and n; checkpoints without AdS. Card metrics from "
-             "each checkpoint's metrics.json.", "", *table1(mnist), "",
+             "each checkpoint's metrics.json.", "", *table1(mnist), "", *earlier_code_notes(cards),
              "## Table 2: MNIST, AdS variants under PGD-AT", "", "Same cells as Table 1.", "", *table2(mnist), "",
              "### What the AutoAttack numbers say", "",
              "A difference is stated only when the two 95% intervals do not overlap; otherwise the sentence says "
