@@ -18,7 +18,7 @@ import torch
 
 from ssm_lab.analysis import error_scaling, summarize_by_component
 from ssm_lab.attacks import make_attack
-from ssm_lab.cards import EARLIER_ALGORITHM
+from ssm_lab.cards import trained_with_earlier_code
 from ssm_lab.catalogue import catalogue_entries
 from ssm_lab.data import load_dataset, sample_indices
 from ssm_lab.datasets.info import DATASETS
@@ -100,8 +100,7 @@ def say(found: list[dict]) -> list[str]:
 
 def earlier_code_notes(cards: list[dict]) -> list[str]:
     """A warning under the table for every cell whose checkpoint was trained by the earlier YOPO/FreeAT code."""
-    names = [e["name"] for e in cards if e["method"] in EARLIER_ALGORITHM
-             and "freeat_equal_budget" not in ((e["meta"].get("train_config")) or {})]
+    names = [e["name"] for e in cards if trained_with_earlier_code(e["meta"])]
     if not names:
         return []
     return [f"Trained with this project's earlier YOPO/FreeAT code, before this release fixed it (see each card): "

@@ -170,7 +170,7 @@ def card_description(cfg, metrics: dict) -> str:
     ]
     if method != "st" and tm:
         training.append(f"- training attack: {training_attack(method, tc, tm)}")
-        if method in EARLIER_ALGORITHM and "freeat_equal_budget" not in tc:
+        if trained_with_earlier_code(meta):
             training.append(f"- **trained with this project's earlier {method} code**: {EARLIER_ALGORITHM[method]}; "
                             "the current code differs, so this checkpoint is not its measurement")
         if tc.get("eps_warmup_epochs"):
@@ -230,6 +230,11 @@ EARLIER_ALGORITHM = {
     "freeat": "its carried perturbation was reset whenever the minibatch shape changed, and its epochs were not "
               "divided by the replay count m",
 }
+
+
+def trained_with_earlier_code(meta: dict) -> bool:
+    """A YOPO or FreeAT run whose train_config predates `freeat_equal_budget`, i.e. the fixes of both methods."""
+    return meta.get("method") in EARLIER_ALGORITHM and "freeat_equal_budget" not in (meta.get("train_config") or {})
 
 
 def training_attack(method: str, tc: dict, tm: dict) -> str:
