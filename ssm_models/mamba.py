@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ads import AdaptiveScaling
-from .pscan import selective_scan, selective_scan_sequential
+from .pscan import selective_scan, selective_scan_sequential, selective_scan_tiled
 from .registry import register_model
 
-SCANS = {"parallel": selective_scan, "sequential": selective_scan_sequential}
+# "parallel": the compiled kernel when built, else "tiled" (pure PyTorch); "sequential": the step-by-step reference
+SCANS = {"parallel": selective_scan, "tiled": selective_scan_tiled, "sequential": selective_scan_sequential}
 
 
 class SelectiveSSM(nn.Module):

@@ -6,6 +6,8 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import scan_ext
+
 # elements of one tile's state (batch tile, channel tile, N): 256 KB in float32, so a time block of its buffers
 # (decays, states, and in the backward their gradients) stays within a core's L2/L3 share
 TILE_ELEMENTS = 1 << 14
@@ -19,9 +21,19 @@ LOG2_E = 1 / math.log(2)
 def selective_scan(x, dt, A, B, C, D=None, block: int | None = None, tile: int | None = None):
     """y_t = C_t h_t (+ D x_t), h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, h_{-1} = 0.
 
-    x, dt (batch, L, E); A (E, N); B, C (batch, L, N); D (E) or None -> y (batch, L, E). `block` (time steps)
-    and `tile` (state elements per tile) override the cache-sized defaults (tests use them to cover edges).
+    x, dt (batch, L, E); A (E, N); B, C (batch, L, N); D (E) or None -> y (batch, L, E). Runs the compiled
+    kernel (scan_ext) when it is built, not switched off by SSM_LAB_SCAN_EXT=0, and the inputs are CPU
+    float32/float64; else the PyTorch tiled scan, whose `block` (time steps) and `tile` (state elements per
+    tile) override its cache-sized defaults (tests use them to cover edges; giving either selects it).
     """
+    if block is None and tile is None and scan_ext.supports(x, dt, A, B, C) and scan_ext.enabled():
+        y = scan_ext.compiled_scan(x, dt, A, B, C)  # (batch, L, E)
+        return y if D is None else y + D * x
+    return selective_scan_tiled(x, dt, A, B, C, D, block, tile)
+
+
+def selective_scan_tiled(x, dt, A, B, C, D=None, block: int | None = None, tile: int | None = None):
+    """`selective_scan` by the pure-PyTorch tiled scan, whatever is built (same arguments)."""
     plan = scan_plan(*x.shape, A.shape[1], block, tile)
     y = _TiledSelectiveScan.apply(x, dt, A, B, C, plan)  # (batch, L, E)
     return y if D is None else y + D * x
