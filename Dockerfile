@@ -24,6 +24,11 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "$(grep -E '^to
  && rm /tmp/runtime-requirements.txt
 
 COPY --chown=user:user ssm_models ./ssm_models
+# The compiled selective scan (Mamba at paper scale): the slim image has no compiler, so g++ comes and goes in this
+# one step and never reaches a layer; --require fails the build rather than ship the slower PyTorch scan silently
+RUN apt-get update && apt-get install -y --no-install-recommends g++ \
+ && python -m ssm_models.scan_ext build --require \
+ && apt-get purge -y --auto-remove g++ && rm -rf /var/lib/apt/lists/*
 COPY --chown=user:user ssm_lab ./ssm_lab
 COPY --chown=user:user app ./app
 COPY --chown=user:user checkpoints ./checkpoints

@@ -13,6 +13,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
+# The compiled selective scan (Mamba at paper scale) needs a C++ compiler: Debian's g++ when root and missing
+if ! command -v c++ >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null \
+    || echo "setup: could not install g++ with apt-get" >&2
+fi
+# Quick when the build matches the source; never fatal: without it Mamba uses the (slower) PyTorch scan
+.venv/bin/python -m ssm_models.scan_ext build
 # The browser the browser tests drive: Debian's chromium when running as root (CI, containers), else Playwright's
 # own download. Never fatal: without a browser only the browser tests fail, and they say how to get one.
 playwright_browsers=${PLAYWRIGHT_BROWSERS_PATH:-$HOME/.cache/ms-playwright}

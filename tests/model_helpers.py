@@ -26,3 +26,16 @@ def assert_gradients_reach_every_parameter(model: torch.nn.Module, logits: torch
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
+
+
+def scan_inputs(batch, length, inner, state, dtype):
+    """Seeded selective-scan inputs x, dt, A, B, C, D, each requiring grad."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, length, inner, dtype=dtype, generator=g)
+    # dt spans gentle to strong decay, so some states forget within a few steps
+    dt = torch.nn.functional.softplus(2 * torch.randn(batch, length, inner, dtype=dtype, generator=g) - 2)
+    A = -torch.exp(torch.randn(inner, state, dtype=dtype, generator=g))
+    B = torch.randn(batch, length, state, dtype=dtype, generator=g)
+    C = torch.randn(batch, length, state, dtype=dtype, generator=g)
+    D = torch.randn(inner, dtype=dtype, generator=g)
+    return [t.requires_grad_() for t in (x, dt, A, B, C, D)]

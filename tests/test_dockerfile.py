@@ -91,3 +91,16 @@ def test_the_fetch_line_falls_back_with_one_message_when_offline(tmp_path):
     done = subprocess.run(["sh", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "the app will use the bundled test samples" in done.stdout
+
+
+def test_the_image_builds_the_compiled_scan_with_a_compiler_that_leaves_in_the_same_step():
+    steps = instructions()
+    builds = [i for i, (kind, args) in enumerate(steps) if kind == "RUN" and "-m ssm_models.scan_ext build" in args]
+    assert len(builds) == 1, f"expected one RUN building the scan kernel, found {builds}"
+    command = steps[builds[0]][1]
+    assert "--require" in command.split(), "a failed kernel build must fail the image build"
+    assert command.index("install") < command.index("scan_ext build") < command.index("purge"), command
+    copied = [i for i, (kind, args) in enumerate(steps) if kind == "COPY" and args.split()[-2] == "ssm_models"]
+    assert copied and copied[0] < builds[0], "the kernel source must be copied before it is built"
+    users = [i for i, (kind, args) in enumerate(steps) if kind == "USER"]
+    assert users and builds[0] < users[0], "apt-get needs root: build before the USER step"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from mambapy.mamba import MambaBlock as ReferenceMambaBlock
 from mambapy.mamba import MambaConfig as ReferenceConfig
-from model_helpers import assert_gradients_reach_every_parameter, rel_err, seeded_model
+from model_helpers import assert_gradients_reach_every_parameter, rel_err, scan_inputs, seeded_model
 
 from ssm_models import create_model, probe_names, record
 from ssm_models.mamba import MambaBlock
@@ -17,18 +17,6 @@ TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 
 def make(dtype=torch.float32, **overrides) -> torch.nn.Module:
     return seeded_model("mamba", SMALL, dtype, **overrides)
-
-
-def scan_inputs(batch, length, inner, state, dtype):
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, length, inner, dtype=dtype, generator=g)
-    # dt spans gentle to strong decay, so some states forget within a few steps
-    dt = torch.nn.functional.softplus(2 * torch.randn(batch, length, inner, dtype=dtype, generator=g) - 2)
-    A = -torch.exp(torch.randn(inner, state, dtype=dtype, generator=g))
-    B = torch.randn(batch, length, state, dtype=dtype, generator=g)
-    C = torch.randn(batch, length, state, dtype=dtype, generator=g)
-    D = torch.randn(inner, dtype=dtype, generator=g)
-    return [t.requires_grad_() for t in (x, dt, A, B, C, D)]
 
 
 # ----- the scan ----------------------------------------------------------------------------------

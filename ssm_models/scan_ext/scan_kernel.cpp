@@ -1,5 +1,5 @@
 // Mamba's selective scan on CPU, one sequential pass per (batch, channel) row with its N-state in L1.
-// Built by `python -m ssm_models.scan_ext build`; ssm_models/scan_ext.py loads it and wraps it in autograd.
+// Built by `python -m ssm_models.scan_ext build`; ssm_models/scan_ext/__init__.py loads it and wraps it in autograd.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
