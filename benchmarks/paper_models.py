@@ -1,5 +1,5 @@
 """The paper's CIFAR-10 configurations (what `ssm-lab import-reference` produces), built with random weights, and
-their peers: mambapy's parallel scan, our sequential Mamba reference, the naive Cauchy S4 kernel."""
+their peers: mambapy's parallel scan, our PyTorch and sequential Mamba scans, the naive Cauchy S4 kernel."""
 from __future__ import annotations
 
 import contextlib
@@ -51,13 +51,14 @@ def with_mambapy_mixers(model):
     return peer
 
 
-def with_sequential_scan(model):
-    """A copy of a Mamba classifier using the step-by-step reference scan."""
+def with_scan(model, scan: str):
+    """A copy of a Mamba classifier using another of `ssm_models.mamba.SCANS`: "sequential" (the step-by-step
+    reference) or "tiled" (the pure-PyTorch scan, whether or not the compiled kernel is built)."""
     import copy
 
     peer = copy.deepcopy(model)
     for layer in peer.layers:
-        layer.mixer.ssm.scan = "sequential"
+        layer.mixer.ssm.scan = scan
     return peer
 
 

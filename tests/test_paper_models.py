@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.paper_models import images, naive_cauchy_kernels, paper_model, with_mambapy_mixers, with_sequential_scan
+from benchmarks.paper_models import images, naive_cauchy_kernels, paper_model, with_mambapy_mixers, with_scan
 from ssm_models import kernels
 
 
@@ -12,8 +12,8 @@ def test_mamba_peers_give_the_same_logits_as_our_scan():
     x = images(3, model)
     with torch.no_grad():
         ours = model(x)
-        for peer in (with_mambapy_mixers(model), with_sequential_scan(model)):
-            assert torch.allclose(peer(x), ours, atol=1e-5), type(peer.layers[0].mixer)
+        for peer in (with_mambapy_mixers(model), with_scan(model, "sequential"), with_scan(model, "tiled")):
+            assert torch.allclose(peer(x), ours, atol=1e-5), peer.layers[0].mixer
 
 
 def test_mambapy_peer_really_runs_mambapys_block():

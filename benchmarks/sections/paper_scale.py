@@ -1,8 +1,10 @@
 """Section: the paper's CIFAR-10 configurations (L = 1,024, width 128, 4 layers, state 64) at batch 1 and 100, on 1
-and 2 threads, beside mambapy, our sequential reference and the naive Cauchy path; attacks and training on them."""
+and 2 threads, beside mambapy, our PyTorch and sequential scans and the naive Cauchy path; attacks and training."""
 from __future__ import annotations
 
 import torch
+
+from ssm_models import scan_ext
 
 from ..harness import Timing, measure, measure_interleaved
 from ..paper_models import (
@@ -13,7 +15,7 @@ from ..paper_models import (
     naive_cauchy_kernels,
     paper_model,
     with_mambapy_mixers,
-    with_sequential_scan,
+    with_scan,
 )
 from ..results import Row, Target, memory_text
 from .common import Settings, Stopwatch, new_section
@@ -34,6 +36,12 @@ def _per_image(timing: Timing, batch: int) -> Timing:
     return timing.scaled(1 / batch, f"per image of a batch of {batch}") if batch > 1 else timing
 
 
+def _scan_text() -> str:
+    if scan_ext.enabled():
+        return "the compiled kernel (`ssm_models/scan_ext`, built by `scripts/setup.sh`)"
+    return f"the PyTorch tiled scan: the compiled kernel is not built or {scan_ext.ENV_SWITCH}=0"
+
+
 def _threads(n: int):
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -49,7 +57,12 @@ def _mamba_rows(section, settings: Settings) -> dict:
     t["fwd_big"] = measure(forward(model, x_big), BIG_REPEATS)
     # tens of seconds a run: no warm-up (the forward above warmed the code paths); RSS sampled in the timed run
     t["grad_big"] = measure(forward_input_grad(model, x_big), BIG_REPEATS, warmup=0)
-    mambapy, sequential = with_mambapy_mixers(model), with_sequential_scan(model)
+    # the pure-PyTorch scan at the same batch: what `selective_scan` runs when the kernel is not built
+    tiled = with_scan(model, "tiled")
+    t["tiled_fwd_big"] = measure(forward(tiled, x_big), BIG_REPEATS, warmup=0)
+    t["tiled_grad_big"] = measure(forward_input_grad(tiled, x_big), BIG_REPEATS, warmup=0)
+    del tiled
+    mambapy, sequential = with_mambapy_mixers(model), with_scan(model, "sequential")
     peers = measure_interleaved({"mambapy_fwd": forward(mambapy, x_peer), "seq_fwd": forward(sequential, x_peer),
                                  "mambapy_grad": forward_input_grad(mambapy, x_peer),
                                  "seq_grad": forward_input_grad(sequential, x_peer)}, BIG_REPEATS)
@@ -64,6 +77,10 @@ def _mamba_rows(section, settings: Settings) -> dict:
             peer_name=f"mambapy pscan mixers, {peer_text}", ratio_kind="speedup",
             targets=[Target("ours", "<=", MAMBA_FORWARD_S, "s")], repeats=f"{t['fwd_big'].repeats}; peer "
             f"{t['mambapy_fwd'].repeats}", memory=memory_text(ours=t["fwd_big"].peak_rss_mb)),
+        Row(key="mamba-forward-vs-tiled", what=f"Mamba forward at batch {big} vs our PyTorch tiled scan",
+            unit="s", ours=per["fwd_big"].median, peer=per["tiled_fwd_big"].median,
+            peer_name=f"`scan='tiled'`, per image at batch {big}", ratio_kind="speedup",
+            repeats=f"{t['fwd_big'].repeats}; peer {t['tiled_fwd_big'].repeats}"),
         Row(key="mamba-forward-vs-sequential", what=f"Mamba forward at batch {big} vs our sequential reference",
             unit="s", ours=per["fwd_big"].median, peer=per["seq_fwd"].median,
             peer_name=f"`scan='sequential'`, {peer_text}", ratio_kind="speedup",
@@ -73,6 +90,11 @@ def _mamba_rows(section, settings: Settings) -> dict:
             peer_name=f"mambapy pscan mixers, {peer_text}", ratio_kind="speedup",
             targets=[Target("ours", "<=", MAMBA_GRAD_S, "s")],
             repeats=f"{t['grad_big'].repeats}; peer {t['mambapy_grad'].repeats}"),
+        Row(key="mamba-grad-vs-tiled", what=f"Mamba forward + input gradient at batch {big} vs our PyTorch "
+            "tiled scan", unit="s", ours=per["grad_big"].median, peer=per["tiled_grad_big"].median,
+            peer_name=f"`scan='tiled'`, per image at batch {big}", ratio_kind="speedup",
+            repeats=f"{t['grad_big'].repeats}; peer {t['tiled_grad_big'].repeats}",
+            memory=memory_text(ours=t["grad_big"].peak_rss_mb, peer=t["tiled_grad_big"].peak_rss_mb)),
         Row(key="mamba-grad-vs-sequential", what=f"Mamba forward + input gradient at batch {big} vs our "
             "sequential reference", unit="s", ours=per["grad_big"].median, peer=per["seq_grad"].median,
             peer_name=f"`scan='sequential'`, {peer_text}", ratio_kind="speedup",
@@ -155,6 +177,7 @@ def run(settings: Settings):
         finally:
             torch.set_num_threads(previous)
     section.notes += [
+        f"Mamba's scan (`scan='parallel'`): {_scan_text()}.",
         f"Models: {config_text('mamba', settings.quick)} and {config_text('s4', settings.quick)}, randomly "
         "initialised (timing does not depend on the weights), in eval mode with frozen parameters (attack mode: "
         "S4's kernel comes from the cache). Images: seeded uniform random tensors.",
@@ -167,7 +190,9 @@ def run(settings: Settings):
         f"+ input gradient ≤ {MAMBA_GRAD_S * 1e3:g} ms per image at batch 100, cost per image at batch 100 at most "
         f"{MAMBA_BATCH_GROWTH}x that at batch 1, peak RSS growth ≤ {MAMBA_PEAK_MB:g} MB; S4 ≤ "
         f"{S4_FORWARD_S * 1e3:g} ms and ≤ {S4_GRAD_S * 1e3:g} ms per image at batch 100.",
-        f"Mamba peers: the same classifier whose mixers are mambapy's `MambaBlock` (pscan=True, same state dict), "
+        "Mamba peers: the same model with `scan='tiled'` (the pure-PyTorch tiled scan, what runs without the "
+        "kernel) at the same batch, one run each without warm-up; "
+        f"the same classifier whose mixers are mambapy's `MambaBlock` (pscan=True, same state dict), "
         f"and the same model with `scan='sequential'` (our step-by-step reference), both at batch {PEER_BATCH} "
         "(mambapy's parallel scan materialises several (batch, L, E, N) tensors, 67 MB per image each), measured "
         "in turns with each other. S4 peer: the same model with every kernel from `benchmarks/naive_cauchy.py` "
