@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ads import AdaptiveScaling
+from .lean_ops import silu_gate, softplus_saving_output
 from .pscan import selective_scan, selective_scan_sequential, selective_scan_tiled
 from .registry import register_model
 
@@ -35,7 +36,7 @@ class SiLUGate(nn.Module):
     """The `gate` probe point: y * silu(z)."""
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return y * F.silu(z)  # (batch, L, E)
+        return silu_gate(y, z)  # (batch, L, E)
 
 
 class MambaBlock(nn.Module):
@@ -86,7 +87,7 @@ class MambaBlock(nn.Module):
     def _selection(self, x: torch.Tensor):
         """Input-dependent (dt, B, C) from the conv branch x (..., E)."""
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return F.softplus(self.dt_proj(dt)), B, C  # (..., E), (..., N), (..., N)
+        return softplus_saving_output(self.dt_proj(dt)), B, C  # (..., E), (..., N), (..., N)
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         if self.ads is not None:
