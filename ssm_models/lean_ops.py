@@ -29,7 +29,7 @@ class _SoftplusSavingOutput(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (out,) = ctx.saved_tensors
-        return grad * -torch.expm1(-out)  # sigmoid(x), accurate for tiny outputs too
+        return torch.expm1(out.neg()).mul_(grad).neg_()  # grad sigmoid(x), accurate for tiny outputs too
 
 
 class _SiLUGate(torch.autograd.Function):
@@ -44,7 +44,7 @@ class _SiLUGate(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         y, z = ctx.saved_tensors
-        gate = torch.sigmoid(z)
-        grad_y = grad * z * gate if ctx.needs_input_grad[0] else None  # silu(z) = z sigmoid(z)
-        grad_z = grad * y * gate * (1 + z * (1 - gate)) if ctx.needs_input_grad[1] else None
+        grad_y = grad * F.silu(z) if ctx.needs_input_grad[0] else None
+        # torch's fused SiLU derivative: one pass instead of five element-wise ones over (batch, L, E)
+        grad_z = torch.ops.aten.silu_backward(grad * y, z) if ctx.needs_input_grad[1] else None
         return grad_y, grad_z

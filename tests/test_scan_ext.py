@@ -61,6 +61,19 @@ def test_the_kernel_matches_the_reference_on_non_contiguous_inputs(dtype):
         assert error < TOLERANCE[dtype], f"d{name}: {error:.2e}, {dtype}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_kernel_matches_the_reference_on_two_threads_summing_their_gradient_buffers(dtype):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        output_error, gradient_errors = compare_with_reference(scan_inputs(3, 23, 6, 4, dtype)[:5])
+    finally:
+        torch.set_num_threads(previous)
+    assert output_error < TOLERANCE[dtype]
+    for name, error in gradient_errors.items():
+        assert error < TOLERANCE[dtype], f"d{name}: {error:.2e}, {dtype}"
+
+
 def test_the_kernel_passes_gradcheck_in_float64():
     inputs = [t.detach().requires_grad_() for t in scan_inputs(2, 7, 3, 2, torch.float64)[:5]]
     assert torch.autograd.gradcheck(compiled_scan, inputs)
