@@ -35,6 +35,14 @@ def compare_with_reference(inputs, seed=2):
     return rel_err(ours, reference), errors
 
 
+def assert_matches_reference(inputs, label: str) -> None:
+    dtype = inputs[0].dtype
+    output_error, gradient_errors = compare_with_reference(inputs)
+    assert output_error < TOLERANCE[dtype], f"y: {output_error:.2e}, {label}"
+    for name, error in gradient_errors.items():
+        assert error < TOLERANCE[dtype], f"d{name}: {error:.2e}, {label}"
+
+
 def test_the_compiled_kernel_is_built_and_loads():
     assert scan_ext.load(), "run `.venv/bin/python -m ssm_models.scan_ext build` (scripts/setup.sh does)"
 
@@ -42,10 +50,7 @@ def test_the_compiled_kernel_is_built_and_loads():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_kernel_matches_the_sequential_reference_in_values_and_gradients(shape, dtype):
-    output_error, gradient_errors = compare_with_reference(scan_inputs(*shape, dtype)[:5])
-    assert output_error < TOLERANCE[dtype]
-    for name, error in gradient_errors.items():
-        assert error < TOLERANCE[dtype], f"d{name}: {error:.2e} at {shape}, {dtype}"
+    assert_matches_reference(scan_inputs(*shape, dtype)[:5], f"{shape}, {dtype}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -55,10 +60,7 @@ def test_the_kernel_matches_the_reference_on_non_contiguous_inputs(dtype):
     strided = [x.transpose(1, 2).contiguous().transpose(1, 2), dt.transpose(1, 2).contiguous().transpose(1, 2),
                A.T.contiguous().T, torch.cat([B, B], 0)[::2], torch.cat([C, C], 2)[..., :3]]
     assert not any(t.is_contiguous() for t in strided)
-    output_error, gradient_errors = compare_with_reference([t.requires_grad_() for t in strided])
-    assert output_error < TOLERANCE[dtype]
-    for name, error in gradient_errors.items():
-        assert error < TOLERANCE[dtype], f"d{name}: {error:.2e}, {dtype}"
+    assert_matches_reference([t.requires_grad_() for t in strided], f"strided, {dtype}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -66,12 +68,9 @@ def test_the_kernel_matches_the_reference_on_two_threads_summing_their_gradient_
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        output_error, gradient_errors = compare_with_reference(scan_inputs(3, 23, 6, 4, dtype)[:5])
+        assert_matches_reference(scan_inputs(3, 23, 6, 4, dtype)[:5], f"2 threads, {dtype}")
     finally:
         torch.set_num_threads(previous)
-    assert output_error < TOLERANCE[dtype]
-    for name, error in gradient_errors.items():
-        assert error < TOLERANCE[dtype], f"d{name}: {error:.2e}, {dtype}"
 
 
 def test_the_kernel_passes_gradcheck_in_float64():
