@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ssm_models import scan_ext
+from ssm_models.convolution import fft_size
 
 from ..harness import Timing, measure, measure_interleaved
 from ..paper_models import (
@@ -119,6 +120,7 @@ def _s4_rows(section, settings: Settings) -> dict:
     with naive_cauchy_kernels(model):
         t["naive_fwd"] = measure(forward(model, x), repeats)
         t["naive_grad"] = measure(forward_input_grad(model, x), repeats)
+    t["fft_floor"] = measure(_s4_fft_floor(model, big), repeats)
     t = {name: section.add_timing(f"s4.{name}", timing) for name, timing in t.items()}
     per = {name: _per_image(timing, big) for name, timing in t.items()}
     peer = "naive Cauchy kernel regenerated every pass (cache off), same batch"
@@ -132,8 +134,27 @@ def _s4_rows(section, settings: Settings) -> dict:
             peer_name=peer, ratio_kind="speedup", targets=[Target("ours", "<=", S4_GRAD_S, "s")],
             repeats=f"{t['grad_big'].repeats} each",
             memory=memory_text(ours=t["grad_big"].peak_rss_mb, peer=t["naive_grad"].peak_rss_mb)),
+        Row(key="s4-fft-floor", what=f"S4 forward at batch {big} vs its convolutions' FFTs alone", unit="s",
+            ours=per["fwd_big"].median, ours_cpu=per["fwd_big"].cpu_median, peer=per["fft_floor"].median,
+            peer_name="rfft + irfft of every layer at the forward's shape, nothing else (a floor for any "
+            "FFT convolution)", ratio_kind="overhead", repeats=f"{t['fft_floor'].repeats} each"),
     ]
     return dict(model=model, x=x, per=per, batch=big)
+
+
+def _s4_fft_floor(model, batch: int):
+    """The forward's FFT work alone: one rfft and one irfft per layer of a (batch, H, n) buffer, n the padded
+    length the convolution uses, with the spectrum product in between, as in `convolution._apply_operator`."""
+    cfg = model.config
+    length = cfg.image_size * cfg.image_size  # the paper tokenizer: one token per pixel
+    n = fft_size(2 * length)
+    padded = torch.rand(batch, cfg.d_model, n)  # (B, H, n)
+    spectrum = torch.rand(cfg.d_model, n // 2 + 1, dtype=torch.complex64)  # (H, n/2+1)
+
+    def run():
+        for _ in range(cfg.n_layers):
+            torch.fft.irfft(torch.fft.rfft(padded).mul_(spectrum), n=n)  # (B, H, n)
+    return run
 
 
 def _on_threads(n: int, fn):
