@@ -79,7 +79,8 @@ def test_the_kernel_passes_gradcheck_in_float64():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_selective_scan_runs_the_kernel_when_it_is_built(dtype):
+def test_selective_scan_runs_the_kernel_when_it_is_built(dtype, monkeypatch):
+    monkeypatch.delenv(scan_ext.ENV_SWITCH, raising=False)  # the default, whatever the suite runs with
     y = selective_scan(*scan_inputs(2, 5, 3, 2, dtype)[:5])
     assert type(y.grad_fn).__name__ == "_CompiledScanBackward"
 
