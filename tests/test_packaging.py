@@ -40,6 +40,13 @@ def test_the_wheel_holds_every_module_of_the_product(wheel):
 
 
 @pytest.mark.e2e
+def test_the_wheel_holds_the_scan_kernel_source_and_no_build_of_it(wheel):
+    names = set(wheel.namelist())
+    assert "ssm_models/scan_ext/scan_kernel.cpp" in names, "`python -m ssm_models.scan_ext build` needs it"
+    assert not [name for name in names if "/_build/" in name], "a build is machine-specific: each install makes its own"
+
+
+@pytest.mark.e2e
 def test_the_wheel_holds_every_shipped_checkpoint_file_and_no_training_state(wheel):
     names = set(wheel.namelist())
     shipped = {f"ssm_models/checkpoints/{p.relative_to(SHIPPED_ROOT).as_posix()}" for p in SHIPPED_ROOT.rglob("*")
