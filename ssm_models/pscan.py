@@ -1,4 +1,4 @@
-"""Mamba's selective scan on CPU: a tiled, time-blocked scan with a hand-written backward, and a slow reference."""
+"""Mamba's selective scan on CPU: the compiled kernel if built (scan_ext), else a tiled PyTorch scan; a reference."""
 from __future__ import annotations
 
 import math
