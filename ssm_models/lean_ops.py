@@ -38,7 +38,7 @@ class _SiLUGate(torch.autograd.Function):
         # keep only what the gradients need; a view of z would pin the tensor it was cut from
         ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,
                               z if z._base is None else z.clone(memory_format=torch.contiguous_format))
-        return y * F.silu(z)  # (..., E)
+        return F.silu(z).mul_(y)  # (..., E)
 
     @staticmethod
     @once_differentiable

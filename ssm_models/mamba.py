@@ -101,8 +101,8 @@ class MambaBlock(nn.Module):
         weight = self.conv1d.weight[:, 0]  # (E, K): tap K-1 multiplies the current step
         padded = F.pad(x, (0, 0, taps - 1, 0))  # (B, L+K-1, E): K-1 zero steps before the first
         y = torch.addcmul(self.conv1d.bias, padded[:, :length], weight[:, 0])  # (B, L, E)
-        for tap in range(1, taps):
-            y = torch.addcmul(y, padded[:, tap:tap + length], weight[:, tap])  # (B, L, E)
+        for tap in range(1, taps):  # in place: a fresh (B, L, E) tensor per tap costs page faults at big batches
+            y.addcmul_(padded[:, tap:tap + length], weight[:, tap])  # (B, L, E)
         return y
 
     def causal_conv_reference(self, x: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ def selective_scan(x, dt, A, B, C, D=None, block: int | None = None, tile: int |
     """
     if block is None and tile is None and scan_ext.supports(x, dt, A, B, C) and scan_ext.enabled():
         y = scan_ext.compiled_scan(x, dt, A, B, C)  # (batch, L, E)
-        return y if D is None else y + D * x
+        return y if D is None else torch.addcmul(y, D, x)  # y + D x in one pass
     return selective_scan_tiled(x, dt, A, B, C, D, block, tile)
 
 
@@ -36,7 +36,7 @@ def selective_scan_tiled(x, dt, A, B, C, D=None, block: int | None = None, tile:
     """`selective_scan` by the pure-PyTorch tiled scan, whatever is built (same arguments)."""
     plan = scan_plan(*x.shape, A.shape[1], block, tile)
     y = _TiledSelectiveScan.apply(x, dt, A, B, C, plan)  # (batch, L, E)
-    return y if D is None else y + D * x
+    return y if D is None else torch.addcmul(y, D, x)  # y + D x in one pass
 
 
 def scan_plan(batch: int, length: int, e: int, n: int, block: int | None = None, tile: int | None = None):
