@@ -35,9 +35,10 @@ class _SoftplusSavingOutput(torch.autograd.Function):
 class _SiLUGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y, z):
-        # keep only what the gradients need; a view of z would pin the tensor it was cut from
-        ctx.save_for_backward(y if ctx.needs_input_grad[1] else None,
-                              z if z._base is None else z.clone(memory_format=torch.contiguous_format))
+        # keep only what the gradients need (nothing without grad); a view of z would pin the tensor it was cut from
+        wanted = ctx.needs_input_grad
+        z_kept = None if not any(wanted) else z if z._base is None else z.clone(memory_format=torch.contiguous_format)
+        ctx.save_for_backward(y if wanted[1] else None, z_kept)
         return F.silu(z).mul_(y)  # (..., E)
 
     @staticmethod
