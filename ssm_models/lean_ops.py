@@ -12,10 +12,59 @@ def softplus_saving_output(x: torch.Tensor) -> torch.Tensor:
     return _SoftplusSavingOutput.apply(x)
 
 
-def silu_gate(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def silu_gate(y: torch.Tensor, z: torch.Tensor, copy_view: bool = True) -> torch.Tensor:
     """y * silu(z), whose backward keeps y and a copy of z, recomputing silu(z). Autograd would keep silu(z)
-    and, through the view z, the whole in_proj output (2E wide) as well: 4 (batch, L, E) tensors become 2."""
-    return _SiLUGate.apply(y, z)
+    and, through the view z, the whole in_proj output (2E wide) as well: 4 (batch, L, E) tensors become 2.
+    `copy_view=False` keeps a view z itself, for callers that recompute it in the backward (`RecomputedSaves`)."""
+    return _SiLUGate.apply(y, z, copy_view)
+
+
+def causal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Depthwise causal convolution in the (batch, L, E) layout: y_t = bias + sum_k weight[:, 0, k] x_{t-K+1+k},
+    zeros before the first step; weight (E, 1, K) as `nn.Conv1d` holds it. K shifted multiply-adds in place, with
+    no padded copy; the backward does the same with the shifts reversed into one gradient tensor, where autograd
+    would make two fresh (batch, L, E) tensors per tap (page faults at paper-scale batches) and keep x."""
+    return _CausalConv.apply(x, weight, bias)
+
+
+class _CausalConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        length, taps = x.shape[1], weight.shape[-1]
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
+        y = torch.empty_like(x, memory_format=torch.contiguous_format)  # (B, L, E)
+        y[:, :taps - 1] = bias  # steps that see only the zeros before the first: bias + 0 * w_k
+        for tap in range(taps):  # tap K-1 multiplies the current step; the sum runs in tap order, as Conv1d's
+            shift = taps - 1 - tap
+            if shift >= length:
+                continue
+            if tap == 0:
+                torch.addcmul(bias, x[:, :length - shift], weight[:, 0, tap], out=y[:, shift:])
+            else:
+                y[:, shift:].addcmul_(x[:, :length - shift], weight[:, 0, tap])
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        length, taps = grad.shape[1], weight.shape[-1]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mul(grad, weight[:, 0, taps - 1])  # (B, L, E)
+            for tap in range(taps - 1):
+                shift = taps - 1 - tap
+                if shift < length:
+                    grad_x[:, :length - shift].addcmul_(grad[:, shift:], weight[:, 0, tap])
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros_like(weight)  # (E, 1, K)
+            for tap in range(taps):
+                shift = taps - 1 - tap
+                if shift < length:
+                    grad_w[:, 0, tap] = torch.einsum("ble,ble->e", grad[:, shift:], x[:, :length - shift])
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 1))  # (E,)
+        return grad_x, grad_w, grad_b
 
 
 class _SoftplusSavingOutput(torch.autograd.Function):
@@ -34,10 +83,11 @@ class _SoftplusSavingOutput(torch.autograd.Function):
 
 class _SiLUGate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y, z):
+    def forward(ctx, y, z, copy_view):
         # keep only what the gradients need (nothing without grad); a view of z would pin the tensor it was cut from
-        wanted = ctx.needs_input_grad
-        z_kept = None if not any(wanted) else z if z._base is None else z.clone(memory_format=torch.contiguous_format)
+        wanted = ctx.needs_input_grad[:2]
+        copy = copy_view and z._base is not None
+        z_kept = None if not any(wanted) else z.clone(memory_format=torch.contiguous_format) if copy else z
         ctx.save_for_backward(y if wanted[1] else None, z_kept)
         return F.silu(z).mul_(y)  # (..., E)
 
@@ -45,7 +95,10 @@ class _SiLUGate(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         y, z = ctx.saved_tensors
-        grad_y = grad * F.silu(z) if ctx.needs_input_grad[0] else None
-        # torch's fused SiLU derivative: one pass instead of five element-wise ones over (batch, L, E)
-        grad_z = torch.ops.aten.silu_backward(grad * y, z) if ctx.needs_input_grad[1] else None
-        return grad_y, grad_z
+        # in place where it can be: each fresh (batch, L, E) tensor costs page faults at paper-scale batches
+        grad_y = F.silu(z).mul_(grad) if ctx.needs_input_grad[0] else None
+        grad_z = None
+        if ctx.needs_input_grad[1]:  # torch's fused SiLU derivative: one pass instead of five element-wise ones
+            grad_z = grad * y
+            torch.ops.aten.silu_backward.grad_input(grad_z, z, grad_input=grad_z)
+        return grad_y, grad_z, None

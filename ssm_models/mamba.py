@@ -1,6 +1,7 @@
 """Mamba (S6, Gu & Dao 2023) in pure PyTorch; parameter names and initialisation follow mamba_ssm's `Mamba`."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -8,8 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ads import AdaptiveScaling
-from .lean_ops import silu_gate, softplus_saving_output
+from .lean_ops import causal_conv, silu_gate, softplus_saving_output
 from .pscan import selective_scan, selective_scan_sequential, selective_scan_tiled
+from .recompute import RecomputedSaves
 from .registry import register_model
 
 # "parallel": the compiled kernel when built, else "tiled" (pure PyTorch); "sequential": the step-by-step reference
@@ -35,8 +37,20 @@ class SelectiveSSM(nn.Module):
 class SiLUGate(nn.Module):
     """The `gate` probe point: y * silu(z)."""
 
-    def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return silu_gate(y, z)  # (batch, L, E)
+    def forward(self, y: torch.Tensor, z: torch.Tensor, copy_view: bool = True) -> torch.Tensor:
+        return silu_gate(y, z, copy_view)  # (batch, L, E)
+
+
+def _hooked(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
+
+
+def _bare(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module.forward(x)  # recomputation: the forward's hooks already fired
+
+
+def _unmarked(_name: str, tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 class MambaBlock(nn.Module):
@@ -44,6 +58,11 @@ class MambaBlock(nn.Module):
 
     State-dict keys equal mamba_ssm's: A_log, D, in_proj.weight, conv1d.weight, conv1d.bias, x_proj.weight,
     dt_proj.weight, dt_proj.bias, out_proj.weight (plus ads.* when AdS is on). AdS has width E = expand * H.
+
+    When the forward builds a graph and `recompute_backward` is on (the default), the backward keeps only the
+    block's input and the scan's output and recomputes the scan's inputs and the gate's z from them (in_proj,
+    conv, SiLU, x_proj, dt_proj, softplus: a fifth of the scan's cost), instead of keeping five (B, L, E)
+    tensors per layer: at paper scale (E = 256, L = 1024) that is 100 MB per layer and image batch of 20.
     """
 
     probe_points = {"in_proj": "in_proj", "conv": "conv_act", "ssm": "ssm", "gate": "gate", "ads": "ads",
@@ -73,6 +92,7 @@ class MambaBlock(nn.Module):
         self.gate = SiLUGate()
         self.ads = AdaptiveScaling(inner, ads, ads_bias) if ads else None
         self.out_proj = nn.Linear(inner, d_model, bias=False)
+        self.recompute_backward = True  # False: autograd keeps every intermediate (the plain reference path)
 
     def _init_dt(self, dt_min: float, dt_max: float, floor: float) -> None:
         """mamba_ssm's dt init: softplus(dt_proj.bias) log-uniform in [dt_min, dt_max]."""
@@ -84,10 +104,35 @@ class MambaBlock(nn.Module):
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.dt_proj.bias._no_reinit = True
 
-    def _selection(self, x: torch.Tensor):
-        """Input-dependent (dt, B, C) from the conv branch x (..., E)."""
-        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return softplus_saving_output(self.dt_proj(dt)), B, C  # (..., E), (..., N), (..., N)
+    def _selection(self, x: torch.Tensor, call=_hooked, keep=_unmarked):
+        """Input-dependent (dt, B, C) from the conv branch x (..., E); `call` and `keep` as in `_scan_inputs`."""
+        dbc = keep("dbc", call(self.x_proj, x))  # (..., R + 2N)
+        dt, B, C = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return keep("dt", softplus_saving_output(call(self.dt_proj, dt))), B, C  # (..., E), (..., N), (..., N)
+
+    def _scan_inputs(self, u: torch.Tensor, call=_hooked, keep=_unmarked):
+        """in_proj -> causal conv -> SiLU -> selection: the scan's (x, dt, B, C) and the gate's z. `call` runs a
+        submodule (with its hooks in the forward, bare when recomputing); `keep` names what may be recomputed."""
+        xz = keep("xz", call(self.in_proj, u))  # (B, L, 2E)
+        x, z = xz.chunk(2, dim=-1)  # (B, L, E) views
+        x = keep("x", call(self.conv_act, keep("pre", self.causal_conv(x))))  # (B, L, E); the conv output dies here
+        dt, B, C = self._selection(x, call, keep)  # (B, L, E), (B, L, N), (B, L, N)
+        return x, dt, B, C, z
+
+    def _recomputed_saves(self, u: torch.Tensor) -> RecomputedSaves | None:
+        """The backward's recomputation of `_scan_inputs` from u, or None when no graph is built or it is off."""
+        params = [p for m in (self.in_proj, self.conv1d, self.x_proj, self.dt_proj) for p in m.parameters()]
+        if not (self.recompute_backward and torch.is_grad_enabled()):
+            return None
+        if not (u.requires_grad or any(p.requires_grad for p in self.parameters())):
+            return None
+
+        def recompute() -> dict:
+            values = {}
+            self._scan_inputs(u, _bare, lambda name, t: values.setdefault(name, t))
+            return values
+
+        return RecomputedSaves(recompute, guard=[u, *params])
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         if self.ads is not None:
@@ -95,26 +140,21 @@ class MambaBlock(nn.Module):
         return self.out_proj(y)  # (..., H)
 
     def causal_conv(self, x: torch.Tensor) -> torch.Tensor:
-        """`conv1d` (depthwise, causal) as d_conv shifted multiply-adds in the (B, L, E) layout: no transposes,
-        and several times faster than the depthwise convolution primitive on a CPU, forward and backward."""
-        length, taps = x.shape[1], self.d_conv
-        weight = self.conv1d.weight[:, 0]  # (E, K): tap K-1 multiplies the current step
-        padded = F.pad(x, (0, 0, taps - 1, 0))  # (B, L+K-1, E): K-1 zero steps before the first
-        y = torch.addcmul(self.conv1d.bias, padded[:, :length], weight[:, 0])  # (B, L, E)
-        for tap in range(1, taps):  # in place: a fresh (B, L, E) tensor per tap costs page faults at big batches
-            y.addcmul_(padded[:, tap:tap + length], weight[:, tap])  # (B, L, E)
-        return y
+        """`conv1d` (depthwise, causal) as d_conv shifted multiply-adds in the (B, L, E) layout (`lean_ops`): no
+        transposes, and several times faster than the depthwise convolution primitive on a CPU, both ways."""
+        return causal_conv(x, self.conv1d.weight, self.conv1d.bias)  # (B, L, E)
 
     def causal_conv_reference(self, x: torch.Tensor) -> torch.Tensor:
         """Reference path: the convolution module itself, on the channels-first layout."""
         return self.conv1d(x.transpose(1, 2))[..., :x.shape[1]].transpose(1, 2)  # (B, L, E)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        x, z = self.in_proj(u).chunk(2, dim=-1)  # (B, L, E) each
-        x = self.conv_act(self.causal_conv(x))  # (B, L, E)
-        dt, B, C = self._selection(x)  # (B, L, E), (B, L, N), (B, L, N)
-        y = self.ssm(x, dt, -torch.exp(self.A_log), B, C, self.D)  # (B, L, E)
-        return self._output(self.gate(y, z))  # (B, L, H)
+        saves = self._recomputed_saves(u)
+        with contextlib.nullcontext() if saves is None else saves.saving():
+            x, dt, B, C, z = self._scan_inputs(u, keep=_unmarked if saves is None else saves.keep)
+            y = self.ssm(x, dt, -torch.exp(self.A_log), B, C, self.D)  # (B, L, E)
+            # z is recomputed too when saves are: a copy of the view would only add a tensor to keep
+            return self._output(self.gate(y, z, saves is None))  # (B, L, H)
 
     # ----- recurrent mode --------------------------------------------------------------------
     def initial_state(self, batch: int, device, dtype: torch.dtype):
