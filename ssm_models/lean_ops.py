@@ -78,7 +78,7 @@ class _SoftplusSavingOutput(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad):
         (out,) = ctx.saved_tensors
-        return torch.expm1(out.neg()).mul_(grad).neg_()  # grad sigmoid(x), accurate for tiny outputs too
+        return torch.neg(out).expm1_().mul_(grad).neg_()  # grad sigmoid(x), accurate for tiny outputs too; one tensor
 
 
 class _SiLUGate(torch.autograd.Function):

@@ -41,12 +41,8 @@ class SiLUGate(nn.Module):
         return silu_gate(y, z, copy_view)  # (batch, L, E)
 
 
-def _hooked(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return module(x)
-
-
-def _bare(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return module.forward(x)  # recomputation: the forward's hooks already fired
+def _run(module: nn.Module, x: torch.Tensor, recomputing: bool) -> torch.Tensor:
+    return module.forward(x) if recomputing else module(x)  # recomputing: the forward's hooks already fired
 
 
 def _unmarked(_name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -104,19 +100,24 @@ class MambaBlock(nn.Module):
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.dt_proj.bias._no_reinit = True
 
-    def _selection(self, x: torch.Tensor, call=_hooked, keep=_unmarked):
-        """Input-dependent (dt, B, C) from the conv branch x (..., E); `call` and `keep` as in `_scan_inputs`."""
-        dbc = keep("dbc", call(self.x_proj, x))  # (..., R + 2N)
+    def _selection(self, x: torch.Tensor, keep=_unmarked, recomputing: bool = False):
+        """Input-dependent (dt, B, C) from the conv branch x (..., E); `keep`, `recomputing` as in `_scan_inputs`."""
+        dbc = keep("dbc", _run(self.x_proj, x, recomputing))  # (..., R + 2N)
         dt, B, C = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return keep("dt", softplus_saving_output(call(self.dt_proj, dt))), B, C  # (..., E), (..., N), (..., N)
+        dt = _run(self.dt_proj, dt, recomputing)  # (..., E)
+        # recomputing, no graph: softplus in place, the same values without one more fresh (B, L, E) tensor
+        dt = torch._C._nn.softplus(dt, 1, 20, out=dt) if recomputing else softplus_saving_output(dt)
+        return keep("dt", dt), B, C  # (..., E), (..., N), (..., N)
 
-    def _scan_inputs(self, u: torch.Tensor, call=_hooked, keep=_unmarked):
-        """in_proj -> causal conv -> SiLU -> selection: the scan's (x, dt, B, C) and the gate's z. `call` runs a
-        submodule (with its hooks in the forward, bare when recomputing); `keep` names what may be recomputed."""
-        xz = keep("xz", call(self.in_proj, u))  # (B, L, 2E)
+    def _scan_inputs(self, u: torch.Tensor, keep=_unmarked, recomputing: bool = False):
+        """in_proj -> causal conv -> SiLU -> selection: the scan's (x, dt, B, C) and the gate's z. `keep` names
+        what the backward may recompute; `recomputing` runs submodules bare (their hooks fired in the forward)."""
+        xz = keep("xz", _run(self.in_proj, u, recomputing))  # (B, L, 2E)
         x, z = xz.chunk(2, dim=-1)  # (B, L, E) views
-        x = keep("x", call(self.conv_act, keep("pre", self.causal_conv(x))))  # (B, L, E); the conv output dies here
-        dt, B, C = self._selection(x, call, keep)  # (B, L, E), (B, L, N), (B, L, N)
+        pre = keep("pre", self.causal_conv(x))  # (B, L, E)
+        x = keep("x", _run(self.conv_act, pre, recomputing))  # (B, L, E)
+        del pre  # the conv output dies here unless a graph keeps it
+        dt, B, C = self._selection(x, keep, recomputing)  # (B, L, E), (B, L, N), (B, L, N)
         return x, dt, B, C, z
 
     def _recomputed_saves(self, u: torch.Tensor) -> RecomputedSaves | None:
@@ -129,7 +130,7 @@ class MambaBlock(nn.Module):
 
         def recompute() -> dict:
             values = {}
-            self._scan_inputs(u, _bare, lambda name, t: values.setdefault(name, t))
+            self._scan_inputs(u, lambda name, t: values.setdefault(name, t), recomputing=True)
             return values
 
         return RecomputedSaves(recompute, guard=[u, *params])
@@ -151,7 +152,7 @@ class MambaBlock(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         saves = self._recomputed_saves(u)
         with contextlib.nullcontext() if saves is None else saves.saving():
-            x, dt, B, C, z = self._scan_inputs(u, keep=_unmarked if saves is None else saves.keep)
+            x, dt, B, C, z = self._scan_inputs(u, _unmarked if saves is None else saves.keep)
             y = self.ssm(x, dt, -torch.exp(self.A_log), B, C, self.D)  # (B, L, E)
             # z is recomputed too when saves are: a copy of the view would only add a tensor to keep
             return self._output(self.gate(y, z, saves is None))  # (B, L, H)
