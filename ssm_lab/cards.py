@@ -10,6 +10,7 @@ from ssm_models.hub import MAX_METRICS_BYTES, expected_tensors, read_config
 from ssm_models.model_card import model_card
 from ssm_models.safe_files import read_json
 
+from .budget import warmup_passes
 from .card_metrics import CARD_EPS, PGD_STEP, SAMPLE_N, SAMPLE_SEED, card_metrics  # noqa: F401 - the public names
 from .datasets import mnist as mnist_data
 from .datasets.info import DATASETS
@@ -86,6 +87,9 @@ def training_budget(meta: dict, n_train: int | None) -> list[str]:
     }.get(method)
     if per_batch:
         lines.append(f"- cost: {per_batch}")
+    if method == "freeat" and tc.get("freeat_equal_budget"):
+        lines.append(f"- budget: PGD-AT's number of optimiser steps (as Shafahi et al. compare): "
+                     f"{tc.get('epochs')} PGD-AT epochs divided by m = {m}, rounded up")
     return lines
 
 
@@ -173,9 +177,10 @@ def card_description(cfg, metrics: dict) -> str:
         if trained_with_earlier_code(meta):
             training.append(f"- **trained with this project's earlier {method} code**: {EARLIER_ALGORITHM[method]}; "
                             "the current code differs, so this checkpoint is not its measurement")
-        if tc.get("eps_warmup_epochs"):
-            training.append(f"- eps (and step) ramped linearly from 0 over the first {tc['eps_warmup_epochs']:g} "
-                            "epochs")
+        ramp = warmup_passes(tc.get("eps_warmup_epochs") or 0, tc.get("replays") or 1,
+                             bool(tc.get("freeat_equal_budget")))
+        if ramp:
+            training.append(f"- eps (and step) ramped linearly from 0 over the first {ramp:g} epochs")
     return "\n".join([
         "## Results", "", f"Test data: {metrics['test_source']}. 95% Wilson intervals.{sample} AutoAttack "
         "(standard: APGD-CE, APGD-T, FAB-T, Square) is the headline; PGD-10 is weaker and kept for comparison.", "",

@@ -22,6 +22,7 @@ from ssm_models.hub import save_pretrained
 
 from . import distributed
 from .attacks.base import MAX_STEPS, check_number
+from .budget import training_passes, warmup_passes
 from .data import dataset_info, load_dataset, sample_indices
 from .methods import METHODS, MethodStep, ThreatModel, pgd_linf
 from .run_lock import exclusive
@@ -97,14 +98,12 @@ class TrainConfig:
 
     @property
     def passes(self) -> int:
-        """Passes over the training set that `train` runs (rows of its history): `epochs`, or at FreeAT's equal
-        budget epochs / replays rounded up, i.e. at least PGD-AT's optimiser steps for `epochs` epochs."""
-        return math.ceil(self.epochs / self.replays) if self.freeat_equal_budget else self.epochs
+        """Passes over the training set that `train` runs (rows of its history)."""
+        return training_passes(self.epochs, self.replays, self.freeat_equal_budget)
 
     @property
     def warmup_passes(self) -> float:
-        """`eps_warmup_epochs` in passes over the training set (divided by m at FreeAT's equal budget)."""
-        return self.eps_warmup_epochs / self.replays if self.freeat_equal_budget else self.eps_warmup_epochs
+        return warmup_passes(self.eps_warmup_epochs, self.replays, self.freeat_equal_budget)
 
 
 DEFAULT_THREAT = {name: (info.eps, info.pgd_step) for name, info in dataset_info().items()}  # (eps, PGD step)
