@@ -109,10 +109,9 @@ class MambaBlock(nn.Module):
         dt = torch._C._nn.softplus(dt, 1, 20, out=dt) if recomputing else softplus_saving_output(dt)
         return keep("dt", dt), B, C  # (..., E), (..., N), (..., N)
 
-    def _scan_inputs(self, u: torch.Tensor, keep=_unmarked, recomputing: bool = False):
-        """in_proj -> causal conv -> SiLU -> selection: the scan's (x, dt, B, C) and the gate's z. `keep` names
-        what the backward may recompute; `recomputing` runs submodules bare (their hooks fired in the forward)."""
-        xz = keep("xz", _run(self.in_proj, u, recomputing))  # (B, L, 2E)
+    def _scan_inputs(self, xz: torch.Tensor, keep=_unmarked, recomputing: bool = False):
+        """in_proj's output -> causal conv -> SiLU -> selection: the scan's (x, dt, B, C) and the gate's z. `keep`
+        names what the backward may recompute; `recomputing` runs submodules bare (their hooks fired already)."""
         x, z = xz.chunk(2, dim=-1)  # (B, L, E) views
         pre = keep("pre", self.causal_conv(x))  # (B, L, E)
         x = keep("x", _run(self.conv_act, pre, recomputing))  # (B, L, E)
@@ -121,19 +120,23 @@ class MambaBlock(nn.Module):
         return x, dt, B, C, z
 
     def _recomputed_saves(self, u: torch.Tensor) -> RecomputedSaves | None:
-        """The backward's recomputation of `_scan_inputs` from u, or None when no graph is built or it is off."""
+        """The backward's recomputation of in_proj and `_scan_inputs` from u, or None when no graph is built or
+        it is off. Two stages: the gate's backward, first, needs only z, so x's branch waits for the scan's."""
         params = [p for m in (self.in_proj, self.conv1d, self.x_proj, self.dt_proj) for p in m.parameters()]
         if not (self.recompute_backward and torch.is_grad_enabled()):
             return None
         if not (u.requires_grad or any(p.requires_grad for p in self.parameters())):
             return None
 
-        def recompute() -> dict:
+        def in_proj(_earlier: dict) -> dict:
+            return {"xz": self.in_proj.forward(u)}
+
+        def conv_branch(earlier: dict) -> dict:
             values = {}
-            self._scan_inputs(u, lambda name, t: values.setdefault(name, t), recomputing=True)
+            self._scan_inputs(earlier.pop("xz"), lambda name, t: values.setdefault(name, t), recomputing=True)
             return values
 
-        return RecomputedSaves(recompute, guard=[u, *params])
+        return RecomputedSaves([in_proj, conv_branch], guard=[u, *params])
 
     def _output(self, y: torch.Tensor) -> torch.Tensor:
         if self.ads is not None:
@@ -152,7 +155,8 @@ class MambaBlock(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         saves = self._recomputed_saves(u)
         with contextlib.nullcontext() if saves is None else saves.saving():
-            x, dt, B, C, z = self._scan_inputs(u, _unmarked if saves is None else saves.keep)
+            keep = _unmarked if saves is None else saves.keep
+            x, dt, B, C, z = self._scan_inputs(keep("xz", self.in_proj(u)), keep)  # (B, L, E/N), z (B, L, E)
             y = self.ssm(x, dt, -torch.exp(self.A_log), B, C, self.D)  # (B, L, E)
             # z is recomputed too when saves are: a copy of the view would only add a tensor to keep
             return self._output(self.gate(y, z, saves is None))  # (B, L, H)

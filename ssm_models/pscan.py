@@ -26,9 +26,8 @@ def selective_scan(x, dt, A, B, C, D=None, block: int | None = None, tile: int |
     float32/float64; else the PyTorch tiled scan, whose `block` (time steps) and `tile` (state elements per
     tile) override its cache-sized defaults (tests use them to cover edges; giving either selects it).
     """
-    if block is None and tile is None and scan_ext.supports(x, dt, A, B, C) and scan_ext.enabled():
-        y = scan_ext.compiled_scan(x, dt, A, B, C)  # (batch, L, E)
-        return y if D is None else torch.addcmul(y, D, x)  # y + D x in one pass
+    if block is None and tile is None and scan_ext.supports(x, dt, A, B, C, *(() if D is None else (D,))) and scan_ext.enabled():
+        return scan_ext.compiled_scan(x, dt, A, B, C, D)  # (batch, L, E)
     return selective_scan_tiled(x, dt, A, B, C, D, block, tile)
 
 

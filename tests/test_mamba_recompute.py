@@ -127,11 +127,11 @@ def test_recomputed_saves_release_the_registered_tensor_and_rebuild_it():
     a = torch.randn(5, dtype=torch.float64, requires_grad=True)
     calls = []
 
-    def recompute():
+    def recompute(_earlier):
         calls.append(1)
         return {"e": a.detach().exp()}
 
-    saves = RecomputedSaves(recompute, guard=[a])
+    saves = RecomputedSaves([recompute], guard=[a])
     with saves.saving():
         e = saves.keep("e", a.exp())  # exp saves its output
         out = e.sin()  # sin saves its input: the same tensor

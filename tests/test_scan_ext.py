@@ -111,3 +111,20 @@ def test_setup_builds_the_kernel_after_installing_the_project():
     builds = [i for i, line in enumerate(lines) if command.match(line)]
     assert len(builds) == 1, f"expected one kernel build line in setup.sh, found lines {builds}"
     assert builds[0] > install, "the kernel build must follow the install of torch and the project"
+
+
+def test_the_kernel_with_its_d_term_passes_gradcheck_in_float64():
+    inputs = [t.detach().requires_grad_() for t in scan_inputs(2, 7, 3, 2, torch.float64)[:6]]
+    assert torch.autograd.gradcheck(compiled_scan, inputs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_kernel_with_its_d_term_equals_the_sequential_reference(dtype):
+    inputs = [t.detach().requires_grad_() for t in scan_inputs(3, 23, 6, 4, dtype)[:6]]
+    grad_y = torch.randn(inputs[0].shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    ours, reference = compiled_scan(*inputs), selective_scan_sequential(*inputs)
+    assert rel_err(ours, reference) < TOLERANCE[dtype]
+    ours_grads = torch.autograd.grad(ours, inputs, grad_y)
+    reference_grads = torch.autograd.grad(reference, inputs, grad_y)
+    for name, a, b in zip([*NAMES, "D"], ours_grads, reference_grads):
+        assert rel_err(a, b) < TOLERANCE[dtype], (name, rel_err(a, b))

@@ -42,15 +42,17 @@ def supports(*tensors: torch.Tensor) -> bool:
                                                            for t in tensors)
 
 
-def compiled_scan(x, dt, A, B, C):
-    """y_t = C_t h_t with h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, h_{-1} = 0 (no D term), by the kernel.
+def compiled_scan(x, dt, A, B, C, D=None):
+    """y_t = C_t h_t (+ D x_t) with h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t, h_{-1} = 0, by the kernel.
 
-    x, dt (batch, L, E); A (E, N); B, C (batch, L, N) -> (batch, L, E). Raises if the kernel is not built.
+    x, dt (batch, L, E); A (E, N); B, C (batch, L, N); D (E) or None -> (batch, L, E). Raises if the kernel is
+    not built. The D term is added inside, so its input gradient accumulates into the kernel's in place rather
+    than as one more (batch, L, E) tensor (one less alive at the backward's peak at paper-scale batches).
     """
     if not load():
         raise RuntimeError(f"the compiled scan kernel is not built: run `{sys.executable} -m ssm_models.scan_ext "
                            "build` (scripts/setup.sh does)")
-    return _CompiledScan.apply(x, dt, A, B, C)
+    return _CompiledScan.apply(x, dt, A, B, C, D)
 
 
 class _CompiledScan(torch.autograd.Function):
@@ -58,11 +60,17 @@ class _CompiledScan(torch.autograd.Function):
     beyond inputs and outputs is O(threads L N), not O(batch L E N). First-order gradients only."""
 
     @staticmethod
-    def forward(ctx, x, dt, A, B, C):
-        ctx.save_for_backward(x, dt, A, B, C)
-        return torch.ops.ssm_scan.forward(x, dt, A, B, C)  # (batch, L, E)
+    def forward(ctx, x, dt, A, B, C, D):
+        ctx.save_for_backward(x, dt, A, B, C, D)
+        y = torch.ops.ssm_scan.forward(x, dt, A, B, C)  # (batch, L, E)
+        return y if D is None else y.addcmul_(D, x)  # y + D x, in place: the same values as torch.addcmul
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
-        return tuple(torch.ops.ssm_scan.backward(grad_y, *ctx.saved_tensors))  # dx, ddt, dA, dB, dC
+        *inputs, D = ctx.saved_tensors
+        dx, ddt, dA, dB, dC = torch.ops.ssm_scan.backward(grad_y, *inputs)
+        if D is None:
+            return dx, ddt, dA, dB, dC, None
+        dD = torch.einsum("ble,ble->e", grad_y, inputs[0]) if ctx.needs_input_grad[5] else None  # (E,)
+        return dx.addcmul_(grad_y, D), ddt, dA, dB, dC, dD
