@@ -26,7 +26,8 @@ def selective_scan(x, dt, A, B, C, D=None, block: int | None = None, tile: int |
     float32/float64; else the PyTorch tiled scan, whose `block` (time steps) and `tile` (state elements per
     tile) override its cache-sized defaults (tests use them to cover edges; giving either selects it).
     """
-    if block is None and tile is None and scan_ext.supports(x, dt, A, B, C, *(() if D is None else (D,))) and scan_ext.enabled():
+    compiled = scan_ext.supports(x, dt, A, B, C, *(() if D is None else (D,))) and scan_ext.enabled()
+    if block is None and tile is None and compiled:
         return scan_ext.compiled_scan(x, dt, A, B, C, D)  # (batch, L, E)
     return selective_scan_tiled(x, dt, A, B, C, D, block, tile)
 

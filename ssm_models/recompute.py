@@ -27,8 +27,9 @@ class RecomputedSaves:
     fire once and see its own tensors), and the recomputation is free to call modules' `forward` without hooks.
     An unpack runs the stages up to the one that returns its base (so what the backward needs late is not held
     early); earlier stages' results are kept until the last stage ran, and each base is released once all its
-    saved tensors were unpacked, so one backward pass holds a recomputation only for one block at a time. `guard` tensors (the inputs and parameters
-    `recompute` reads) must not change in place between forward and backward, as autograd requires of saved ones.
+    saved tensors were unpacked, so one backward pass holds a recomputation only for one block at a time.
+    `guard` tensors (the inputs and parameters the stages read) must not change in place between forward and
+    backward, as autograd requires of saved ones.
     First-order gradients only: recomputed tensors carry no graph.
     """
 
