@@ -59,6 +59,8 @@ class MambaBlock(nn.Module):
     block's input and the scan's output and recomputes the scan's inputs and the gate's z from them (in_proj,
     conv, SiLU, x_proj, dt_proj, softplus: a fifth of the scan's cost), instead of keeping five (B, L, E)
     tensors per layer: at paper scale (E = 256, L = 1024) that is 100 MB per layer and image batch of 20.
+    The recomputation calls the submodules' bare `forward`, so forward hooks fire once; a hook that replaced a
+    submodule's output would make it disagree with the forward (the lab's probes only read).
     """
 
     probe_points = {"in_proj": "in_proj", "conv": "conv_act", "ssm": "ssm", "gate": "gate", "ads": "ads",
