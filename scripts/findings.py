@@ -108,6 +108,16 @@ def earlier_code_notes(cards: list[dict]) -> list[str]:
             ""]
 
 
+def budget_notes(cards: list[dict]) -> list[str]:
+    """Which FreeAT cells ran at PGD-AT's budget of optimiser steps, so the FreeAT column compares like with like."""
+    names = [e["name"] for e in cards if e["meta"].get("method") == "freeat"
+             and (e["meta"].get("train_config") or {}).get("freeat_equal_budget")]
+    if not names:
+        return []
+    return [f"FreeAT at PGD-AT's number of optimiser steps (its epochs and eps ramp divided by the m replays, as "
+            f"Shafahi et al. compare; each card gives the budget): {', '.join(f'`{n}`' for n in names)}.", ""]
+
+
 def card_sections(cards: list[dict]) -> list[str]:
     """Table 1, Table 2 and the comparisons, all from the cards' AutoAttack figures at the threat model."""
     mnist = [e for e in cards if e["dataset"] == "mnist"]
@@ -116,7 +126,8 @@ def card_sections(cards: list[dict]) -> list[str]:
              "Each cell: clean accuracy on the full test set / **AutoAttack standard** at Linf eps "
              f"{DATASETS['mnist'].eps_label} on the card's "
              "stratified test images, with 95% Wilson intervals and n; checkpoints without AdS. Card metrics from "
-             "each checkpoint's metrics.json.", "", *table1(mnist), "", *earlier_code_notes(cards),
+             "each checkpoint's metrics.json.", "", *table1(mnist), "", *budget_notes(cards),
+             *earlier_code_notes(cards),
              "## Table 2: MNIST, AdS variants under PGD-AT", "", "Same cells as Table 1.", "", *table2(mnist), "",
              "### What the AutoAttack numbers say", "",
              "A difference is stated only when the two 95% intervals do not overlap; otherwise the sentence says "
