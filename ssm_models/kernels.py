@@ -25,7 +25,7 @@ class CachedKernel(nn.Module):
     while no gradient can flow to the parameters (eval mode and frozen parameters, as during an attack).
     The cache holds every parameter's identity and version counter, and a copy of its values compared
     exactly at each call, so any update (optimizer step, load_state_dict, copy_, writes through .data)
-    invalidates it; train(), load_state_dict and .to() clear it too.
+    invalidates it; switching train/eval mode, load_state_dict and .to() clear it too.
     """
 
     def __init__(self):
@@ -66,7 +66,8 @@ class CachedKernel(nn.Module):
         return k
 
     def train(self, mode: bool = True):
-        self._kernel_cache = None
+        if mode != self.training:  # eval() on an eval model (every app request calls it) keeps the kernel
+            self._kernel_cache = None
         return super().train(mode)
 
     def _load_from_state_dict(self, *args, **kwargs):

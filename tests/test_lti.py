@@ -343,6 +343,18 @@ def test_kernel_is_not_cached_while_parameters_need_gradients():
     assert len(calls) == 3 * SMALL["n_layers"]  # no gradients at all: safe to cache
 
 
+def test_eval_on_a_model_already_in_eval_mode_keeps_the_cached_kernel(cache_switch):
+    """The app calls model.eval() before every prediction; that must not throw the kernel away each time."""
+    model = make("s4").eval()
+    calls = count_kernel_computations(model)
+    x = torch.rand(1, 1, 8, 8)
+    with torch.no_grad():
+        model(x)
+        model.eval()
+        model(x)
+    assert len(calls) == SMALL["n_layers"]
+
+
 def test_frozen_model_input_gradient_equals_uncached(cache_switch):
     model = make("s4", ads="sigmoid")
     x = torch.rand(2, 1, 8, 8)
