@@ -124,11 +124,11 @@ class MambaBlock(nn.Module):
     def _recomputed_saves(self, u: torch.Tensor) -> RecomputedSaves | None:
         """The backward's recomputation of in_proj and `_scan_inputs` from u, or None when no graph is built or
         it is off. Two stages: the gate's backward, first, needs only z, so x's branch waits for the scan's."""
-        params = [p for m in (self.in_proj, self.conv1d, self.x_proj, self.dt_proj) for p in m.parameters()]
         if not (self.recompute_backward and torch.is_grad_enabled()):
             return None
         if not (u.requires_grad or any(p.requires_grad for p in self.parameters())):
             return None
+        params = [p for m in (self.in_proj, self.conv1d, self.x_proj, self.dt_proj) for p in m.parameters()]
 
         def in_proj(_earlier: dict) -> dict:
             return {"xz": self.in_proj.forward(u)}

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write
+
 SOURCE = Path(__file__).with_name("scan_kernel.cpp")
 BUILD_DIR = Path(__file__).with_name("_build")  # gitignored: each machine (and the Docker image) builds its own
 LIBRARY = BUILD_DIR / "scan_kernel.so"
 STAMP = BUILD_DIR / "scan_kernel.json"
 # IEEE arithmetic (no -ffast-math: the float32 exp relies on its evaluation order); `omp simd` pragmas, not
-# OpenMP threads, vectorise (at::parallel_for threads); gnu++17 lets FMAs contract. No -march: the kernel carries
+# OpenMP threads, vectorise (at::parallel_for threads); GNU mode lets FMAs contract. No -march: the kernel carries
 # its own AVX2 clone, chosen at load time (see the source).
 FLAGS = ["-O3", "-std=gnu++20", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC",
          "-fvisibility=hidden"]
@@ -53,6 +55,7 @@ def build() -> str:
     if done.returncode != 0:
         raise RuntimeError(f"compiling {SOURCE.name} failed:\n{done.stderr[-4000:]}")
     STAMP.unlink(missing_ok=True)  # the stamp goes last: a half-replaced build never looks current
-    os.replace(partial, LIBRARY)
-    STAMP.write_text(json.dumps(build_key()))
+    atomic_write(LIBRARY, partial.read_bytes(), mode=0o755)
+    partial.unlink()
+    atomic_write(STAMP, json.dumps(build_key()))
     return f"built the compiled scan kernel ({LIBRARY})"
