@@ -109,8 +109,10 @@ def cmd_train(a) -> None:
     main = distributed.is_main()
     try:
         result = train(cfg, a.out, log=print if main else (lambda _message: None))
-    finally:
-        distributed.cleanup()
+    except BaseException:
+        distributed.cleanup(failed=True)
+        raise
+    distributed.cleanup()
     if main:
         print(json.dumps({"best_val_adv_acc": result["best_val_adv_acc"], "wall_time_s": result["wall_time_s"]}))
 
@@ -149,15 +151,17 @@ def cmd_evaluate(a) -> None:
         if a.state and main:  # a killed run's half-written state files: ours to remove now we hold the lock
             remove_stale_temporaries(Path(a.state).parent, Path(a.state).name)
         bar, update = _progress_bar("evaluate") if main else (None, None)
+        failed = True
         try:
             eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
             report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf",
                               batch_size=a.batch_size, seed=a.seed, progress=update, state_path=a.state,
                               data_info=info)
+            failed = False
         finally:
             if bar is not None:  # closed before an error is printed, which is then the last line on the terminal
                 bar.close()
-            distributed.cleanup()
+            distributed.cleanup(failed=failed)
         if not main:
             return
         _write_json(report, a.out)

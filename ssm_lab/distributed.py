@@ -46,8 +46,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
+def cleanup(*, failed: bool = False) -> None:
+    """Leave the process group. After success every rank first waits for the others: a rank that tears gloo down
+    while its peer is still talking aborts the peer ("terminate called without an active exception"). After a
+    failure it leaves at once, since the others may never arrive and torchrun stops them when this rank exits."""
     if dist.is_available() and dist.is_initialized():
+        if not failed and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
