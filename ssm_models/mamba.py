@@ -16,6 +16,9 @@ from .registry import register_model
 
 # "parallel": the compiled kernel when built, else "tiled" (pure PyTorch); "sequential": the step-by-step reference
 SCANS = {"parallel": selective_scan, "tiled": selective_scan_tiled, "sequential": selective_scan_sequential}
+# what the plain backward keeps per layer: five (B, L, E) tensors (xz counts as two halves; pre, x, dt)
+KEPT_TENSORS = 5
+RECOMPUTE_MIN_BYTES = 16 * 2**20
 
 
 class SelectiveSSM(nn.Module):
@@ -55,7 +58,8 @@ class MambaBlock(nn.Module):
     State-dict keys equal mamba_ssm's: A_log, D, in_proj.weight, conv1d.weight, conv1d.bias, x_proj.weight,
     dt_proj.weight, dt_proj.bias, out_proj.weight (plus ads.* when AdS is on). AdS has width E = expand * H.
 
-    When the forward builds a graph and `recompute_backward` is on (the default), the backward keeps only the
+    When the forward builds a graph, `recompute_backward` is on (the default) and the plain path would keep at
+    least `recompute_min_bytes` (16 MiB: batches of a few paper-scale images or more), the backward keeps only the
     block's input and the scan's output and recomputes the scan's inputs and the gate's z from them (in_proj,
     conv, SiLU, x_proj, dt_proj, softplus: a fifth of the scan's cost), instead of keeping five (B, L, E)
     tensors per layer: at paper scale (E = 256, L = 1024) that is 100 MB per layer and image batch of 20.
@@ -91,6 +95,9 @@ class MambaBlock(nn.Module):
         self.ads = AdaptiveScaling(inner, ads, ads_bias) if ads else None
         self.out_proj = nn.Linear(inner, d_model, bias=False)
         self.recompute_backward = True  # False: autograd keeps every intermediate (the plain reference path)
+        # below this many bytes of kept intermediates the plain path runs: recomputing costs about a tenth of an
+        # interactive attack's gradient (one image at paper scale keeps 5 MB a layer) and saves memory nobody needs
+        self.recompute_min_bytes = RECOMPUTE_MIN_BYTES
 
     def _init_dt(self, dt_min: float, dt_max: float, floor: float) -> None:
         """mamba_ssm's dt init: softplus(dt_proj.bias) log-uniform in [dt_min, dt_max]."""
@@ -125,6 +132,9 @@ class MambaBlock(nn.Module):
         """The backward's recomputation of in_proj and `_scan_inputs` from u, or None when no graph is built or
         it is off. Two stages: the gate's backward, first, needs only z, so x's branch waits for the scan's."""
         if not (self.recompute_backward and torch.is_grad_enabled()):
+            return None
+        kept_bytes = KEPT_TENSORS * u.shape[:-1].numel() * self.d_inner * u.element_size()
+        if kept_bytes < self.recompute_min_bytes:
             return None
         if not (u.requires_grad or any(p.requires_grad for p in self.parameters())):
             return None
