@@ -464,3 +464,24 @@ def test_pgd_without_early_stop_takes_every_step_for_every_image(mlp):
     full = make_attack("pgd", mlp, eps=0.3, steps=5, seed=1, early_stop=False).run(x, y)
     assert stopping.backward_calls < 6 * 5, "a large eps fools some images before the last step"
     assert full.backward_calls == 6 * 5
+
+
+def test_the_result_carries_the_logits_its_predictions_came_from():
+    model = make_mlp()
+    x = images(3)
+    result = make_attack("pgd", model, eps=0.1, steps=2, seed=0).run(x, labels_of(model, x))
+    with torch.no_grad():
+        expected = model(result.adv)  # (3, 10)
+    assert torch.equal(result.logits, expected)
+    assert torch.equal(result.pred, expected.argmax(dim=1))
+
+
+@pytest.mark.parametrize("arch", ["s4", "mamba"])
+def test_single_image_probabilities_after_the_attack_equal_a_fresh_forward(arch):
+    # attack_single reuses the attack's last pass (attack mode: frozen, cached kernel) for p_adv
+    from ssm_lab.single import attack_single, probabilities
+
+    torch.manual_seed(0)
+    model = create_model(arch, d_model=8, n_layers=1, d_state=4, image_size=8, tokenizer="patch", patch_size=2)
+    res = attack_single(model, images(1), None, "pgd", seed=0, eps=0.1, steps=2)
+    assert np.array_equal(res["p_adv"], probabilities(model, res["adv"]))

@@ -88,6 +88,7 @@ class AttackResult:
     # (own loops) or the clean start (wrapped attacks), then the returned point (final=True). NaN: not attacked.
     trace: dict | None = None
     details: dict = field(default_factory=dict)
+    logits: torch.Tensor | None = None  # (N, classes) on adv, from the pass that gave `pred`
 
     @property
     def robust(self) -> torch.Tensor:
@@ -244,7 +245,8 @@ class Attack:
                 adv = self._run_all(x, y, goal, ctx, completed)
             adv = project(adv.detach().float(), x, self.eps, self.norm)  # (N, C, S, S)
             counted.armed, counted.on_call = False, None
-            pred = self._evaluate(counted, adv, y, ctx)
+            logits = self._evaluate(counted, adv, y, ctx)  # (N, classes)
+            pred = logits.argmax(dim=1)  # (N,)
         success = pred.eq(goal) if self.targeted else pred.ne(y)
         ctx.report("done", done=ctx.total)
         return AttackResult(
@@ -252,7 +254,7 @@ class Attack:
             completed=completed, attack=self.name, params=self.params(), seed=seed, cancelled=ctx.cancelled,
             elapsed=time.perf_counter() - started, forward_calls=counted.forward_images,
             backward_calls=counted.backward_images, model_calls=counted.calls, flags=list(ctx.flags),
-            trace=recorder.result() if recorder is not None else None, details=ctx.details)
+            trace=recorder.result() if recorder is not None else None, details=ctx.details, logits=logits)
 
     def _run_all(self, x, y, goal, ctx: RunContext, completed: torch.Tensor) -> torch.Tensor:
         """Batches of `batch_size` through `_attack`; a cancel keeps the best-so-far of the current batch."""
@@ -332,15 +334,16 @@ class Attack:
         return logits.scatter(1, y[:, None], float("-inf")).argmax(dim=1)
 
     def _evaluate(self, model: CountingModel, adv, y, ctx: RunContext) -> torch.Tensor:
-        preds = []
+        """The model's logits (N, classes) on the returned images."""
+        outputs = []
         with torch.no_grad():
             for start in range(0, len(adv), self.batch_size):
                 logits = model(adv[start:start + self.batch_size])  # (B, classes)
-                preds.append(logits.argmax(dim=1))
+                outputs.append(logits.detach())
                 if ctx.recorder is not None:
                     ctx.offset = start
                     ctx.record(-1, -1, logits, y[start:start + self.batch_size], final=True)
-        return torch.cat(preds)
+        return torch.cat(outputs)
 
     def _record_batched(self, model: CountingModel, x, y, ctx: RunContext, final: bool) -> None:
         with torch.no_grad():
