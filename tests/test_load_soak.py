@@ -20,8 +20,12 @@ from benchmarks import load_test, soak
 pytestmark = pytest.mark.e2e
 MODELS = ("mnist-s4-st", "mnist-s4-ads")
 # an upload has no label, so the attack's goal is to change the model's own prediction: with an eps of 1e-6 it
-# cannot, and PGD runs every one of its 3 x 200 steps, keeping the server busy for a while
-SLOW = dict(load_test.make_request(0, 0, MODELS), attack="PGD (Linf)", eps="0.000001", steps=200, restarts=3,
+# cannot, and PGD runs every one of its 4 x 1,000 steps (the busy server's caps are raised for it), keeping the
+# server busy for seconds: within the app's own caps (3 x 200) a job on these tiny models ended in about 0.4 s,
+# less than a loaded machine needs to see it running and fill the queue behind it
+SLOW_STEPS, SLOW_RESTARTS = 1000, 4
+SLOW = dict(load_test.make_request(0, 0, MODELS), attack="PGD (Linf)", eps="0.000001", steps=SLOW_STEPS,
+            restarts=SLOW_RESTARTS,
             target="none", source="upload", fit="squash")  # a grey square is no digit: used as it is
 
 
@@ -43,7 +47,8 @@ def busy_server(checkpoints, tmp_path_factory):
     """2 requests computing and 1 waiting at most, so 4 users at once already meet a full queue."""
     workdir = tmp_path_factory.mktemp("load")
     with load_test.live_server(workdir / "server", checkpoints, SSM_LAB_MAX_CONCURRENCY="2",
-                               SSM_LAB_MAX_QUEUE_SIZE="1") as server:
+                               SSM_LAB_MAX_QUEUE_SIZE="1", SSM_LAB_MAX_STEPS=str(SLOW_STEPS),
+                               SSM_LAB_MAX_RESTARTS=str(SLOW_RESTARTS)) as server:
         yield server
 
 
@@ -62,8 +67,10 @@ def test_concurrent_users_get_exactly_what_a_sequential_run_gives(busy_server, t
 
 def wait_for(job, codes, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while job.status().code not in codes:
-        assert time.monotonic() < deadline, f"job still {job.status().code} after {timeout} s"
+    while (code := job.status().code) not in codes:
+        if code == Status.FINISHED:  # ended before reaching `codes`: say how, instead of waiting out the timeout
+            raise AssertionError(f"job finished before reaching {codes}: error {job.exception()!r}")
+        assert time.monotonic() < deadline, f"job still {code} after {timeout} s"
         time.sleep(0.05)
 
 
