@@ -118,6 +118,24 @@ def budget_notes(cards: list[dict]) -> list[str]:
             f"Shafahi et al. compare; each card gives the budget): {', '.join(f'`{n}`' for n in names)}.", ""]
 
 
+def learning_rate_notes(cards: list[dict]) -> list[str]:
+    """Cells trained at another learning rate than the rest of their column (same data set and method)."""
+    columns: dict[tuple, list[tuple[str, float]]] = {}
+    for e in cards:
+        lr = (e["meta"].get("train_config") or {}).get("lr")
+        if lr is not None:
+            columns.setdefault((e["dataset"], e["meta"].get("method")), []).append((e["name"], lr))
+    lines = []
+    for (dataset, method), cells in sorted(columns.items(), key=lambda item: [str(k) for k in item[0]]):
+        rates = [lr for _, lr in cells]
+        usual = max(set(rates), key=rates.count)
+        odd = [f"`{name}` (lr {lr:g})" for name, lr in cells if lr != usual]
+        if odd:
+            lines.append(f"Trained at another learning rate than the rest of the {dataset} {method} column "
+                         f"(lr {usual:g}): {', '.join(odd)}; `scripts/train_checkpoints.py` says why.")
+    return [*lines, ""] if lines else []
+
+
 def card_sections(cards: list[dict]) -> list[str]:
     """Table 1, Table 2 and the comparisons, all from the cards' AutoAttack figures at the threat model."""
     mnist = [e for e in cards if e["dataset"] == "mnist"]
@@ -126,7 +144,7 @@ def card_sections(cards: list[dict]) -> list[str]:
              "Each cell: clean accuracy on the full test set / **AutoAttack standard** at Linf eps "
              f"{DATASETS['mnist'].eps_label} on the card's "
              "stratified test images, with 95% Wilson intervals and n; checkpoints without AdS. Card metrics from "
-             "each checkpoint's metrics.json.", "", *table1(mnist), "", *budget_notes(cards),
+             "each checkpoint's metrics.json.", "", *table1(mnist), "", *budget_notes(cards), *learning_rate_notes(mnist),
              *earlier_code_notes(cards),
              "## Table 2: MNIST, AdS variants under PGD-AT", "", "Same cells as Table 1.", "", *table2(mnist), "",
              "### What the AutoAttack numbers say", "",
