@@ -136,6 +136,29 @@ def learning_rate_notes(cards: list[dict]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def collapse_notes(cards: list[dict]) -> list[str]:
+    """Runs whose training fell to chance and stayed there (validation clean accuracy at most 1.5 / classes), with
+    the epoch the shipped weights come from."""
+    lines = []
+    for e in cards:
+        path = Path(e["path"]) / "curves.json"
+        if not path.exists():
+            continue
+        history = json.loads(path.read_text()).get("history") or []
+        chance = 1.5 / len(DATASETS[e["dataset"]].classes)
+        clean = [row.get("val_clean_acc") for row in history]
+        if not clean or clean[-1] is None or clean[-1] > chance:
+            continue
+        start = len(clean)
+        while start > 0 and clean[start - 1] is not None and clean[start - 1] <= chance:
+            start -= 1
+        lines.append(f"`{e['name']}`: training fell to chance at epoch {start + 1} of {len(clean)} and stayed "
+                     f"there (validation clean accuracy {clean[-1]:.1%} at the end); its weights are the best "
+                     f"epoch on validation PGD-10, epoch {e['meta'].get('best_epoch')}, and its curves show the "
+                     "collapse.")
+    return [*lines, ""] if lines else []
+
+
 def card_sections(cards: list[dict]) -> list[str]:
     """Table 1, Table 2 and the comparisons, all from the cards' AutoAttack figures at the threat model."""
     mnist = [e for e in cards if e["dataset"] == "mnist"]
@@ -144,7 +167,7 @@ def card_sections(cards: list[dict]) -> list[str]:
              "Each cell: clean accuracy on the full test set / **AutoAttack standard** at Linf eps "
              f"{DATASETS['mnist'].eps_label} on the card's "
              "stratified test images, with 95% Wilson intervals and n; checkpoints without AdS. Card metrics from "
-             "each checkpoint's metrics.json.", "", *table1(mnist), "", *budget_notes(cards), *learning_rate_notes(mnist),
+             "each checkpoint's metrics.json.", "", *table1(mnist), "", *budget_notes(cards), *learning_rate_notes(mnist), *collapse_notes(mnist),
              *earlier_code_notes(cards),
              "## Table 2: MNIST, AdS variants under PGD-AT", "", "Same cells as Table 1.", "", *table2(mnist), "",
              "### What the AutoAttack numbers say", "",
