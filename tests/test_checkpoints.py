@@ -18,12 +18,19 @@ def test_every_shipped_checkpoint_reproduces_its_card():
         _check(entry)
 
 
+def shipped_files(folder: Path) -> list[Path]:
+    """What git ships of a checkpoint folder: not the resume states and locks a training or card run leaves
+    (gitignored: train_state.pt, .card_state/, .train.lock)."""
+    return [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("train_state.pt")
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+
+
 def _check(entry):
     path = Path(entry["path"])
     model = load_model(path)
     config = json.loads((path / "config.json").read_text())
     assert model.config == ModelConfig.from_dict(config)
-    assert sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) < 5 * 2**20  # small enough to ship
+    assert sum(f.stat().st_size for f in shipped_files(path)) < 5 * 2**20  # small enough to ship
     metrics = entry["metrics"]
     x, y = bundled_sample(metrics["dataset"]).tensors()  # every machine has it, so every card is checked
     correct = int((predict(model, x) == y).sum())
