@@ -52,8 +52,10 @@ def feature_relative_error(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tens
 
 
 def _errors(f_clean: torch.Tensor, f_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {"mse": feature_mse(f_clean, f_adv), "kl": feature_kl(f_clean, f_adv),
-            "rel": feature_relative_error(f_clean, f_adv)}  # each (B,)
+    """The three metrics of one pair, converted to float64 once (the same values as the functions above)."""
+    clean, adv = f_clean.double(), f_adv.double()
+    return {"mse": feature_mse(clean, adv), "kl": feature_kl(clean, adv),
+            "rel": feature_relative_error(clean, adv)}  # each (B,)
 
 
 def _view_key(t: torch.Tensor) -> tuple:
