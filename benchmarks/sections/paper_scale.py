@@ -222,10 +222,11 @@ def run(settings: Settings):
         f"image, checked at batch {GRAD_BATCH}, the batch of the issue's own gradient measurements (batch 100 is "
         "reported beside it, without a target: its (100, 128, 2,048) FFT buffers, 105 MB each, leave every cache, "
         "and the cost per image rises).",
-        "S4's forward: its FFTs alone (the floor row: one rfft and one irfft per layer at the forward's shape, "
-        "nothing else) take most of the 8 ms target, and the layer norms, output linears and the transposing copy "
-        "into the FFT buffer come on top; a convolution of a 1,024-long kernel over 1,024 steps cannot use a "
-        "shorter transform than 2,048 points, so the target is below what an FFT convolution reaches here.",
+        "S4's forward: the floor row times its FFTs alone (one rfft and one irfft per layer at the forward's "
+        "shape, nothing else: a 1,024-long kernel over 1,024 steps needs 2,048-point transforms); the rest is the "
+        "two transposing copies per layer between the (B, L, H) layout and the FFT's (B, H, n), the output linears "
+        "(134 MFLOP per image) and the layer norms. Both figures move by up to 2x between runs on this shared "
+        "machine (the FFTs alone measured 3.1 to 7.4 ms per image), so compare them within one run.",
         "Mamba peers: the same model with `scan='tiled'` (the pure-PyTorch tiled scan, what runs without the "
         "kernel) at the same batch, one run each without warm-up; "
         f"the same classifier whose mixers are mambapy's `MambaBlock` (pscan=True, same state dict), "

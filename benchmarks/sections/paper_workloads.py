@@ -219,8 +219,8 @@ def attack_rows(section, settings, models: dict) -> list[str]:
         "request against the attack's own arithmetic: its gradient passes alone (one forward + input gradient of "
         "the image, timed in isolation, times the steps); the rest of the request is a few more forwards (clean "
         "prediction, the 8-bit PNG check, the error-scaling analysis' clean and adversarial passes with probes), "
-        "the analysis' float64 errors and the figures. When the passes alone exceed the target, no change to the "
-        "handler can meet it: only a faster model pass can.",
+        "the analysis' float64 errors and the figures. The difference between the two rows is the handler's share; "
+        "when the passes alone exceed the target, only a faster model pass can meet it.",
         "AutoAttack: `make_attack('autoattack', model, eps=8/255, version='standard').run(x, y)` on one image "
         "labelled by the model's own prediction, stopped through its cancel event after "
         f"{AUTOATTACK_BUDGET_S:g} s of wall time (a random-weight model's logits barely move within 8/255, so "
