@@ -126,7 +126,7 @@ def learning_rate_notes(cards: list[dict]) -> list[str]:
         if lr is not None:
             columns.setdefault((e["dataset"], e["meta"].get("method")), []).append((e["name"], lr))
     lines = []
-    for (dataset, method), cells in sorted(columns.items(), key=lambda item: [str(k) for k in item[0]]):
+    for (dataset, method), cells in sorted(columns.items(), key=lambda item: str(item[0])):
         rates = [lr for _, lr in cells]
         usual = max(set(rates), key=rates.count)
         odd = [f"`{name}` (lr {lr:g})" for name, lr in cells if lr != usual]
@@ -167,8 +167,8 @@ def card_sections(cards: list[dict]) -> list[str]:
              "Each cell: clean accuracy on the full test set / **AutoAttack standard** at Linf eps "
              f"{DATASETS['mnist'].eps_label} on the card's "
              "stratified test images, with 95% Wilson intervals and n; checkpoints without AdS. Card metrics from "
-             "each checkpoint's metrics.json.", "", *table1(mnist), "", *budget_notes(cards), *learning_rate_notes(mnist), *collapse_notes(mnist),
-             *earlier_code_notes(cards),
+             "each checkpoint's metrics.json.", "", *table1(mnist), "", *budget_notes(cards),
+             *learning_rate_notes(mnist), *collapse_notes(mnist), *earlier_code_notes(cards),
              "## Table 2: MNIST, AdS variants under PGD-AT", "", "Same cells as Table 1.", "", *table2(mnist), "",
              "### What the AutoAttack numbers say", "",
              "A difference is stated only when the two 95% intervals do not overlap; otherwise the sentence says "

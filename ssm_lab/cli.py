@@ -107,12 +107,8 @@ def cmd_train(a) -> None:
                       val_points=a.val_points)
     distributed.init()  # under torchrun: one process per rank; otherwise nothing changes
     main = distributed.is_main()
-    try:
+    with distributed.leave_when_done():
         result = train(cfg, a.out, log=print if main else (lambda _message: None))
-    except BaseException:
-        distributed.cleanup(failed=True)
-        raise
-    distributed.cleanup()
     if main:
         print(json.dumps({"best_val_adv_acc": result["best_val_adv_acc"], "wall_time_s": result["wall_time_s"]}))
 
@@ -151,17 +147,15 @@ def cmd_evaluate(a) -> None:
         if a.state and main:  # a killed run's half-written state files: ours to remove now we hold the lock
             remove_stale_temporaries(Path(a.state).parent, Path(a.state).name)
         bar, update = _progress_bar("evaluate") if main else (None, None)
-        failed = True
-        try:
-            eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
-            report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf",
-                              batch_size=a.batch_size, seed=a.seed, progress=update, state_path=a.state,
-                              data_info=info)
-            failed = False
-        finally:
-            if bar is not None:  # closed before an error is printed, which is then the last line on the terminal
-                bar.close()
-            distributed.cleanup(failed=failed)
+        with distributed.leave_when_done():
+            try:
+                eps = a.eps if a.eps is not None else DEFAULT_THREAT[dataset][0]
+                report = evaluate(model, x, y, _attack_specs(a), eps=eps, norm=a.norm or "Linf",
+                                  batch_size=a.batch_size, seed=a.seed, progress=update, state_path=a.state,
+                                  data_info=info)
+            finally:
+                if bar is not None:  # closed before an error is printed, which is then the last line on the terminal
+                    bar.close()
         if not main:
             return
         _write_json(report, a.out)

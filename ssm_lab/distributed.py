@@ -1,8 +1,9 @@
 """torchrun support: process-group setup, sharding, exact gathering and a DDP wrapper that keeps attacks local."""
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -51,9 +52,20 @@ def cleanup(*, failed: bool = False) -> None:
     while its peer is still talking aborts the peer ("terminate called without an active exception"). After a
     failure it leaves at once, since the others may never arrive and torchrun stops them when this rank exits."""
     if dist.is_available() and dist.is_initialized():
-        if not failed and dist.get_world_size() > 1:
-            dist.barrier()
+        if not failed:
+            barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def leave_when_done() -> Iterator[None]:
+    """`cleanup()` when the block ends: after the other ranks if it succeeded, at once if it raised."""
+    try:
+        yield
+    except BaseException:
+        cleanup(failed=True)
+        raise
+    cleanup()
 
 
 def shard(items: Sequence, *, strided: bool = True, rank_: int | None = None, world: int | None = None) -> list:

@@ -19,11 +19,14 @@ from .image_fit import fit_image, resolve_fit
 from .images import to_tensor
 
 
+def first_image_probabilities(logits: torch.Tensor) -> np.ndarray:
+    return torch.softmax(logits.double(), dim=1)[0].numpy()
+
+
 @torch.no_grad()
-def probabilities(model, x: torch.Tensor, logits: torch.Tensor | None = None) -> np.ndarray:
-    """Class probabilities of image 0 of x, from `logits` when the caller already has the model's output on x."""
+def probabilities(model, x: torch.Tensor) -> np.ndarray:
     model.eval()
-    return torch.softmax((model(x) if logits is None else logits).double(), dim=1)[0].numpy()
+    return first_image_probabilities(model(x))
 
 
 def _first_image_trace(trace) -> dict:
@@ -59,7 +62,7 @@ def attack_single(model, x: torch.Tensor, label: int | None, attack: str, *, see
     result = atk.run(x, torch.tensor([y_true]), progress=progress, cancel=cancel, trace=True)
     elapsed = time.time() - t0
     adv = result.adv.detach()
-    p_adv = probabilities(model, adv, result.logits)  # the attack's last pass already ran the model on adv
+    p_adv = first_image_probabilities(result.logits)  # the attack's last pass already ran the model on adv
     quantized = torch.round(adv * 255) / 255  # what an 8-bit PNG stores
     p_png = probabilities(model, quantized)
     delta = adv - x

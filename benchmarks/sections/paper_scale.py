@@ -134,8 +134,9 @@ def _s4_rows(section, settings: Settings) -> dict:
             ours_cpu=per["fwd_big"].cpu_median, peer=per["naive_fwd"].median, peer_name=peer, ratio_kind="speedup",
             targets=[Target("ours", "<=", S4_FORWARD_S, "s")], repeats=f"{t['fwd_big'].repeats} each",
             memory=memory_text(ours=t["fwd_big"].peak_rss_mb, peer=t["naive_fwd"].peak_rss_mb)),
-        Row(key="s4-grad-issue-batch", what=f"S4 forward + input gradient, ms per image at batch {grad_batch} (the issue's "
-            "gradient batch)", unit="s", ours=per["grad_issue"].median, ours_cpu=per["grad_issue"].cpu_median,
+        Row(key="s4-grad-issue-batch", unit="s",
+            what=f"S4 forward + input gradient, ms per image at batch {grad_batch} (the issue's gradient batch)",
+            ours=per["grad_issue"].median, ours_cpu=per["grad_issue"].cpu_median,
             targets=[Target("ours", "<=", S4_GRAD_S, "s")], repeats=f"{t['grad_issue'].repeats}",
             memory=memory_text(ours=t["grad_issue"].peak_rss_mb)),
         Row(key="s4-grad", what=f"S4 forward + input gradient, ms per image at batch {big}", unit="s",

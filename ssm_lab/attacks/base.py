@@ -339,7 +339,7 @@ class Attack:
         with torch.no_grad():
             for start in range(0, len(adv), self.batch_size):
                 logits = model(adv[start:start + self.batch_size])  # (B, classes)
-                outputs.append(logits.detach())
+                outputs.append(logits)
                 if ctx.recorder is not None:
                     ctx.offset = start
                     ctx.record(-1, -1, logits, y[start:start + self.batch_size], final=True)
