@@ -78,9 +78,12 @@ def test_a_full_queue_refuses_clearly_and_a_later_retry_is_served(busy_server, t
     Image.fromarray(np.full((28, 28), 128, dtype=np.uint8)).save(tmp_path / "grey.png")
     slow = dict(SLOW, upload=handle_file(str(tmp_path / "grey.png")))
     clients = [load_test.client_for(busy_server, tmp_path / f"user-{i}") for i in range(4)]
-    running = [c.submit(**dict(slow, model=model), api_name="/attack") for c, model in zip(clients, MODELS)]
-    for job in running:
-        wait_for(job, (Status.PROCESSING, Status.ITERATING, Status.PROGRESS))
+    # one at a time: gradio counts an event as waiting until a worker takes it, so with a queue of 1 a second job
+    # sent before the first is taken would itself be refused as "queue full"
+    running = []
+    for client, model in zip(clients, MODELS):
+        running.append(client.submit(**dict(slow, model=model), api_name="/attack"))
+        wait_for(running[-1], (Status.PROCESSING, Status.ITERATING, Status.PROGRESS))
     waiting = clients[2].submit(**slow, api_name="/attack")
     wait_for(waiting, (Status.IN_QUEUE,))
     with pytest.raises(QueueError, match="Queue is full! Please try again"):
