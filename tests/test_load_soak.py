@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import handle_file
@@ -20,10 +21,10 @@ from benchmarks import load_test, soak
 pytestmark = pytest.mark.e2e
 MODELS = ("mnist-s4-st", "mnist-s4-ads")
 # an upload has no label, so the attack's goal is to change the model's own prediction: with an eps of 1e-6 it
-# cannot, and PGD runs every one of its 4 x 1,000 steps (the busy server's caps are raised for it), keeping the
-# server busy for seconds: within the app's own caps (3 x 200) a job on these tiny models ended in about 0.4 s,
-# less than a loaded machine needs to see it running and fill the queue behind it
-SLOW_STEPS, SLOW_RESTARTS = 1000, 4
+# cannot, and PGD would run every one of its 20 x 1,000 steps (the busy server's caps are raised for it), keeping
+# the server busy far longer than a loaded machine needs to fill the queue behind it (within the app's own caps,
+# 3 x 200, a job on these tiny models ended in about 0.4 s); the test then ends the jobs with the Cancel endpoint
+SLOW_STEPS, SLOW_RESTARTS = 1000, 20
 SLOW = dict(load_test.make_request(0, 0, MODELS), attack="PGD (Linf)", eps="0.000001", steps=SLOW_STEPS,
             restarts=SLOW_RESTARTS,
             target="none", source="upload", fit="squash")  # a grey square is no digit: used as it is
@@ -74,6 +75,22 @@ def wait_for(job, codes, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def cancel_as_the_browser_does(url: str, client, timeout: float = 60.0) -> None:
+    """Press Cancel in the client's session. The button's event skips the queue (queue=False), so the browser
+    posts it to /run/ and a full queue cannot refuse it (gradio_client would send it through the queue). Until
+    the handler has registered its cancel event, a moment after the job is taken, the answer is "Nothing to
+    cancel" (the browser's Run button registers it first), so it is pressed again until the job acknowledges."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = httpx.post(f"{url.rstrip('/')}/gradio_api/run/cancel_attack",
+                           json={"data": [], "session_hash": client.session_hash}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        if "Cancelling" in reply.json()["data"][0]:
+            return
+        assert time.monotonic() < deadline, reply.text
+        time.sleep(0.1)
+
+
 def test_a_full_queue_refuses_clearly_and_a_later_retry_is_served(busy_server, tmp_path):
     Image.fromarray(np.full((28, 28), 128, dtype=np.uint8)).save(tmp_path / "grey.png")
     slow = dict(SLOW, upload=handle_file(str(tmp_path / "grey.png")))
@@ -89,8 +106,12 @@ def test_a_full_queue_refuses_clearly_and_a_later_retry_is_served(busy_server, t
     with pytest.raises(QueueError, match="Queue is full! Please try again"):
         clients[3].predict(**load_test.make_request(3, 0, MODELS), api_name="/attack")
     assert all(job.status().code != Status.FINISHED for job in running)  # the refusal came while they computed
-    for job in running + [waiting]:
-        assert job.result(timeout=120)[-1]["results"]["success"] is False
+    for client, job in zip(clients, running):  # each session cancels its own job, which returns its best point
+        cancel_as_the_browser_does(busy_server.url, client)
+        assert job.result(timeout=120)[-1]["results"]["cancelled"] is True
+    wait_for(waiting, (Status.PROCESSING, Status.ITERATING, Status.PROGRESS))  # a freed worker took it
+    cancel_as_the_browser_does(busy_server.url, clients[2])
+    assert waiting.result(timeout=120)[-1]["results"]["cancelled"] is True
     clean, adv, *_ = clients[3].predict(**load_test.make_request(3, 0, MODELS), api_name="/attack")
     assert adv
     assert clean
