@@ -35,7 +35,7 @@ def feature_kl(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per-image KL(softmax(clean) || softmax(adv)) over the last dimension, averaged over tokens: (B,)."""
     log_p = F.log_softmax(clean.double(), dim=-1)
     log_q = F.log_softmax(adv.double(), dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, L) or (B,)
+    kl = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(-1)  # (B, L) or (B,): p (log p - log q)
     return kl.reshape(kl.shape[0], -1).mean(1)  # (B,)
 
 
@@ -52,10 +52,13 @@ def feature_relative_error(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tens
 
 
 def _errors(f_clean: torch.Tensor, f_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The three metrics of one pair, converted to float64 once (the same values as the functions above)."""
+    """The three metrics of one pair, as the functions above define them, with each pass over the features made
+    once: the float64 conversion, and the squared difference that MSE and relative error share."""
     clean, adv = f_clean.double(), f_adv.double()
-    return {"mse": feature_mse(clean, adv), "kl": feature_kl(clean, adv),
-            "rel": feature_relative_error(clean, adv)}  # each (B,)
+    squared_error = (clean - adv).reshape(clean.shape[0], -1).pow(2).sum(1)  # (B,)
+    features = clean[0].numel()
+    return {"mse": squared_error / features, "kl": feature_kl(clean, adv),
+            "rel": squared_error / clean.reshape(clean.shape[0], -1).pow(2).sum(1).clamp_min(1e-300)}  # each (B,)
 
 
 def _view_key(t: torch.Tensor) -> tuple:
