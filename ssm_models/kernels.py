@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 # the convolutions live in their own module; these names stay importable from here
-from .convolution import causal_conv, fft_conv, fixed_kernel_conv, fixed_kernel_operator, kernel_spectrum  # noqa: F401
+from .convolution import (  # noqa: F401
+    causal_conv,
+    fft_conv,
+    fixed_kernel_conv,
+    fixed_kernel_operator,
+    kernel_spectrum,
+    with_skip,
+)
 
 _CACHE_ENABLED = True
 

@@ -18,6 +18,7 @@ from .kernels import (
     fixed_kernel_operator,
     hippo_legs_nplr,
     init_log_dt,
+    with_skip,
 )
 from .registry import register_model
 
@@ -176,7 +177,7 @@ class ConvSSM(nn.Module):
         super().__init__()
         self.kernel = kernel
         self.D = nn.Parameter(torch.randn(1, d_model))  # (1, H), as in the reference
-        self._operator: tuple | None = None  # (kernel tensor, its convolution operator)
+        self._operator: tuple | None = None  # (kernel tensor, settings and D's identity, D's values, operator)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         k = self.kernel.kernel(u.shape[1])  # (H, L)
@@ -184,9 +185,22 @@ class ConvSSM(nn.Module):
             return torch.addcmul(causal_conv(u, k), u, self.D)  # (B, L, H)
         # constant kernel (e.g. cached during an attack): reuse its operator (Toeplitz matrices or spectrum)
         # while the cache returns the very same tensor, and back-propagate to u with one correlation
-        if self._operator is None or self._operator[0] is not k:
-            self._operator = (k, fixed_kernel_operator(k, u.shape[1]))
-        return torch.addcmul(fixed_kernel_conv(u, self._operator[1]), u, self.D)  # (B, L, H)
+        if torch.is_grad_enabled() and self.D.requires_grad:  # D still learns: its term stays apart
+            return torch.addcmul(fixed_kernel_conv(u, self._operator_for(k, u.shape[1], False)), u, self.D)  # (B, L, H)
+        # D constant too (attacks, evaluation): D u is lag 0 of the convolution, so no pass of its own, and the
+        # result may be a transposed view for the block's output linear to read in place
+        return fixed_kernel_conv(u, self._operator_for(k, u.shape[1], True), contiguous=False)  # (B, L, H)
+
+    def _operator_for(self, k: torch.Tensor, length: int, fold_skip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The operator of k (with D folded in when asked), reused while k is the very same tensor and D has
+        not changed: D's values are compared exactly, as CachedKernel does, so writes through .data count too."""
+        D = self.D
+        key = (fold_skip, length, D.data_ptr(), D._version, D.dtype, D.device)
+        cached = self._operator
+        if cached is None or cached[0] is not k or cached[1] != key or not torch.equal(cached[2], D):
+            kernel = with_skip(k, D) if fold_skip else k  # (H, L)
+            self._operator = (k, key, D.detach().clone(), fixed_kernel_operator(kernel, length))
+        return self._operator[3]
 
     def initial_state(self, batch: int, device, dtype: torch.dtype):
         return self.kernel.initial_state(batch, device, dtype)
@@ -211,7 +225,9 @@ class LTIBlock(nn.Module):
         self.output_linear = nn.Linear(cfg.d_model, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.ssm(x)  # (B, L, H)
+        y = self.ssm(x)  # (B, L, H), possibly a transposed view that only the output linear reads in place
+        if self.act is not None or self.ads is not None:
+            y = y.contiguous()  # elementwise backwards run far slower on the transposed view (see fft_conv)
         if self.act is not None:
             y = self.act(y)  # (B, L, H)
         if self.ads is not None:
