@@ -57,8 +57,10 @@ def _mamba_rows(section, settings: Settings) -> dict:
     model = paper_model("mamba", settings.quick)
     x_big, x_one, x_peer = images(big, model), images(1, model), images(PEER_BATCH, model)
     t = {}
-    t["fwd_1"] = measure(forward(model, x_one), settings.repeats(5, 1))
-    t["fwd_big"] = measure(forward(model, x_big), BIG_REPEATS)
+    # in turns, so that the batch-growth ratio compares two batches under the same load (the VM's speed drifts
+    # by up to 2x over minutes; a single batch-100 run beside batch-1 runs timed earlier read 0.95 to 1.32)
+    t.update(measure_interleaved({"fwd_1": forward(model, x_one), "fwd_big": forward(model, x_big)},
+                                 settings.repeats(3, 1)))
     # tens of seconds a run: no warm-up (the forward above warmed the code paths); RSS sampled in the timed run
     t["grad_big"] = measure(forward_input_grad(model, x_big), BIG_REPEATS, warmup=0)
     # the pure-PyTorch scan at the same batch: what `selective_scan` runs when the kernel is not built
