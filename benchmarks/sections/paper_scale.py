@@ -154,17 +154,21 @@ def _s4_rows(section, settings: Settings) -> dict:
 
 
 def _s4_fft_floor(model, batch: int):
-    """The forward's FFT work alone: one rfft and one irfft per layer of a (batch, H, n) buffer, n the padded
-    length the convolution uses, with the spectrum product in between, as in `convolution._apply_operator`."""
+    """The forward's FFT work alone: one rfft and one irfft per layer of a (chunk, H, n) buffer for each chunk
+    the forward runs (`SSMClassifier.inference_chunk`), n the padded length the convolution uses, with the
+    spectrum product in between, as in `convolution._apply_operator`."""
     cfg = model.config
     length = cfg.image_size * cfg.image_size  # the paper tokenizer: one token per pixel
     n = fft_size(2 * length)
-    padded = torch.rand(batch, cfg.d_model, n)  # (B, H, n)
+    with torch.no_grad():
+        chunk = model.inference_chunk(torch.empty(batch, cfg.in_channels, cfg.image_size, cfg.image_size))
+    buffers = [torch.rand(min(chunk, batch - start), cfg.d_model, n) for start in range(0, batch, chunk)]  # (b, H, n)
     spectrum = torch.rand(cfg.d_model, n // 2 + 1, dtype=torch.complex64)  # (H, n/2+1)
 
     def run():
-        for _ in range(cfg.n_layers):
-            torch.fft.irfft(torch.fft.rfft(padded).mul_(spectrum), n=n)  # (B, H, n)
+        for padded in buffers:
+            for _ in range(cfg.n_layers):
+                torch.fft.irfft(torch.fft.rfft(padded).mul_(spectrum), n=n)  # (b, H, n)
     return run
 
 
@@ -216,8 +220,9 @@ def run(settings: Settings):
         "Passes: forward under `torch.no_grad()`; forward + input gradient: `torch.autograd.grad` of the summed "
         "log-sum-exp of the logits to the input (one attack step's work). Times per image are the batch's median "
         f"divided by the batch. Mamba at batch 100 and its peers, and every 2-thread row: "
-        f"{BIG_REPEATS} timed run each (tens of seconds a run on this shared machine), the Mamba forward after "
-        "one warm-up, the forward + input gradient without one (its RSS sampled during the timed run). "
+        f"{BIG_REPEATS} timed run each (tens of seconds a run on this shared machine), the forward + input "
+        "gradient without warm-up (its RSS sampled during the timed run); Mamba's forwards at batch 1 and 100: "
+        "3 timed runs each, in turns, after one warm-up. "
         f"Targets from the issue: Mamba forward ≤ {MAMBA_FORWARD_S * 1e3:g} ms and forward "
         f"+ input gradient ≤ {MAMBA_GRAD_S * 1e3:g} ms per image at batch 100, cost per image at batch 100 at most "
         f"{MAMBA_BATCH_GROWTH}x that at batch 1, peak RSS growth ≤ {MAMBA_PEAK_MB:g} MB; S4 forward ≤ "
@@ -225,10 +230,15 @@ def run(settings: Settings):
         f"image, checked at batch {GRAD_BATCH}, the batch of the issue's own gradient measurements (batch 100 is "
         "reported beside it, without a target: its (100, 128, 2,048) FFT buffers, 105 MB each, leave every cache, "
         "and the cost per image rises).",
+        "Forwards without gradients run a batch in chunks whose widest intermediates fit in 8 MB "
+        "(`SSMClassifier.inference_chunk`: 4 images at this size), so they stay in cache; passes that record "
+        "gradients run the whole batch at once. "
         "S4's forward: the floor row times its FFTs alone (one rfft and one irfft per layer at the forward's "
-        "shape, nothing else: a 1,024-long kernel over 1,024 steps needs 2,048-point transforms); the rest is the "
-        "two transposing copies per layer between the (B, L, H) layout and the FFT's (B, H, n), the output linears "
-        "(134 MFLOP per image) and the layer norms. Both figures move by up to 2x between runs on this shared "
+        "shapes, nothing else: a 1,024-long kernel over 1,024 steps needs 2,048-point transforms); the rest is one "
+        "transposing copy per layer from the (B, L, H) layout into the FFT's (B, H, n) buffer, the output linears "
+        "(134 MFLOP per image), which read the FFT's result through a transposed view, the residual additions and "
+        "the layer norms (D's skip term is folded into the kernel). Both figures move by up to 2x between runs on "
+        "this shared "
         "machine (the FFTs alone measured 3.1 to 7.4 ms per image), so compare them within one run.",
         "Mamba peers: the same model with `scan='tiled'` (the pure-PyTorch tiled scan, what runs without the "
         "kernel) at the same batch, one run each without warm-up; "
