@@ -238,8 +238,7 @@ def run(settings: Settings):
         "transposing copy per layer from the (B, L, H) layout into the FFT's (B, H, n) buffer, the output linears "
         "(134 MFLOP per image), which read the FFT's result through a transposed view, the residual additions and "
         "the layer norms (D's skip term is folded into the kernel). Both figures move by up to 2x between runs on "
-        "this shared "
-        "machine (the FFTs alone measured 3.1 to 7.4 ms per image), so compare them within one run.",
+        "this shared machine, so compare them within one run.",
         "Mamba peers: the same model with `scan='tiled'` (the pure-PyTorch tiled scan, what runs without the "
         "kernel) at the same batch, one run each without warm-up; "
         f"the same classifier whose mixers are mambapy's `MambaBlock` (pscan=True, same state dict), "
