@@ -188,8 +188,10 @@ class ConvSSM(nn.Module):
         if torch.is_grad_enabled() and self.D.requires_grad:  # D still learns: its term stays apart
             return torch.addcmul(fixed_kernel_conv(u, self._operator_for(k, u.shape[1], False)), u, self.D)  # (B, L, H)
         # D constant too (attacks, evaluation): D u is lag 0 of the convolution, so no pass of its own, and the
-        # result may be a transposed view for the block's output linear to read in place
-        return fixed_kernel_conv(u, self._operator_for(k, u.shape[1], True), contiguous=False)  # (B, L, H)
+        # result may be a transposed view for the block's output linear to read in place; a copy when a hook
+        # (a probe) keeps the output, as the view would keep the FFT's whole (B, H, 2L) result alive
+        watched = bool(self._forward_hooks)
+        return fixed_kernel_conv(u, self._operator_for(k, u.shape[1], True), contiguous=watched)  # (B, L, H)
 
     def _operator_for(self, k: torch.Tensor, length: int, fold_skip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The operator of k (with D folded in when asked), reused while k is the very same tensor and D has

@@ -416,3 +416,15 @@ def test_d_still_learns_when_only_the_kernel_is_constant():
     g = torch.randn(2, length, SMALL["d_model"], dtype=torch.float64)
     (grad_d,) = torch.autograd.grad(ssm(u), ssm.D, g)
     assert rel_err(grad_d, (g * u).sum(dim=(0, 1), keepdim=True)[0]) < 1e-12
+
+
+def test_a_probe_keeps_a_compact_copy_of_the_folded_output_not_a_view_of_the_whole_fft_result():
+    model, ssm, length = _s4_ssm(9)
+    x = torch.rand(2, 1, 9, 9, dtype=torch.float64)
+    with model.frozen(), torch.no_grad():
+        with record(model, ["layers.0.ssm"], detach=True) as rec:
+            watched = model(x)
+        kept = rec["layers.0.ssm"]
+        assert kept.is_contiguous()
+        assert kept.untyped_storage().nbytes() == kept.numel() * kept.element_size()
+        assert rel_err(watched, model(x)) < 1e-12  # the same logits watched or not (to rounding)
