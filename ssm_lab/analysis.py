@@ -39,26 +39,33 @@ def feature_kl(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     return kl.reshape(kl.shape[0], -1).mean(1)  # (B,)
 
 
+def _squared_error(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Per-image sum of (clean - adv)^2 over every feature, in float64: (B,)."""
+    diff = clean.double() - adv.double()
+    return diff.reshape(diff.shape[0], -1).pow(2).sum(1)  # (B,)
+
+
+def _squared_norm(clean: torch.Tensor) -> torch.Tensor:
+    """Per-image sum of clean^2, kept from 0 so that an all-zero feature map divides safely: (B,)."""
+    return clean.double().reshape(clean.shape[0], -1).pow(2).sum(1).clamp_min(1e-300)  # (B,)
+
+
 def feature_mse(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
-    diff = (clean.double() - adv.double()) ** 2
-    return diff.reshape(diff.shape[0], -1).mean(1)  # (B,)
+    return _squared_error(clean, adv) / clean[0].numel()  # (B,)
 
 
 def feature_relative_error(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per-image squared error over the clean features' squared norm: (B,), invariant to rescaling both."""
-    clean = clean.double().reshape(clean.shape[0], -1)  # (B, F)
-    diff = clean - adv.double().reshape(adv.shape[0], -1)  # (B, F)
-    return diff.pow(2).sum(1) / clean.pow(2).sum(1).clamp_min(1e-300)  # (B,)
+    return _squared_error(clean, adv) / _squared_norm(clean)  # (B,)
 
 
 def _errors(f_clean: torch.Tensor, f_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The three metrics of one pair, as the functions above define them, with each pass over the features made
-    once: the float64 conversion, and the squared difference that MSE and relative error share."""
+    """The three metrics of one pair as the functions above define them, with the float64 conversion and the
+    squared error that MSE and relative error share made once."""
     clean, adv = f_clean.double(), f_adv.double()
-    squared_error = (clean - adv).reshape(clean.shape[0], -1).pow(2).sum(1)  # (B,)
-    features = clean[0].numel()
-    return {"mse": squared_error / features, "kl": feature_kl(clean, adv),
-            "rel": squared_error / clean.reshape(clean.shape[0], -1).pow(2).sum(1).clamp_min(1e-300)}  # each (B,)
+    squared_error = _squared_error(clean, adv)  # (B,)
+    return {"mse": squared_error / clean[0].numel(), "kl": feature_kl(clean, adv),
+            "rel": squared_error / _squared_norm(clean)}  # each (B,)
 
 
 def _view_key(t: torch.Tensor) -> tuple:

@@ -25,6 +25,18 @@ def set_kernel_cache(enabled: bool) -> None:
     _CACHE_ENABLED = bool(enabled)
 
 
+def parameter_identity(params: list) -> tuple:
+    """Each parameter's storage, version counter, dtype and device: any update through autograd changes it."""
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+
+
+def unchanged(params: list, identity: tuple, values: list) -> bool:
+    """Whether `params` still have `identity` (`parameter_identity`) and exactly `values`. The value comparison
+    catches writes through `.data`, which bypass the version counter; torch.equal is one op per parameter, with
+    no reduction to read back: this runs at every forward pass of an attack."""
+    return identity == parameter_identity(params) and all(torch.equal(p, v) for p, v in zip(params, values))
+
+
 class CachedKernel(nn.Module):
     """Base for modules whose convolution kernel depends only on their parameters.
 
@@ -44,18 +56,16 @@ class CachedKernel(nn.Module):
 
     @staticmethod
     def _identity(length: int, params: list) -> tuple:
-        return (length,) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        return (length,) + parameter_identity(params)
 
     def _cached(self, length: int, params: list):
-        """The cached kernel if nothing changed, else None. The value comparison catches writes through
-        `.data`, which bypass the version counter; torch.equal is one op per parameter, with no reduction
-        to read back: this runs at every forward pass of an attack."""
+        """The cached kernel if nothing changed, else None (`unchanged`)."""
         if self._kernel_cache is None:
             return None
         identity, values, k = self._kernel_cache
-        if identity != self._identity(length, params):
+        if identity[0] != length or not unchanged(params, identity[1:], values):
             return None
-        return k if all(torch.equal(p, saved) for p, saved in zip(params, values)) else None
+        return k
 
     def kernel(self, length: int) -> torch.Tensor:
         params = list(self.parameters())

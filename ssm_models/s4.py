@@ -18,6 +18,8 @@ from .kernels import (
     fixed_kernel_operator,
     hippo_legs_nplr,
     init_log_dt,
+    parameter_identity,
+    unchanged,
     with_skip,
 )
 from .registry import register_model
@@ -177,7 +179,7 @@ class ConvSSM(nn.Module):
         super().__init__()
         self.kernel = kernel
         self.D = nn.Parameter(torch.randn(1, d_model))  # (1, H), as in the reference
-        self._operator: tuple | None = None  # (kernel tensor, settings and D's identity, D's values, operator)
+        self._operator: tuple | None = None  # (kernel tensor, settings, D's identity and values, operator)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         k = self.kernel.kernel(u.shape[1])  # (H, L)
@@ -194,15 +196,15 @@ class ConvSSM(nn.Module):
         return fixed_kernel_conv(u, self._operator_for(k, u.shape[1], True), contiguous=watched)  # (B, L, H)
 
     def _operator_for(self, k: torch.Tensor, length: int, fold_skip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """The operator of k (with D folded in when asked), reused while k is the very same tensor and D has
-        not changed: D's values are compared exactly, as CachedKernel does, so writes through .data count too."""
-        D = self.D
-        key = (fold_skip, length, D.data_ptr(), D._version, D.dtype, D.device)
-        cached = self._operator
-        if cached is None or cached[0] is not k or cached[1] != key or not torch.equal(cached[2], D):
-            kernel = with_skip(k, D) if fold_skip else k  # (H, L)
-            self._operator = (k, key, D.detach().clone(), fixed_kernel_operator(kernel, length))
-        return self._operator[3]
+        """The operator of k (with D folded in when asked), reused while k is the very same tensor and D is
+        `unchanged`, the test CachedKernel applies to its parameters (writes through .data count too)."""
+        cached, settings = self._operator, (fold_skip, length)
+        if cached is None or cached[0] is not k or cached[1] != settings or not unchanged([self.D], *cached[2:4]):
+            kernel = with_skip(k, self.D) if fold_skip else k  # (H, L)
+            cached = (k, settings, parameter_identity([self.D]), [self.D.detach().clone()],
+                      fixed_kernel_operator(kernel, length))
+            self._operator = cached
+        return cached[4]
 
     def initial_state(self, batch: int, device, dtype: torch.dtype):
         return self.kernel.initial_state(batch, device, dtype)
